@@ -1,0 +1,150 @@
+"""Classifier heads: what sits after the backbone's pooled feature ``f`` (SPEC section 2).
+
+Every head maps ``f`` of shape ``(B, d)`` to a :class:`HeadOutput` ``(features, logits)`` and has
+``classifier_weight() -> (K, d)`` (see ``docs/architecture.md``, "Heads").
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from torch import Tensor, nn
+
+from .geometry import simplex_etf
+
+__all__ = ["FEATURE_NORMS", "HEADS", "ETFHead", "HeadOutput", "LinearHead", "build_head"]
+
+FEATURE_NORMS: tuple[str, ...] = ("bn_l2", "bn", "none")
+HEADS: tuple[str, ...] = ("linear", "linear-frozen", "etf")
+
+
+class HeadOutput(NamedTuple):
+    """What a head returns.
+
+    ``features``: the vectors the classifier multiplies, ``(B, d)`` (ETF head: ``h =
+    normalise(BN(f))``; linear heads: the pooled feature ``f`` itself). Neural-collapse metrics
+    and the dot-regression loss use these.
+    ``logits``: ``(B, K)``.
+    """
+
+    features: Tensor
+    logits: Tensor
+
+
+class ETFHead(nn.Module):
+    """A fixed simplex-ETF classifier: ``logits = scale * h @ frame`` with ``h = norm(f)``.
+
+    Args:
+        in_features: feature dimension ``d`` (must be ``>= num_classes - 1``; otherwise the
+            ``ValueError`` of :func:`~ncollapse.geometry.simplex_etf` propagates).
+        num_classes: ``K``.
+        feature_norm: ``"bn_l2"`` (official, CIFAR-type data): ``BatchNorm1d(d)`` with affine
+            parameters, then division by ``max(||x||, 1e-8)``; ``"bn"`` (official, ImageNet):
+            BatchNorm only; ``"none"``: identity.
+        scale: logit scale ``s``. The default 1.0 is the official value; it is fine for the
+            dot-regression loss (which never looks at the logits) but cripples cross-entropy
+            with a fixed ETF (cosines in [-1, 1] cannot make a confident softmax): use e.g.
+            ``scale=10`` or more for CE on the ETF head.
+        seed: seed of the frame (kept apart from the training seed).
+
+    The frame ``M`` is a ``(d, K)`` persistent buffer ``frame``: it takes no gradient, no
+    optimiser (or weight decay) ever sees it, and it is saved in the ``state_dict``, so a
+    reloaded head predicts exactly as before.
+    """
+
+    frame: Tensor
+
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        feature_norm: str = "bn_l2",
+        scale: float = 1.0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if feature_norm not in FEATURE_NORMS:
+            raise ValueError(
+                f"unknown feature_norm {feature_norm!r}; valid: {', '.join(FEATURE_NORMS)}"
+            )
+        frame = simplex_etf(in_features, num_classes, seed=seed)
+        self.in_features = in_features
+        self.num_classes = num_classes
+        self.feature_norm = feature_norm
+        self.scale = float(scale)
+        self.seed = seed
+        self.bn: nn.Module = (
+            nn.BatchNorm1d(in_features, affine=True)
+            if feature_norm in ("bn_l2", "bn")
+            else nn.Identity()
+        )
+        self.register_buffer("frame", frame, persistent=True)
+
+    def normalise(self, f: Tensor) -> Tensor:
+        """The head's feature transform ``h = norm(f)`` (without the classifier)."""
+        h = self.bn(f)
+        if self.feature_norm == "bn_l2":
+            h = h / h.norm(dim=1, keepdim=True).clamp_min(1e-8)
+        return h
+
+    def forward(self, f: Tensor) -> HeadOutput:
+        """``f`` (B, d) -> ``HeadOutput(h, scale * h @ frame)``."""
+        h = self.normalise(f)
+        return HeadOutput(h, self.scale * (h @ self.frame.to(h.dtype)))
+
+    def classifier_weight(self) -> Tensor:
+        """The class vectors as rows, ``frame.T`` of shape (K, d), *without* the logit scale."""
+        return self.frame.T
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, num_classes={self.num_classes}, "
+            f"feature_norm={self.feature_norm!r}, scale={self.scale:g}, seed={self.seed}"
+        )
+
+
+class LinearHead(nn.Module):
+    """A linear classifier ``logits = W f + b``; ``features`` is ``f`` itself.
+
+    Args:
+        in_features: ``d``.
+        num_classes: ``K``.
+        bias: whether the layer has a bias.
+        frozen: if True, weight and bias get ``requires_grad=False`` and stay at their random
+            initialisation. This reproduces, as a named option (head ``linear-frozen``), a bug
+            of the official CIFAR ResNet baseline of Yang et al., whose "learnable" classifier
+            is in fact never trained. Use ``frozen=False`` (head ``linear``) for a real baseline.
+    """
+
+    def __init__(
+        self, in_features: int, num_classes: int, bias: bool = True, frozen: bool = False
+    ) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_features, num_classes, bias=bias)
+        self.frozen = bool(frozen)
+        if frozen:
+            for p in self.linear.parameters():
+                p.requires_grad_(False)
+
+    def forward(self, f: Tensor) -> HeadOutput:
+        """``f`` (B, d) -> ``HeadOutput(f, W f + b)``."""
+        return HeadOutput(f, self.linear(f))
+
+    def classifier_weight(self) -> Tensor:
+        """The weight ``W`` of shape (K, d) (the bias is not included)."""
+        return self.linear.weight
+
+
+def build_head(name: str, in_features: int, num_classes: int, **kw: Any) -> nn.Module:
+    """Build a head by name: ``"linear"``, ``"linear-frozen"`` or ``"etf"``.
+
+    Keyword arguments go to the head's constructor (``ETFHead``: ``feature_norm``, ``scale``,
+    ``seed``; ``LinearHead``: ``bias``).
+    """
+    if name == "linear":
+        return LinearHead(in_features, num_classes, **kw)
+    if name == "linear-frozen":
+        return LinearHead(in_features, num_classes, frozen=True, **kw)
+    if name == "etf":
+        return ETFHead(in_features, num_classes, **kw)
+    raise ValueError(f"unknown head {name!r}; valid: {', '.join(HEADS)}")
