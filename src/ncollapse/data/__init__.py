@@ -1,0 +1,48 @@
+"""Data: long-tail subsetting, readers (digits, CIFAR pickles/archives, image folders), caches,
+batched augmentation. Every loader returns a :class:`DataBundle` (see docs/architecture.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import DataError, did_you_mean
+from .augment import BatchAugment, make_augment
+from .base import ArrayDataset, DataBundle
+from .digits import load_digits_lt
+from .longtail import long_tail_counts, long_tail_indices, long_tail_subset
+
+__all__ = [
+    "DATASETS",
+    "ArrayDataset",
+    "BatchAugment",
+    "DataBundle",
+    "load_data",
+    "load_digits_lt",
+    "long_tail_counts",
+    "long_tail_indices",
+    "long_tail_subset",
+    "make_augment",
+]
+
+DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
+
+
+def load_data(cfg: Any) -> DataBundle:
+    """Load the dataset a :class:`~ncollapse.config.DataConfig` names, long-tailed as configured."""
+    name = cfg.name
+    if name == "digits":
+        return load_digits_lt(
+            imbalance=cfg.imbalance,
+            profile=cfg.profile,
+            subset_seed=cfg.subset_seed,
+            test_fraction=cfg.test_fraction,
+        )
+    if name in ("cifar10", "cifar100"):
+        from .cifar import load_cifar_lt
+
+        return load_cifar_lt(cfg)
+    if name == "imagefolder":
+        from .imagefolder import load_imagefolder_lt
+
+        return load_imagefolder_lt(cfg)
+    raise DataError(f"unknown dataset {name!r}" + did_you_mean(name, DATASETS))

@@ -1,0 +1,93 @@
+"""In-memory datasets and the bundle every loader returns (see docs/architecture.md, "Data")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..errors import DataError
+
+__all__ = ["ArrayDataset", "DataBundle"]
+
+
+class ArrayDataset(torch.utils.data.Dataset):
+    """Images as one uint8 tensor ``(N, C, H, W)``, labels as int64 ``(N,)``, class names.
+
+    Indexing returns ``(image_uint8, label)``; the engine normally slices the tensors directly
+    (``ds.images[idx]``) and augments whole batches with :class:`~ncollapse.data.augment.BatchAugment`.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> None:
+        images = torch.as_tensor(images)
+        labels = torch.as_tensor(labels)
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise DataError(
+                f"ArrayDataset images must be a uint8 tensor (N, C, H, W), got {images.dtype} {tuple(images.shape)}"
+            )
+        if labels.dim() != 1 or labels.shape[0] != images.shape[0]:
+            raise DataError(
+                f"ArrayDataset labels must be 1-D with one label per image: {tuple(labels.shape)} vs {images.shape[0]} images"
+            )
+        labels = labels.to(torch.int64)
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= len(classes)):
+            raise DataError(
+                f"labels must lie in [0, {len(classes)}) for {len(classes)} classes, "
+                f"got range [{int(labels.min())}, {int(labels.max())}]"
+            )
+        self.images = images
+        self.labels = labels
+        self.classes = list(classes)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.images[i], int(self.labels[i])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def class_counts(self) -> list[int]:
+        """Images per class in label order."""
+        return torch.bincount(self.labels, minlength=len(self.classes)).tolist()
+
+    def __repr__(self) -> str:
+        return f"ArrayDataset(n={len(self)}, shape={tuple(self.images.shape[1:])}, classes={len(self.classes)})"
+
+
+@dataclass
+class DataBundle:
+    """What :func:`ncollapse.data.load_data` returns.
+
+    ``class_counts``: training images per class (label order). ``info``: provenance (source path,
+    subset seed, imbalance, profile, capped classes, ...), JSON-serialisable. ``mean``/``std``:
+    per-channel normalisation on the 0..1 scale. ``augment``: the default augmentation for this
+    data (``"standard"`` crop+flip for CIFAR, ``"none"`` for digits).
+    """
+
+    train: ArrayDataset
+    test: ArrayDataset
+    class_counts: list[int]
+    info: dict[str, Any] = field(default_factory=dict)
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    augment: str = "none"
+
+    @property
+    def classes(self) -> list[str]:
+        return self.train.classes
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.train.classes)
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.train.images.shape[1])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return int(self.train.images.shape[2]), int(self.train.images.shape[3])

@@ -1,0 +1,40 @@
+"""Backbone registry: ``build_backbone(name, in_channels, width, **kw)``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+__all__ = ["BACKBONES", "build_backbone", "register_backbone"]
+
+BACKBONES: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_backbone(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator: register a factory ``f(in_channels=3, width=1, **kw) -> nn.Module``.
+
+    The module must have ``out_features`` (the pooled feature dimension) and map ``(B, C, H, W)``
+    to ``(B, out_features)``.
+    """
+
+    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in BACKBONES:
+            raise ValueError(f"backbone {name!r} is already registered")
+        BACKBONES[name] = fn
+        return fn
+
+    return deco
+
+
+def build_backbone(name: str, in_channels: int = 3, width: int = 1, **kw: Any) -> nn.Module:
+    """Build a registered backbone; an unknown name raises ValueError listing the valid names."""
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; valid: {', '.join(sorted(BACKBONES))}")
+    if int(width) != width or width < 1:
+        raise ValueError(f"backbone width multiplier must be a positive integer, got {width!r}")
+    model = BACKBONES[name](in_channels=int(in_channels), width=int(width), **kw)
+    if not hasattr(model, "out_features"):
+        raise TypeError(f"backbone {name!r} has no attribute out_features")
+    return model

@@ -1,0 +1,82 @@
+"""Backbone registry and the CIFAR ResNets (SPEC section 5)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from ncollapse.models import BACKBONES, build_backbone, register_backbone
+
+
+def _nparams(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def test_resnet32_params_and_shape():
+    m = build_backbone("resnet32", in_channels=3)
+    assert m.out_features == 64
+    # 0.46M: 463,504 without the fc; + a 10-way fc (650) = 464,154, the published figure
+    assert _nparams(m) == 463_504
+    assert _nparams(m) + 64 * 10 + 10 == 464_154
+    m.eval()
+    assert m(torch.randn(2, 3, 32, 32)).shape == (2, 64)
+
+
+def test_resnet32_structure_option_a():
+    m = build_backbone("resnet32")
+    blocks = [b for b in m.modules() if b.__class__.__name__ == "BasicBlock"]
+    assert len(blocks) == 15
+    convs = [c for c in m.modules() if isinstance(c, nn.Conv2d)]
+    assert len(convs) == 31  # stem + 2 per block: no projection convs (option A)
+    assert {c.out_channels for c in convs} == {16, 32, 64}
+
+
+def test_resnet32_width2_for_cifar100():
+    m = build_backbone("resnet32", width=2)
+    assert m.out_features == 128
+    m.eval()
+    assert m(torch.randn(1, 3, 32, 32)).shape == (1, 128)
+
+
+@pytest.mark.parametrize(("name", "blocks"), [("resnet20", 9), ("resnet44", 21), ("resnet56", 27)])
+def test_other_depths(name, blocks):
+    m = build_backbone(name)
+    assert sum(b.__class__.__name__ == "BasicBlock" for b in m.modules()) == blocks
+    assert m.out_features == 64
+
+
+def test_digits_cnn_and_mlp():
+    m = build_backbone("digits_cnn", in_channels=1)
+    assert m.out_features == 64
+    assert m(torch.randn(3, 1, 8, 8)).shape == (3, 64)
+    assert _nparams(m) < 100_000
+    mlp = build_backbone("mlp", in_channels=1)
+    assert mlp(torch.randn(3, 1, 8, 8)).shape == (3, mlp.out_features)
+    mlp2 = build_backbone("mlp", in_channels=3, input_size=3 * 32 * 32, hidden_size=32)
+    assert mlp2(torch.randn(2, 3, 32, 32)).shape == (2, 32)
+    with pytest.raises(ValueError, match="input_size"):
+        mlp(torch.randn(2, 3, 32, 32))
+
+
+def test_unknown_name_lists_valid():
+    with pytest.raises(ValueError, match="resnet32") as e:
+        build_backbone("resnet33")
+    assert "digits_cnn" in str(e.value)
+
+
+def test_register_backbone():
+    name = "_test_tiny"
+
+    @register_backbone(name)
+    def tiny(in_channels=3, width=1):
+        m = nn.Sequential(nn.Flatten(), nn.LazyLinear(4 * width))
+        m.out_features = 4 * width
+        return m
+
+    try:
+        assert build_backbone(name, width=2).out_features == 8
+        with pytest.raises(ValueError, match="already"):
+            register_backbone(name)(tiny)
+    finally:
+        BACKBONES.pop(name)
