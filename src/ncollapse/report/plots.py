@@ -1,0 +1,374 @@
+"""PNG plots and a markdown summary from run directories or from a user's own features.
+
+Figures are drawn on matplotlib's Agg canvas directly (no pyplot, no global backend switch),
+so this is safe on headless machines and inside other programs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from ..errors import UserError
+from ..metrics import collapse_metrics
+from .runs import Run, read_run
+
+__all__ = [
+    "analyze_features",
+    "analyze_runs",
+    "plot_collapse_curves",
+    "plot_cosine_matrices",
+    "plot_per_class",
+]
+
+CURVES = (
+    ("nc1", "NC1  tr(Σ_W Σ_B⁺)/K", True),
+    ("nc2_etf_error", "NC2  ETF error of class means", False),
+    ("nc3", "NC3  ||W/‖W‖ − M/‖M‖||²", False),
+    ("nc4", "NC4  classifier ≠ nearest mean", False),
+)
+SUMMARY_KEYS = (
+    "nc1",
+    "cdnv",
+    "nc2_etf_error",
+    "w_etf_error",
+    "nc3",
+    "nc4",
+    "minority_collapse_means",
+    "minority_collapse_w",
+)
+ACC_KEYS = ("acc", "many", "medium", "few", "many_idx", "medium_idx", "few_idx")
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
+def _label(run: Run) -> str:
+    return f"{run.name} ({run.method})"
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def plot_collapse_curves(runs: Sequence[Run], path: str | Path) -> Path | None:
+    """NC1 / NC2 / NC3 / NC4 against epoch, train (solid) and test (dashed), one colour a run."""
+    if not any(run.select("collapse") for run in runs):
+        return None
+    fig = Figure(figsize=(11, 7.5))
+    axes = fig.subplots(2, 2).ravel()
+    colours = [f"C{i}" for i in range(10)]
+    for ax, (key, title, logy) in zip(axes, CURVES):
+        drawn = False
+        for i, run in enumerate(runs):
+            for split, style in (("train", "-"), ("test", "--")):
+                pts = [
+                    (r["epoch"], r[key])
+                    for r in run.select("collapse", split)
+                    if _finite(r.get(key)) and (not logy or r[key] > 0)
+                ]
+                if pts:
+                    x, y = zip(*pts)
+                    ax.plot(
+                        x,
+                        y,
+                        style,
+                        color=colours[i % 10],
+                        marker="o",
+                        ms=3,
+                        label=f"{_label(run)} {split}",
+                    )
+                    drawn = True
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("epoch")
+        if logy and drawn:
+            ax.set_yscale("log")
+        if drawn:
+            ax.legend(fontsize=7)
+        else:
+            ax.text(
+                0.5, 0.5, f"no '{key}' records", ha="center", va="center", transform=ax.transAxes
+            )
+    fig.tight_layout()
+    return _save(fig, Path(path))
+
+
+def _cosines(vecs: np.ndarray) -> np.ndarray:
+    unit = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-300)
+    return unit @ unit.T
+
+
+def _centred_means(state: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Class means centred on the class-balanced mean of the present classes; present mask."""
+    counts = state["class_counts"]
+    present = counts > 0
+    means = state["class_means"].astype(np.float64)
+    return means - means[present].mean(0), present
+
+
+def plot_cosine_matrices(runs: Sequence[Run], path: str | Path) -> Path | None:
+    """Cosine matrices of the centred class means and of the classifier rows, classes sorted by
+    training count (largest first); one row of panels per run that has collapse_final.npz."""
+    rows = [run for run in runs if run.state is not None]
+    if not rows:
+        return None
+    ncols = 2 if any("classifier" in r.state for r in rows) else 1
+    fig = Figure(figsize=(5.2 * ncols, 4.6 * len(rows)))
+    axes = np.atleast_2d(fig.subplots(len(rows), ncols, squeeze=False))
+    for i, run in enumerate(rows):
+        counts = run.train_counts() or run.state["class_counts"].tolist()
+        order = np.argsort(-np.asarray(counts), kind="stable")
+        centred, present = _centred_means(run.state)
+        panels = [("class means (centred)", centred, present)]
+        if "classifier" in run.state:
+            panels.append(("classifier rows", run.state["classifier"], np.ones_like(present)))
+        for j in range(ncols):
+            ax = axes[i, j]
+            if j >= len(panels):
+                ax.axis("off")
+                continue
+            title, vecs, mask = panels[j]
+            cos = _cosines(vecs)
+            cos[~mask, :] = np.nan
+            cos[:, ~mask] = np.nan
+            im = ax.imshow(cos[np.ix_(order, order)], vmin=-1, vmax=1, cmap="RdBu_r")
+            ax.set_title(f"{_label(run)}\n{title}", fontsize=9)
+            ax.set_xlabel("class (by training count, largest first)")
+            fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return _save(fig, Path(path))
+
+
+def _mean_norms(run: Run) -> list[float | None] | None:
+    rec = run.last("collapse", "train")
+    if rec and rec.get("mean_norms") is not None:
+        return rec["mean_norms"]
+    if run.state is not None:
+        centred, present = _centred_means(run.state)
+        return [float(n) if p else None for n, p in zip(np.linalg.norm(centred, axis=1), present)]
+    return None
+
+
+def plot_per_class(runs: Sequence[Run], path: str | Path) -> Path | None:
+    """Per-class test accuracy and per-class feature-mean norm against training class size."""
+    fig = Figure(figsize=(11, 4.2))
+    ax_acc, ax_norm = fig.subplots(1, 2)
+    drawn = False
+    for i, run in enumerate(runs):
+        counts = run.train_counts()
+        if not counts:
+            continue
+        ev = run.last("eval", "test") or run.last("eval")
+        for ax, values in (
+            (ax_acc, ev.get("per_class") if ev else None),
+            (ax_norm, _mean_norms(run)),
+        ):
+            if not values:
+                continue
+            pts = [(c, v) for c, v in zip(counts, values) if v is not None and c > 0]
+            if pts:
+                x, y = zip(*pts)
+                ax.scatter(x, y, s=18, color=f"C{i % 10}", label=_label(run))
+                drawn = True
+    if not drawn:
+        return None
+    for ax, title in (
+        (ax_acc, "per-class test accuracy (final eval)"),
+        (ax_norm, "per-class ‖μ_k − μ̄‖ (final train collapse)"),
+    ):
+        ax.set_xscale("log")
+        ax.set_xlabel("training samples in class")
+        ax.set_title(title, fontsize=10)
+        if ax.collections:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, Path(path))
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _run_summary(run: Run) -> dict[str, Any]:
+    ev = run.last("eval", "test") or run.last("eval")
+    out: dict[str, Any] = {
+        "name": run.name,
+        "method": run.method,
+        "path": str(run.path),
+        "epochs": max((r.get("epoch", 0) for r in run.records), default=0),
+        "eval": {k: ev.get(k) for k in ACC_KEYS} if ev else None,
+        "eval_epoch": ev.get("epoch") if ev else None,
+    }
+    for split in ("train", "test"):
+        rec = run.last("collapse", split)
+        out[f"collapse_{split}"] = (
+            {k: rec.get(k) for k in SUMMARY_KEYS if k in rec} | {"epoch": rec.get("epoch")}
+            if rec
+            else None
+        )
+    return out
+
+
+def _markdown(summaries: list[dict[str, Any]], plots: list[Path]) -> str:
+    lines = ["# ncollapse analysis", ""]
+    lines += ["## Accuracy (final evaluation, test set)", ""]
+    lines += ["| run | method | epoch | " + " | ".join(ACC_KEYS) + " |"]
+    lines += ["|" + "---|" * (len(ACC_KEYS) + 3)]
+    for s in summaries:
+        ev = s["eval"] or {}
+        lines.append(
+            f"| {s['name']} | {s['method']} | {_fmt(s['eval_epoch'])} | "
+            + " | ".join(_fmt(ev.get(k)) for k in ACC_KEYS)
+            + " |"
+        )
+    lines += [
+        "",
+        "many/medium/few: by training count (>100, 20–100, <20); *_idx: by class-index range.",
+        "",
+        "## Neural collapse (last measured epoch)",
+        "",
+    ]
+    lines += ["| run | split | epoch | " + " | ".join(SUMMARY_KEYS) + " |"]
+    lines += ["|" + "---|" * (len(SUMMARY_KEYS) + 3)]
+    for s in summaries:
+        for split in ("train", "test"):
+            rec = s[f"collapse_{split}"]
+            if rec:
+                lines.append(
+                    f"| {s['name']} | {split} | {_fmt(rec.get('epoch'))} | "
+                    + " | ".join(_fmt(rec.get(k)) for k in SUMMARY_KEYS)
+                    + " |"
+                )
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
+    return "\n".join(lines) + "\n"
+
+
+def analyze_runs(run_dirs: Sequence[str | Path], out_dir: str | Path | None = None) -> dict:
+    """Read one or two (or more) run directories; write plots and ``analysis.md``.
+
+    Output goes to ``out_dir``; by default into the run directory itself for one run, and into
+    ``<first run>/compare_<second run name>/`` for an overlay. Returns a JSON-ready dict with
+    the per-run summaries and the files written.
+    """
+    if not run_dirs:
+        raise UserError("give at least one run directory")
+    runs = [read_run(d) for d in run_dirs]
+    if out_dir is None:
+        out = runs[0].path if len(runs) == 1 else runs[0].path / f"compare_{runs[1].name}"
+    else:
+        out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plots = [
+        p
+        for p in (
+            plot_collapse_curves(runs, out / "collapse_curves.png"),
+            plot_cosine_matrices(runs, out / "cosine_matrices.png"),
+            plot_per_class(runs, out / "per_class.png"),
+        )
+        if p is not None
+    ]
+    summaries = [_run_summary(r) for r in runs]
+    md = out / "analysis.md"
+    md.write_text(_markdown(summaries, plots))
+    return {"runs": summaries, "out_dir": str(out), "files": [str(p) for p in [*plots, md]]}
+
+
+def _require(z: Any, key: str, path: Path) -> np.ndarray:
+    if key not in z.files:
+        raise UserError(f"{path}: missing array '{key}' (found: {', '.join(z.files) or 'none'})")
+    return z[key]
+
+
+def analyze_features(
+    npz_path: str | Path,
+    out_dir: str | Path,
+    tail_classes: Sequence[int] | None = None,
+) -> dict:
+    """Collapse metrics of a user's own features.
+
+    ``npz_path``: a ``.npz`` with ``features`` (N, d) float, ``labels`` (N,) integer in
+    [0, K), optional ``classifier`` (K, d) and ``bias`` (K,). Writes ``features_metrics.json``,
+    ``features_cosine.png`` and ``features_analysis.md`` to ``out_dir``; returns the metrics.
+    """
+    path = Path(npz_path)
+    if not path.is_file():
+        raise UserError(f"features file {path} does not exist")
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path} is not a readable .npz file ({exc})") from None
+    with z:
+        feats = _require(z, "features", path)
+        labels = _require(z, "labels", path)
+        classifier = z["classifier"] if "classifier" in z.files else None
+        bias = z["bias"] if "bias" in z.files else None
+    if feats.ndim != 2 or not np.issubdtype(feats.dtype, np.number):
+        raise UserError(f"{path}: array 'features' must be numeric (N, d), got shape {feats.shape}")
+    n, d = feats.shape
+    if labels.ndim != 1 or labels.shape[0] != n:
+        raise UserError(
+            f"{path}: array 'labels' must be 1-D with one label per feature row ({n}), "
+            f"got shape {labels.shape}"
+        )
+    if not np.issubdtype(labels.dtype, np.integer):
+        if np.issubdtype(labels.dtype, np.floating) and np.all(labels == np.round(labels)):
+            labels = labels.astype(np.int64)
+        else:
+            raise UserError(f"{path}: array 'labels' must hold integers, got dtype {labels.dtype}")
+    if labels.size and labels.min() < 0:
+        raise UserError(f"{path}: array 'labels' has negative values")
+    k = int(labels.max()) + 1 if labels.size else 0
+    if classifier is not None:
+        if classifier.ndim != 2 or classifier.shape[1] != d or classifier.shape[0] < k:
+            raise UserError(
+                f"{path}: array 'classifier' must be (K, d) = (K >= {k}, {d}), "
+                f"got shape {classifier.shape}"
+            )
+        k = classifier.shape[0]
+    if bias is not None and bias.shape != (k,):
+        raise UserError(f"{path}: array 'bias' must be ({k},), got shape {bias.shape}")
+    if int((np.bincount(labels, minlength=k) > 0).sum()) < 2:
+        raise UserError(f"{path}: need samples of at least two classes")
+    metrics = collapse_metrics(
+        feats, labels, classifier=classifier, bias=bias, num_classes=k, tail_classes=tail_classes
+    )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "features_metrics.json").write_text(json.dumps(metrics, indent=1))
+    counts = np.bincount(labels, minlength=k)
+    means = np.zeros((k, d))
+    np.add.at(means, labels, feats.astype(np.float64))
+    means /= np.maximum(counts, 1)[:, None]
+    state = {"class_means": means, "class_counts": counts}
+    if classifier is not None:
+        state["classifier"] = classifier.astype(np.float64)
+    pseudo = Run(path=path, name=path.stem, method="features", state=state)
+    files = [out / "features_metrics.json"]
+    png = plot_cosine_matrices([pseudo], out / "features_cosine.png")
+    if png:
+        files.append(png)
+    lines = [f"# Collapse metrics of {path.name}", "", f"N = {n}, d = {d}, K = {k}", ""]
+    lines += ["| quantity | value |", "|---|---|"]
+    lines += [
+        f"| {key} | {_fmt(val)} |" for key, val in metrics.items() if not isinstance(val, list)
+    ]
+    if png:
+        lines += ["", f"![cosines]({png.name})"]
+    (out / "features_analysis.md").write_text("\n".join(lines) + "\n")
+    files.append(out / "features_analysis.md")
+    return {"metrics": metrics, "out_dir": str(out), "files": [str(f) for f in files]}

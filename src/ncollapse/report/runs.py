@@ -1,0 +1,115 @@
+"""Reading run directories (docs/architecture.md, "Run directory")."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from ..errors import UserError
+from .state import COLLAPSE_STATE_FILE, load_collapse_state
+
+__all__ = ["Run", "read_run"]
+
+
+@dataclass
+class Run:
+    """One run directory, parsed."""
+
+    path: Path
+    name: str
+    method: str
+    config: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    records: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] | None = None
+    state: dict[str, np.ndarray] | None = None
+
+    def select(self, kind: str, split: str | None = None) -> list[dict[str, Any]]:
+        """Records of one kind (and split), in epoch order."""
+        recs = [
+            r
+            for r in self.records
+            if r.get("kind") == kind and (split is None or r.get("split") == split)
+        ]
+        return sorted(recs, key=lambda r: r.get("epoch", 0))
+
+    def last(self, kind: str, split: str | None = None) -> dict[str, Any] | None:
+        recs = self.select(kind, split)
+        return recs[-1] if recs else None
+
+    def train_counts(self) -> list[int] | None:
+        """Training class counts: data.json, else collapse_final.npz, else a train record."""
+        cc = self.data.get("class_counts")
+        if isinstance(cc, dict):
+            cc = cc.get("train")
+        if cc is None:
+            cc = self.data.get("train_counts") or self.data.get("class_counts_train")
+        if cc is None and self.state is not None and self.last("collapse", "train") is None:
+            cc = self.state["class_counts"].tolist()
+        if cc is None:
+            rec = self.last("collapse", "train")
+            cc = rec.get("class_counts") if rec else None
+        return [int(c) for c in cc] if cc is not None else None
+
+
+def _method(config: dict[str, Any]) -> str:
+    model = config.get("model") or {}
+    loss = config.get("loss") or {}
+    parts = [str(p) for p in (model.get("head"), loss.get("name")) if p]
+    return "+".join(parts) if parts else "?"
+
+
+def read_run(run_dir: str | Path) -> Run:
+    """Parse a run directory; UserError with a clear message when it is not one."""
+    path = Path(run_dir)
+    if not path.exists():
+        raise UserError(f"run directory {path} does not exist")
+    if not path.is_dir():
+        raise UserError(f"{path} is not a directory (expected a run directory)")
+    metrics_file = path / "metrics.jsonl"
+    if not metrics_file.is_file():
+        raise UserError(
+            f"{path} has no metrics.jsonl: not a run directory, or the run has not logged an "
+            f"epoch yet"
+        )
+    records: list[dict[str, Any]] = []
+    for lineno, line in enumerate(metrics_file.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            # a run killed mid-write leaves a partial last line: skip it, fail on others
+            if lineno == len(metrics_file.read_text().splitlines()):
+                continue
+            raise UserError(f"{metrics_file}:{lineno}: not valid JSON ({exc.msg})") from None
+    config: dict[str, Any] = {}
+    if (path / "config.yaml").is_file():
+        try:
+            config = yaml.safe_load((path / "config.yaml").read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise UserError(f"{path / 'config.yaml'} is not valid YAML: {exc}") from None
+    data: dict[str, Any] = {}
+    if (path / "data.json").is_file():
+        data = json.loads((path / "data.json").read_text())
+    summary = None
+    if (path / "summary.json").is_file():
+        summary = json.loads((path / "summary.json").read_text())
+    state = None
+    if (path / COLLAPSE_STATE_FILE).is_file():
+        state = load_collapse_state(path / COLLAPSE_STATE_FILE)
+    return Run(
+        path=path,
+        name=path.resolve().name,  # the directory name: what the user typed, and unique
+        method=_method(config),
+        config=config,
+        data=data,
+        records=records,
+        summary=summary,
+        state=state,
+    )
