@@ -213,7 +213,16 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if tp is bool:
             if isinstance(value, bool):
                 return value
-            if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+            if isinstance(value, str) and value.lower() in (
+                "true",
+                "yes",
+                "on",
+                "1",
+                "false",
+                "no",
+                "off",
+                "0",
+            ):
                 return value.lower() in ("true", "yes", "on", "1")
             raise ValueError
         if tp is int:
@@ -240,7 +249,8 @@ def _from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     for key, value in data.items():
         if key not in hints:
             raise ConfigError(
-                f"unknown config key '{prefix}{key}'" + did_you_mean(prefix + key, _all_keys(cls, prefix))
+                f"unknown config key '{prefix}{key}'"
+                + did_you_mean(prefix + key, _all_keys(cls, prefix))
             )
         kwargs[key] = _coerce(value, hints[key], prefix + key)
     obj = cls(**{k: v for k, v in kwargs.items() if k in names})
@@ -341,7 +351,10 @@ def validate(cfg: Config) -> None:
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
         if value not in allowed:
-            raise ConfigError(f"config key '{key}' must be one of {', '.join(allowed)}; got {value!r}" + did_you_mean(str(value), allowed))
+            raise ConfigError(
+                f"config key '{key}' must be one of {', '.join(allowed)}; got {value!r}"
+                + did_you_mean(str(value), allowed)
+            )
     r = cfg.data.imbalance
     if not (0.0 < r <= 1.0) or math.isnan(r):
         hint = f" (for an imbalance ratio of {r:g} use r = {1 / r:g})" if r > 1 else ""

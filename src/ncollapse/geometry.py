@@ -53,7 +53,10 @@ def simplex_etf(
         frame = math.sqrt(k / (k - 1)) * p @ centring
     else:  # dim == k - 1: an orthonormal basis U of 1^perp in R^K, then a random rotation B
         ones_first = torch.cat(
-            [torch.ones(k, 1, dtype=torch.float64), torch.randn(k, k - 1, generator=gen, dtype=torch.float64)],
+            [
+                torch.ones(k, 1, dtype=torch.float64),
+                torch.randn(k, k - 1, generator=gen, dtype=torch.float64),
+            ],
             dim=1,
         )
         q, _ = torch.linalg.qr(ones_first)

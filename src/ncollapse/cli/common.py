@@ -1,0 +1,106 @@
+"""Options shared by the training commands, and turning them into a validated config."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from ..config import Config, digits_defaults, load_config, scale_schedule
+from ..errors import ConfigError
+
+REPO_CONFIGS = Path(__file__).resolve().parents[3] / "configs"
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """--set, --epochs, --seed, --device, --out, --name, --json."""
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config field, e.g. --set optim.lr=0.05 (repeatable)",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="shorten or lengthen the schedule; warm-up and decay milestones scale with it",
+    )
+    p.add_argument(
+        "--seed", type=int, default=None, help="training seed (initialisation, data order)"
+    )
+    p.add_argument(
+        "--imbalance",
+        type=float,
+        default=None,
+        help="imbalance factor r in (0, 1] (0.01 = imbalance ratio 100)",
+    )
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument(
+        "--out", default=None, help="parent directory of run directories (default: runs)"
+    )
+    p.add_argument("--json", action="store_true", help="print the results as one JSON object")
+
+
+def find_config(name: str) -> Path:
+    """A config path, or a recipe name looked up in ./configs and the repository's configs/."""
+    p = Path(name)
+    if p.is_file():
+        return p
+    candidates = [
+        Path("configs") / f"{name}.yaml",
+        REPO_CONFIGS / f"{name}.yaml",
+        REPO_CONFIGS / name,
+    ]
+    for c in candidates:
+        if c.is_file():
+            return c
+    known = sorted(x.stem for x in REPO_CONFIGS.glob("*.yaml")) if REPO_CONFIGS.is_dir() else []
+    from ..errors import did_you_mean
+
+    hint = did_you_mean(name, known) if known else ""
+    raise ConfigError(f"config '{name}' is neither a file nor a known recipe{hint}")
+
+
+def shortcut_overrides(args: argparse.Namespace) -> list[str]:
+    out = []
+    if getattr(args, "seed", None) is not None:
+        out.append(f"seed={args.seed}")
+    if getattr(args, "imbalance", None) is not None:
+        out.append(f"data.imbalance={args.imbalance}")
+    if getattr(args, "device", None) is not None:
+        out.append(f"run.device={args.device}")
+    if getattr(args, "out", None) is not None:
+        out.append(f"run.out_dir={args.out}")
+    return out
+
+
+def make_config(
+    args: argparse.Namespace,
+    config: str | None,
+    method: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Config:
+    """Defaults (digits when no config file), the recipe file, the method preset, then the
+    command-line overrides; ``--epochs`` rescales the schedule last."""
+    from ..build import METHODS  # noqa: F401  (validates early that build imports)
+
+    path = find_config(config) if config else None
+    base = None if path else digits_defaults()
+    merged_extra: dict[str, Any] = {}
+    for part in (method or {}, extra or {}):
+        for k, v in part.items():
+            merged_extra[k] = {**merged_extra.get(k, {}), **v} if isinstance(v, dict) else v
+    cfg = load_config(
+        path, overrides=[*args.overrides, *shortcut_overrides(args)], base=base, extra=merged_extra
+    )
+    if args.epochs is not None:
+        cfg = scale_schedule(cfg, args.epochs)
+    return cfg
+
+
+def print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2))

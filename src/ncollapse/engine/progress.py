@@ -1,0 +1,80 @@
+"""A one-line progress display: epoch, batch, loss, throughput and ETA.
+
+``bar`` redraws one terminal line; ``log`` prints one line per epoch (for files and CI logs);
+``none`` is silent; ``auto`` picks ``bar`` on a terminal and ``log`` otherwise.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+
+def _fmt_time(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+class Progress:
+    """Tracks one run's progress and prints it in the chosen ``mode``."""
+
+    def __init__(
+        self, total_epochs: int, mode: str = "auto", stream: TextIO | None = None, prefix: str = ""
+    ) -> None:
+        self.stream = stream or sys.stderr
+        if mode == "auto":
+            mode = "bar" if getattr(self.stream, "isatty", lambda: False)() else "log"
+        self.mode = mode
+        self.total_epochs = total_epochs
+        self.prefix = prefix
+        self._epoch_times: list[float] = []
+        self._last_draw = 0.0
+
+    def batch(
+        self,
+        epoch: int,
+        done: int,
+        total: int,
+        loss: float,
+        images_per_s: float,
+        epoch_elapsed: float,
+    ) -> None:
+        """Report progress inside epoch ``epoch`` (0-based): ``done`` of ``total`` batches."""
+        if self.mode != "bar":
+            return
+        now = time.perf_counter()
+        if now - self._last_draw < 0.2 and done < total:
+            return
+        self._last_draw = now
+        per_epoch = epoch_elapsed / max(done, 1) * total
+        remaining = per_epoch - epoch_elapsed + per_epoch * (self.total_epochs - epoch - 1)
+        width = 20
+        filled = int(width * done / max(total, 1))
+        bar = "#" * filled + "-" * (width - filled)
+        self.stream.write(
+            f"\r{self.prefix}epoch {epoch + 1}/{self.total_epochs} [{bar}] {done}/{total} "
+            f"loss {loss:.4f} {images_per_s:,.0f} img/s ETA {_fmt_time(remaining)}  "
+        )
+        self.stream.flush()
+
+    def epoch(self, epoch: int, seconds: float, summary: str) -> None:
+        """Report the end of epoch ``epoch`` (0-based) with a short summary string."""
+        self._epoch_times.append(seconds)
+        if self.mode == "none":
+            return
+        recent = self._epoch_times[-5:]
+        eta = sum(recent) / len(recent) * (self.total_epochs - epoch - 1)
+        line = f"{self.prefix}epoch {epoch + 1}/{self.total_epochs} {summary} ({seconds:.1f}s, ETA {_fmt_time(eta)})"
+        if self.mode == "bar":
+            self.stream.write("\r" + line + " " * 10 + "\n")
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def message(self, text: str) -> None:
+        if self.mode != "none":
+            self.stream.write(f"{self.prefix}{text}\n")
+            self.stream.flush()
