@@ -241,3 +241,55 @@ def test_objective_from_config_eval_mode_and_mixup():
     ce = 0.3 * F.cross_entropy(out.logits, y) + 0.7 * F.cross_entropy(out.logits, yb)
     assert torch.allclose(obj.last_terms["ce"], ce.detach(), atol=1e-6)
     assert torch.isfinite(loss)
+
+
+class _Net(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = torch.nn.Linear(6, D)
+        self.head = LinearHead(D, K)
+
+    def forward(self, x):
+        return self.head(self.backbone(x))
+
+    def classifier_weight(self):
+        return self.head.classifier_weight()
+
+
+def test_build_allnc_criterion_engine_protocol():
+    from ncollapse.allnc import AllNCCriterion, build_allnc_criterion
+    from ncollapse.config import Config
+
+    cfg = Config()
+    cfg.optim.epochs = 10
+    torch.manual_seed(0)
+    net = _Net()
+    crit = build_allnc_criterion(cfg, net, [7, 5, 3, 1])
+    assert isinstance(crit, AllNCCriterion) and crit.needs_reversed_batch
+    crit.to("cpu").set_epoch(4)
+    x, y = torch.randn(B, 6), _labels()
+    xr, yr = torch.randn(B, 6), torch.arange(B) % K
+    both = net(torch.cat([x, xr]))
+    out = type(both)(*(t[:B] for t in both))
+    out_rev = type(both)(*(t[B:] for t in both))
+    loss = crit(out, y, y, 1.0, rev=(out_rev, yr), network=net)
+    assert crit.last_terms["alpha"] == gbbn_alpha(4, 10)
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters())
+    # the reversed term reaches the classifier but not the backbone
+    net.zero_grad()
+    crit.loss.hycon_on = crit.loss.p2p_on = False
+    crit.set_epoch(10)  # alpha = 0: only the reversed CE is left
+    both = net(torch.cat([x, xr]))
+    out = type(both)(*(t[:B] for t in both))
+    out_rev = type(both)(*(t[B:] for t in both))
+    crit(out, y, None, 1.0, rev=(out_rev, yr), network=net).backward()
+    assert net.backbone.weight.grad is None or float(net.backbone.weight.grad.abs().sum()) == 0.0
+    assert float(net.head.linear.weight.grad.abs().sum()) > 0
+    state = crit.state_dict()
+    assert "memory.mean" in state and bool(state["memory.seen"].all())
+    fresh = build_allnc_criterion(cfg, _Net(), [7, 5, 3, 1])
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.loss.memory.mean, crit.loss.memory.mean)
+    with pytest.raises(ValueError, match="class_counts"):
+        build_allnc_criterion(cfg, net, [1, 2, 3])

@@ -18,11 +18,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "AllNCCriterion",
     "AllNCObjective",
     "ClassMeanMemory",
     "HyConLoss",
     "P2PLoss",
     "batch_class_means",
+    "build_allnc_criterion",
     "class_prototypes",
     "gbbn_alpha",
     "reversed_class_probabilities",
@@ -435,3 +437,97 @@ class AllNCObjective(nn.Module):
             f"hycon={self.hycon_on} (w={self.hycon_weight:g}), p2p={self.p2p_on} "
             f"(w={self.p2p_weight:g}), gbbn={self.gbbn}"
         )
+
+
+# ------------------------------------------------------------------------------ engine binding
+
+
+class AllNCCriterion:
+    """The engine-facing AllNC criterion (the ``Criterion`` protocol of ``build.py``).
+
+    ``criterion(out, y_a, y_b, lam, rev=None, network=None)``: ``out`` is the instance branch's
+    ``HeadOutput``; with GBBN on, ``rev = (out_rev, y_rev)`` is the class-reversed batch's
+    output and ``network`` the model (``network.head`` recomputes the reversed logits from the
+    detached features, so that term trains only the classifier; for a head other than
+    :class:`~ncollapse.heads.LinearHead` the given ``out_rev.logits`` are used as they are).
+    ``needs_reversed_batch`` tells the engine to draw that batch (sampler:
+    :func:`reversed_sampling_weights`). ``set_epoch`` (0-based) drives the GBBN schedule over
+    ``epochs``. ``state_dict``/``load_state_dict`` carry the class-mean memory for resuming.
+    """
+
+    uses = "features+logits"
+
+    def __init__(self, objective: AllNCObjective, network: nn.Module, epochs: int) -> None:
+        self.loss = objective
+        self.network = network
+        self.epochs = int(epochs)
+        self.epoch = 0
+        self.needs_reversed_batch = objective.gbbn
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by the engine at the start of every (0-based) epoch."""
+        self.epoch = int(epoch)
+
+    def to(self, device: torch.device | str) -> AllNCCriterion:
+        self.loss.to(device)
+        return self
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.loss.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.loss.load_state_dict(state)
+
+    @property
+    def last_terms(self) -> dict[str, Tensor | float]:
+        return self.loss.last_terms
+
+    def __call__(
+        self,
+        out: Any,
+        y_a: Tensor,
+        y_b: Tensor | None,
+        lam: float,
+        rev: tuple[Any, Tensor] | None = None,
+        network: nn.Module | None = None,
+    ) -> Tensor:
+        from .heads import LinearHead
+
+        net = network if network is not None else self.network
+        rev_logits = rev_labels = None
+        if rev is not None:
+            out_rev, rev_labels = rev
+            head = getattr(net, "head", None)
+            if isinstance(head, LinearHead):
+                rev_logits = AllNCObjective.reversed_logits(head, out_rev.features)
+            else:
+                rev_logits = out_rev.logits
+        mixed = y_b is not None and lam < 1.0
+        self.loss.train(net.training)
+        return self.loss(
+            out.features,
+            out.logits,
+            y_a,
+            net.classifier_weight(),
+            epoch=self.epoch,
+            epochs=self.epochs,
+            rev_logits=rev_logits,
+            rev_labels=rev_labels,
+            target_b=y_b if mixed else None,
+            lam=lam if mixed else 1.0,
+        )
+
+
+def build_allnc_criterion(
+    cfg: Any, network: nn.Module, class_counts: Sequence[int]
+) -> AllNCCriterion:
+    """The AllNC criterion for ``network`` (a backbone + head with ``classifier_weight()``),
+    from ``cfg.allnc`` and ``cfg.optim.epochs``."""
+    weight = network.classifier_weight()
+    num_classes, dim = int(weight.shape[0]), int(weight.shape[1])
+    if len(class_counts) != num_classes:
+        raise ValueError(
+            f"class_counts has {len(class_counts)} classes but the classifier has {num_classes}"
+        )
+    objective = AllNCObjective.from_config(cfg.allnc, num_classes, dim)
+    return AllNCCriterion(objective, network, cfg.optim.epochs)
