@@ -219,3 +219,13 @@ def test_long_tail_accuracy_empty_group_and_k100():
 
     many, medium, few = index_groups(100)
     assert (many[-1], medium[0], medium[-1], few[0]) == (35, 36, 70, 71)
+
+
+def test_accumulator_memory_independent_of_n():
+    k, d = 5, 7
+    acc = CollapseAccumulator(k, d)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        acc.update(rng.normal(size=(50, d)), rng.integers(0, k, size=50))
+    held = sum(v.numel() for v in vars(acc).values() if isinstance(v, torch.Tensor))
+    assert held == k + k * d + k + d * d  # counts, means, per-class sums of squares, scatter
