@@ -1,0 +1,200 @@
+"""File plumbing for the readers: search paths, safe archive extraction, downloads, caches."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError
+
+__all__ = [
+    "cache_key",
+    "default_cache_dir",
+    "download_file",
+    "file_digest",
+    "is_writable_dir",
+    "load_cached_arrays",
+    "safe_extract",
+    "save_cached_arrays",
+    "search_dirs",
+]
+
+CACHE_VERSION = 1
+
+
+def repo_root() -> Path | None:
+    """The source checkout this package runs from (``<repo>/src/ncollapse/data``), if any."""
+    p = Path(__file__).resolve().parents[3]
+    return p if (p / "pyproject.toml").is_file() else None
+
+
+def default_cache_dir() -> Path:
+    """``$NCOLLAPSE_CACHE`` or ``~/.cache/ncollapse``."""
+    env = os.environ.get("NCOLLAPSE_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "ncollapse"
+
+
+def search_dirs(root: str | os.PathLike | None) -> list[Path]:
+    """Where datasets are looked for, in order: ``root``, ``$NCOLLAPSE_DATA``, ``./data``,
+    ``~/.cache/ncollapse`` (duplicates removed)."""
+    dirs: list[Path] = []
+    if root:
+        dirs.append(Path(root).expanduser())
+    env = os.environ.get("NCOLLAPSE_DATA")
+    if env:
+        dirs.append(Path(env).expanduser())
+    dirs.append(Path.cwd() / "data")
+    dirs.append(Path.home() / ".cache" / "ncollapse")
+    out: list[Path] = []
+    seen: set[str] = set()
+    for d in dirs:
+        key = str(d.resolve()) if d.exists() else str(d.absolute())
+        if key not in seen:
+            seen.add(key)
+            out.append(d)
+    return out
+
+
+def is_writable_dir(d: Path) -> bool:
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(d, os.W_OK | os.X_OK)
+
+
+def _check_member(m: tarfile.TarInfo, archive: Path) -> PurePosixPath | None:
+    name = PurePosixPath(m.name)
+    if name.is_absolute() or ".." in name.parts or m.name.startswith(("/", "\\")):
+        raise DataError(
+            f"refusing to extract {archive}: member {m.name!r} points outside the target"
+        )
+    if m.issym() or m.islnk():
+        raise DataError(f"refusing to extract {archive}: member {m.name!r} is a link")
+    if not (m.isfile() or m.isdir()):
+        raise DataError(f"refusing to extract {archive}: member {m.name!r} is not a file or folder")
+    parts = [p for p in name.parts if p not in ("", ".")]
+    return PurePosixPath(*parts) if parts else None
+
+
+def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Extract a .tar/.tar.gz into ``dest``: regular files and folders only, no absolute paths,
+    no ``..``, no links (a bad member raises :class:`DataError` before anything is written)."""
+    archive, dest = Path(archive), Path(dest)
+    try:
+        with tarfile.open(archive, "r:*") as tf:
+            members = tf.getmembers()
+            checked = [(m, _check_member(m, archive)) for m in members]
+            dest.mkdir(parents=True, exist_ok=True)
+            base = dest.resolve()
+            for m, rel in checked:
+                if rel is None:
+                    continue
+                target = (base / rel).resolve()
+                if base != target and base not in target.parents:
+                    raise DataError(f"refusing to extract {archive}: {m.name!r} escapes {dest}")
+                if m.isdir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                src = tf.extractfile(m)
+                assert src is not None
+                tmp = target.with_name(target.name + ".part")
+                with src, open(tmp, "wb") as out:
+                    shutil.copyfileobj(src, out, 1 << 20)
+                os.replace(tmp, target)
+    except (tarfile.TarError, EOFError, OSError) as e:
+        if isinstance(e, PermissionError):
+            raise DataError(f"cannot extract {archive} into {dest}: {e}") from None
+        raise DataError(
+            f"archive {archive} is corrupt or truncated ({e}); delete it and fetch it again"
+        ) from None
+    return dest
+
+
+def file_digest(path: str | os.PathLike, algo: str = "md5") -> str:
+    h = hashlib.new(algo)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def download_file(
+    url: str,
+    dest: str | os.PathLike,
+    md5: str | None = None,
+    sha256: str | None = None,
+    timeout: float = 60.0,
+) -> Path:
+    """Fetch ``url`` to ``dest`` (via ``dest.part``), verifying md5 and/or sha256 when given.
+
+    No network, an HTTP error or a checksum mismatch raise :class:`DataError` saying where to put
+    the file by hand; a partial download never lands at ``dest``.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    hm, hs = hashlib.md5(), hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r, open(part, "wb") as out:
+            for chunk in iter(lambda: r.read(1 << 20), b""):
+                out.write(chunk)
+                hm.update(chunk)
+                hs.update(chunk)
+    except (urllib.error.URLError, OSError, TimeoutError) as e:
+        part.unlink(missing_ok=True)
+        reason = getattr(e, "reason", e)
+        raise DataError(
+            f"could not download {url} ({reason}); no network? Fetch it elsewhere and place it at {dest}"
+        ) from None
+    for name, want, got in (("md5", md5, hm.hexdigest()), ("sha256", sha256, hs.hexdigest())):
+        if want and want.lower() != got:
+            part.unlink(missing_ok=True)
+            raise DataError(
+                f"checksum mismatch for {url}: {name} {got}, expected {want}; the download is "
+                "corrupt or not the official file (nothing was kept)"
+            )
+    os.replace(part, dest)
+    return dest
+
+
+def cache_key(parts: Iterable[Any]) -> str:
+    """A short stable hash of the JSON of ``parts`` (paths, sizes, mtimes, options)."""
+    blob = json.dumps([CACHE_VERSION, *parts], sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def save_cached_arrays(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> bool:
+    """Write ``arrays`` + ``meta`` to an uncompressed .npz atomically; False if not writable."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".{os.getpid()}.part.npz")
+        np.savez(tmp, __meta__=np.array(json.dumps(meta)), **arrays)
+        os.replace(tmp, path)
+        return True
+    except OSError:
+        return False
+
+
+def load_cached_arrays(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+    """Read a cache written by :func:`save_cached_arrays`; None if absent or unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files if k != "__meta__"}
+            meta = json.loads(str(z["__meta__"]))
+        return arrays, meta
+    except (OSError, ValueError, KeyError):
+        return None

@@ -1,0 +1,349 @@
+"""Image-folder trees ``<split>/<class>/*.{jpg,png,...}``, from a folder or straight from a
+``.tar.gz`` of one, decoded once with Pillow and cached as uint8 arrays (.npz).
+
+The archive is read member by member into memory (nothing from it is written to disk, so a
+hostile member name cannot escape anywhere); the decoded arrays are cached in ``cache_dir`` (or
+beside the source when writable, else ``~/.cache/ncollapse``) under a key made of the source's
+path, size and mtime and the class order.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import time
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+from .base import ArrayDataset, DataBundle
+from .digits import cap_warning, channel_stats
+from .files import (
+    cache_key,
+    default_cache_dir,
+    is_writable_dir,
+    load_cached_arrays,
+    save_cached_arrays,
+)
+from .longtail import long_tail_counts, long_tail_subset
+
+__all__ = [
+    "CIFAR10_CLASSES",
+    "IMAGE_EXTENSIONS",
+    "decode_images",
+    "load_imagefolder_lt",
+    "read_imagefolder",
+]
+
+CIFAR10_CLASSES = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+]
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+_ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+
+
+def _is_archive(p: Path) -> bool:
+    return p.is_file() and p.name.lower().endswith(_ARCHIVE_SUFFIXES)
+
+
+def _decode_chunk(
+    items: list[tuple[str, bytes]], mode: str | None
+) -> tuple[np.ndarray | None, str | None, str | None]:
+    """Decode ``(name, bytes)`` pairs into (n, H, W, C) uint8; on failure (None, name, reason)."""
+    from PIL import Image, UnidentifiedImageError
+
+    out: list[np.ndarray] = []
+    shape = None
+    for name, data in items:
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                m = mode or ("L" if im.mode in ("L", "1", "I", "I;16", "F") else "RGB")
+                a = np.asarray(im.convert(m), dtype=np.uint8)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            return None, name, f"{type(e).__name__}: {e}"
+        if a.ndim == 2:
+            a = a[:, :, None]
+        if shape is None:
+            shape = a.shape
+        elif a.shape != shape:
+            return None, name, f"size {a.shape[:2]} differs from {shape[:2]} of the other images"
+        out.append(a)
+    if not out:
+        return np.zeros((0, 1, 1, 1), np.uint8), None, None
+    return np.stack(out), None, None
+
+
+def decode_images(
+    items: list[tuple[str, bytes]], mode: str | None = None, workers: int | None = None
+) -> np.ndarray:
+    """Decode encoded images to one uint8 array (N, C, H, W), in order.
+
+    ``mode``: ``"RGB"``/``"L"`` or None (from the first image). ``workers``: processes (default: 2
+    when there are more than 4,000 images and 2+ CPUs). A file that does not decode, or whose size
+    differs from the others, raises :class:`DataError` naming it.
+    """
+    if not items:
+        raise DataError("no images to decode")
+    if mode is None:
+        first, name, why = _decode_chunk(items[:1], None)
+        if first is None:
+            raise DataError(f"cannot decode image {name}: {why}")
+        mode = "L" if first.shape[-1] == 1 else "RGB"
+    if workers is None:
+        workers = 2 if len(items) > 4000 and (os.cpu_count() or 1) >= 2 else 1
+    n_chunks = max(1, workers * 4) if workers > 1 else 1
+    size = -(-len(items) // n_chunks)
+    chunks = [items[i : i + size] for i in range(0, len(items), size)]
+    if workers > 1:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+        with warnings.catch_warnings(), ProcessPoolExecutor(workers, mp_context=ctx) as ex:
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork with torch threads alive
+            results = list(ex.map(_decode_chunk, chunks, [mode] * len(chunks)))
+    else:
+        results = [_decode_chunk(c, mode) for c in chunks]
+    arrays = []
+    for arr, name, why in results:
+        if arr is None:
+            raise DataError(f"cannot decode image {name}: {why}")
+        arrays.append(arr)
+    shapes = {a.shape[1:] for a in arrays}
+    if len(shapes) > 1:
+        raise DataError(f"images differ in size ({sorted(shapes)}); resize them to one size first")
+    return np.ascontiguousarray(np.concatenate(arrays).transpose(0, 3, 1, 2))
+
+
+def _split_class_file(rel: str) -> tuple[str, str, str] | None:
+    parts = [p for p in PurePosixPath(rel.replace("\\", "/")).parts if p not in ("", ".")]
+    if len(parts) < 3 or not parts[-1].lower().endswith(IMAGE_EXTENSIONS):
+        return None
+    if parts[-1].startswith("."):
+        return None
+    return parts[-3], parts[-2], parts[-1]
+
+
+def _fingerprint(source: Path) -> list[Any]:
+    """What the cache key is made of: path, size and mtime (every image file's, for a folder)."""
+    if _is_archive(source):
+        st = source.stat()
+        return ["archive", str(source.resolve()), st.st_size, st.st_mtime_ns]
+    files = []
+    for dirpath, _dirs, names in os.walk(source):
+        for n in names:
+            full = Path(dirpath, n)
+            rel = full.relative_to(source).as_posix()
+            if _split_class_file(rel):
+                st = full.stat()
+                files.append((rel, st.st_size, st.st_mtime_ns))
+    files.sort()
+    return ["folder", str(source.resolve()), files]
+
+
+def _scan_read(
+    source: Path,
+) -> tuple[dict[tuple[str, str], list[tuple[str, str]]], dict[str, bytes]]:
+    """One pass: ``{(split, class): [(file_name, locator), ...]}`` and each locator's bytes."""
+    groups: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    blobs: dict[str, bytes] = {}
+    if _is_archive(source):
+        try:
+            with tarfile.open(source, "r:*") as tf:
+                for m in tf:
+                    if m.isfile():
+                        scf = _split_class_file(m.name)
+                        if scf:
+                            groups.setdefault(scf[:2], []).append((scf[2], m.name))
+                            f = tf.extractfile(m)
+                            assert f is not None
+                            blobs[m.name] = f.read()
+        except (tarfile.TarError, EOFError, OSError) as e:
+            raise DataError(f"archive {source} is corrupt or truncated: {e}") from None
+        return groups, blobs
+    for dirpath, _dirs, names in os.walk(source):
+        for n in names:
+            rel = Path(dirpath, n).relative_to(source).as_posix()
+            scf = _split_class_file(rel)
+            if scf:
+                groups.setdefault(scf[:2], []).append((scf[2], rel))
+                blobs[rel] = (source / rel).read_bytes()
+    return groups, blobs
+
+
+def read_imagefolder(
+    source: str | os.PathLike,
+    class_order: Sequence[str] | None = None,
+    splits: Sequence[str] = ("train", "test"),
+    cache_dir: str | os.PathLike | None = None,
+    workers: int | None = None,
+    use_cache: bool = True,
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str], dict[str, Any]]:
+    """Read ``<split>/<class>/<file>`` images from a folder or .tar(.gz) into uint8 arrays.
+
+    Labels follow ``class_order`` (default: sorted folder names of the first split); within a
+    class, files are in name order. Returns ``({split: (images NCHW, labels)}, classes, meta)``
+    with ``meta`` holding the cache path, whether it was hit and the decode/load seconds.
+    """
+    source = Path(source).expanduser()
+    if not source.exists():
+        raise DataError(f"image folder not found: {source}")
+    t0 = time.perf_counter()
+    fp = _fingerprint(source)
+    if cache_dir is not None:
+        cdir = Path(cache_dir).expanduser()
+    else:
+        beside = source.parent if _is_archive(source) else source
+        cdir = beside / ".ncollapse-cache"
+        if not (is_writable_dir(beside) and is_writable_dir(cdir)):
+            cdir = default_cache_dir()
+    key = cache_key([fp, list(class_order) if class_order is not None else None, list(splits)])
+    stem = source.name.split(".")[0] or "images"
+    cpath = cdir / f"{stem}-{key}.npz"
+    meta: dict[str, Any] = {"cache_path": str(cpath), "cache_hit": False}
+    if use_cache:
+        hit = load_cached_arrays(cpath)
+        if hit is not None:
+            arrays, cmeta = hit
+            if all(f"{s}_images" in arrays and f"{s}_labels" in arrays for s in splits):
+                meta.update(cache_hit=True, seconds=round(time.perf_counter() - t0, 3))
+                out = {s: (arrays[f"{s}_images"], arrays[f"{s}_labels"]) for s in splits}
+                return out, list(cmeta["classes"]), meta
+
+    groups, blobs = _scan_read(source)
+    if not groups:
+        raise DataError(
+            f"no images found in {source}; expected <split>/<class>/<image> with split in "
+            f"{', '.join(splits)} and extensions {', '.join(IMAGE_EXTENSIONS)}"
+        )
+    found_splits = sorted({s for s, _ in groups})
+    for s in splits:
+        if s not in found_splits:
+            raise DataError(f"{source} has no '{s}' split (found: {', '.join(found_splits)})")
+    if class_order is None:
+        classes = sorted({c for s, c in groups if s == splits[0]})
+    else:
+        classes = list(class_order)
+        if len(set(classes)) != len(classes):
+            raise DataError(f"class_order has duplicates: {classes}")
+    for s in splits:
+        present = {c for ss, c in groups if ss == s}
+        missing = [c for c in classes if c not in present]
+        extra = sorted(present - set(classes))
+        if missing or extra:
+            raise DataError(
+                f"{source}/{s}: class folders do not match the class order"
+                + (f"; missing: {', '.join(missing)}" if missing else "")
+                + (f"; not in class_order: {', '.join(extra)}" if extra else "")
+            )
+
+    order: list[tuple[str, int, str, str]] = []  # split, label, locator, display name
+    for s in splits:
+        for y, c in enumerate(classes):
+            for _fname, loc in sorted(groups[(s, c)]):
+                order.append(
+                    (s, y, loc, f"{source}:{loc}" if _is_archive(source) else str(source / loc))
+                )
+    t1 = time.perf_counter()
+    images = decode_images([(disp, blobs[loc]) for _s, _y, loc, disp in order], workers=workers)
+    t2 = time.perf_counter()
+    labels = np.array([y for _s, y, _l, _d in order], dtype=np.int64)
+    split_of = np.array([s for s, *_ in order])
+    out = {}
+    for s in splits:
+        sel = np.where(split_of == s)[0]
+        out[s] = (np.ascontiguousarray(images[sel]), labels[sel])
+    if use_cache:
+        arrays = {
+            f"{s}_{k}": v
+            for s, (im, lb) in out.items()
+            for k, v in (("images", im), ("labels", lb))
+        }
+        meta["cache_written"] = save_cached_arrays(
+            cpath, arrays, {"classes": classes, "source": str(source)}
+        )
+    meta.update(
+        read_seconds=round(t1 - t0, 3),
+        decode_seconds=round(t2 - t1, 3),
+        seconds=round(time.perf_counter() - t0, 3),
+    )
+    return out, classes, meta
+
+
+def build_lt_bundle(
+    name: str,
+    train: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    classes: list[str],
+    cfg: Any,
+    info: dict[str, Any],
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+    augment: str,
+) -> DataBundle:
+    """Long-tail the training arrays (``n_max`` = the largest class) and wrap everything up."""
+    x, y = train
+    k = len(classes)
+    per_class = np.bincount(y, minlength=k)
+    n_max = int(per_class.max())
+    counts = long_tail_counts(n_max, k, cfg.imbalance, cfg.profile)
+    idx, capped = long_tail_subset(y, counts, cfg.subset_seed)
+    cap_warning(name, capped, classes)
+    tr = ArrayDataset(
+        torch.from_numpy(np.ascontiguousarray(x[idx])), torch.from_numpy(y[idx]), classes
+    )
+    te = ArrayDataset(
+        torch.from_numpy(np.ascontiguousarray(test[0])), torch.from_numpy(test[1]), classes
+    )
+    if mean is None or std is None:
+        mean, std = channel_stats(tr.images)
+    class_counts = tr.class_counts()
+    info = {
+        "name": name,
+        **info,
+        "imbalance": float(cfg.imbalance),
+        "imbalance_ratio": 1.0 / float(cfg.imbalance),
+        "profile": cfg.profile,
+        "subset_seed": int(cfg.subset_seed),
+        "n_max": n_max,
+        "requested_counts": counts,
+        "train_counts": class_counts,
+        "test_counts": te.class_counts(),
+        "full_train_counts": per_class.tolist(),
+        "capped": {classes[c]: {"asked": a, "available": h} for c, (a, h) in capped.items()},
+    }
+    return DataBundle(tr, te, class_counts, info, tuple(mean), tuple(std), augment)
+
+
+def load_imagefolder_lt(cfg: Any) -> DataBundle:
+    """``data.name: imagefolder``: ``data.root`` is a folder or .tar.gz with train/ and test/."""
+    if not cfg.root:
+        raise DataError(
+            "data.name=imagefolder needs data.root: a folder (or .tar.gz) holding "
+            "train/<class>/*.png and test/<class>/*.png"
+        )
+    arrays, classes, meta = read_imagefolder(cfg.root, cfg.class_order, cache_dir=cfg.cache_dir)
+    info = {
+        "source": str(Path(cfg.root).expanduser()),
+        "format": "imagefolder",
+        "class_order": "given" if cfg.class_order else "sorted folder names",
+        "cache": meta,
+    }
+    return build_lt_bundle(
+        "imagefolder", arrays["train"], arrays["test"], classes, cfg, info, None, None, "standard"
+    )

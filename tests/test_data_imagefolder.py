@@ -1,0 +1,112 @@
+"""Image-folder reader: tiny PNG trees, archives, class order, corrupt files, cache."""
+
+from __future__ import annotations
+
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ncollapse.config import DataConfig
+from ncollapse.data import load_data
+from ncollapse.data.imagefolder import decode_images, read_imagefolder
+from ncollapse.errors import DataError
+
+Image = pytest.importorskip("PIL.Image")
+
+CLASSES = ["zebra", "apple", "mango"]  # explicit order, not alphabetical
+
+
+def make_tree(root: Path, per_class=(4, 3, 2), test_per_class=2, size=(6, 5)) -> dict:
+    rng = np.random.default_rng(0)
+    truth = {}
+    for split, counts in (("train", per_class), ("test", [test_per_class] * 3)):
+        for c, n in zip(CLASSES, counts):
+            d = root / split / c
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                a = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+                Image.fromarray(a).save(d / f"{i:04d}.png")
+                truth[(split, c, i)] = a
+    return truth
+
+
+def test_read_tree_with_class_order(tmp_path):
+    truth = make_tree(tmp_path / "t")
+    arrays, classes, meta = read_imagefolder(tmp_path / "t", CLASSES, cache_dir=tmp_path / "c")
+    assert classes == CLASSES and meta["cache_hit"] is False
+    x, y = arrays["train"]
+    assert x.shape == (9, 3, 5, 6) and x.dtype == np.uint8
+    assert y.tolist() == [0] * 4 + [1] * 3 + [2] * 2
+    np.testing.assert_array_equal(x[4].transpose(1, 2, 0), truth[("train", "apple", 0)])
+    again, _c, meta2 = read_imagefolder(tmp_path / "t", CLASSES, cache_dir=tmp_path / "c")
+    assert meta2["cache_hit"] is True
+    np.testing.assert_array_equal(again["train"][0], x)
+    # default order: sorted folder names
+    _a, classes2, _m = read_imagefolder(tmp_path / "t", cache_dir=tmp_path / "c")
+    assert classes2 == sorted(CLASSES)
+
+
+def test_cache_invalidated_when_source_changes(tmp_path):
+    make_tree(tmp_path / "t")
+    read_imagefolder(tmp_path / "t", CLASSES, cache_dir=tmp_path / "c")
+    Image.fromarray(np.zeros((5, 6, 3), np.uint8)).save(
+        tmp_path / "t" / "train" / "mango" / "0009.png"
+    )
+    arrays, _c, meta = read_imagefolder(tmp_path / "t", CLASSES, cache_dir=tmp_path / "c")
+    assert meta["cache_hit"] is False and len(arrays["train"][1]) == 10
+
+
+def test_read_from_tar_gz_and_load_data(tmp_path):
+    make_tree(tmp_path / "t")
+    arch = tmp_path / "tree.tar.gz"
+    with tarfile.open(arch, "w:gz") as tf:
+        tf.add(tmp_path / "t", arcname="tree")
+    direct, _c, _m = read_imagefolder(tmp_path / "t", CLASSES, use_cache=False)
+    packed, classes, _m = read_imagefolder(arch, CLASSES, cache_dir=tmp_path / "c")
+    assert classes == CLASSES
+    np.testing.assert_array_equal(direct["train"][0], packed["train"][0])
+    cfg = DataConfig(
+        name="imagefolder",
+        root=str(arch),
+        class_order=CLASSES,
+        imbalance=0.5,
+        cache_dir=str(tmp_path / "c"),
+    )
+    b = load_data(cfg)
+    assert b.class_counts == [4, 2, 2] and b.classes == CLASSES
+    assert len(b.mean) == 3 and b.test.class_counts() == [2, 2, 2]
+
+
+def test_corrupt_file_named(tmp_path):
+    make_tree(tmp_path / "t")
+    bad = tmp_path / "t" / "train" / "apple" / "0001.png"
+    bad.write_bytes(b"not a png at all")
+    with pytest.raises(DataError, match=r"apple/0001\.png"):
+        read_imagefolder(tmp_path / "t", CLASSES, cache_dir=tmp_path / "c")
+
+
+def test_class_mismatch_and_missing(tmp_path):
+    make_tree(tmp_path / "t")
+    with pytest.raises(DataError, match="missing: kiwi"):
+        read_imagefolder(tmp_path / "t", [*CLASSES, "kiwi"], use_cache=False)
+    with pytest.raises(DataError, match="not found"):
+        read_imagefolder(tmp_path / "nope", CLASSES)
+    with pytest.raises(DataError, match=r"data\.root"):
+        load_data(DataConfig(name="imagefolder"))
+
+
+def test_decode_parallel_matches_serial(tmp_path):
+    make_tree(tmp_path / "t", per_class=(5, 5, 5))
+    items = [(str(p), p.read_bytes()) for p in sorted((tmp_path / "t").rglob("*.png"))]
+    np.testing.assert_array_equal(decode_images(items, workers=1), decode_images(items, workers=2))
+
+
+def test_size_mismatch(tmp_path):
+    make_tree(tmp_path / "t")
+    Image.fromarray(np.zeros((7, 7, 3), np.uint8)).save(
+        tmp_path / "t" / "test" / "apple" / "0005.png"
+    )
+    with pytest.raises(DataError, match=r"0005\.png"):
+        read_imagefolder(tmp_path / "t", CLASSES, use_cache=False)
