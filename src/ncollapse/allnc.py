@@ -468,6 +468,11 @@ class AllNCCriterion:
         """Called by the engine at the start of every (0-based) epoch."""
         self.epoch = int(epoch)
 
+    @staticmethod
+    def sampling_weights(class_counts: Sequence[int], labels: Tensor) -> Tensor:
+        """Per-sample weights of the class-reversed sampler the engine draws the second batch with."""
+        return reversed_sampling_weights(class_counts, labels)
+
     def to(self, device: torch.device | str) -> AllNCCriterion:
         self.loss.to(device)
         return self

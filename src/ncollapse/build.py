@@ -41,7 +41,12 @@ METHODS: dict[str, dict[str, Any]] = {
     "bs": {"model": {"head": "linear"}, "loss": {"name": "bs"}},
     "focal": {"model": {"head": "linear"}, "loss": {"name": "focal"}},
     "ldam_drw": {"model": {"head": "linear"}, "loss": {"name": "ldam", "drw_epoch": 160}},
-    "allnc": {"model": {"head": "linear"}, "loss": {"name": "allnc"}},
+    # AllNC's HyCon/P2P need one label per sample, so its preset trains without mixup
+    "allnc": {
+        "model": {"head": "linear"},
+        "loss": {"name": "allnc"},
+        "optim": {"mixup_alpha": 0.0},
+    },
 }
 
 

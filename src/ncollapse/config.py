@@ -134,6 +134,7 @@ class AllNCConfig:
     p2p_symmetric: bool = True
     gbbn: bool = True
     mean_momentum: float = 0.9
+    batch_weight: float = 0.5  # class prototype = mix of in-batch mean (this share) and memory
 
 
 @dataclass
@@ -302,8 +303,9 @@ def parse_override(text: str) -> dict[str, Any]:
     return nested
 
 
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML or JSON recipe into a dict, with errors that name the file."""
+def read_config_file(path: str | Path, _depth: int = 0) -> dict[str, Any]:
+    """Read a YAML or JSON recipe into a dict, with errors that name the file. A top-level
+    ``extends: other.yaml`` key reads that file first and merges this one over it."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
@@ -313,6 +315,11 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"cannot parse config file {p}: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {p} must hold a mapping at the top level")
+    parent = data.pop("extends", None)
+    if parent is not None:  # a recipe may extend another (path relative to this file)
+        if _depth > 8:
+            raise ConfigError(f"config file {p}: 'extends' nests too deeply (a cycle?)")
+        data = _deep_merge(read_config_file(p.parent / str(parent), _depth + 1), data)
     return data
 
 

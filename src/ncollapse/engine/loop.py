@@ -111,8 +111,9 @@ class Trainer:
         self.tb = EventWriter(run_dir.path / "tb") if cfg.run.tensorboard else None
         self._reversed_weights: torch.Tensor | None = None
         if getattr(self.criterion, "needs_reversed_batch", False):
-            counts = torch.tensor(bundle.class_counts, dtype=torch.float64)
-            self._reversed_weights = (1.0 / counts)[bundle.train.labels].float()
+            # a criterion that trains on a second, re-sampled batch says how to sample it
+            weights = self.criterion.sampling_weights(bundle.class_counts, bundle.train.labels)
+            self._reversed_weights = torch.as_tensor(weights, dtype=torch.float32)
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:

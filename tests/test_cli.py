@@ -1,0 +1,103 @@
+"""What users see: the CLI's output, the files a run writes, the errors a mistake gets."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ncollapse.cli import main
+
+
+def test_help_lists_the_commands(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for cmd in ("train", "compare"):
+        assert cmd in out
+
+
+def test_console_script_module_runs():
+    res = subprocess.run(
+        [sys.executable, "-m", "ncollapse", "--version"], capture_output=True, text=True
+    )
+    assert res.returncode == 0 and "ncollapse" in res.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["train", "--set", "optim.lrr=0.1"], "did you mean 'optim.lr'"),
+        (["train", "--imbalance", "100"], "must be in (0, 1]"),
+        (["train", "--set", "data.imbalance=0"], "must be in (0, 1]"),
+        (["train", "--method", "etfdr"], "did you mean 'etf_dr'"),
+        (["train", "--config", "no_such_recipe"], "neither a file nor a known recipe"),
+        (["train", "--resume", "/nonexistent/run"], "not a run directory"),
+        (["compare", "--config-a", "x.yaml"], "go together"),
+        (["train", "--set", "model.head=linear", "--set", "loss.name=dr"], "needs model.head=etf"),
+    ],
+)
+def test_mistakes_get_one_line_errors(capsys, tmp_path, argv, needle):
+    code = main([*argv, "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert needle in err
+    assert "Traceback" not in err
+    assert not list(tmp_path.iterdir())  # nothing written for a rejected run
+
+
+def test_compare_json_reports_both_methods(capsys, tmp_path):
+    code = main(
+        ["compare", "--epochs", "2", "--json", "--out", str(tmp_path), "--set", "run.progress=none"]
+    )
+    assert code == 0
+    res = json.loads(capsys.readouterr().out)
+    assert [m["method"] for m in res["methods"]] == ["ce", "etf_dr"]
+    assert res["data"]["name"] == "digits" and len(res["data"]["class_counts"]) == 10
+    for m in res["methods"]:
+        f = m["final"]
+        for key in ("acc", "many", "medium", "few", "many_idx", "medium_idx", "few_idx"):
+            assert key in f
+        assert 0.0 <= f["acc"] <= 1.0 and len(f["per_class"]) == 10
+        assert m["train_seconds"] > 0
+        assert (tmp_path / m["run_dir"].split("/")[-1] / "summary.json").is_file()
+    assert res["methods"][0]["head"] == "linear" and res["methods"][1]["loss"] == "dr"
+
+
+def test_compare_table(capsys, tmp_path):
+    code = main(["compare", "--epochs", "1", "--out", str(tmp_path), "--set", "run.progress=none"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "overall" in out and "many" in out and "few" in out and "time (s)" in out
+    assert "\nce " in out and "\netf_dr " in out
+
+
+def test_train_then_resume_a_finished_run(capsys, tmp_path):
+    assert (
+        main(
+            [
+                "train",
+                "--epochs",
+                "1",
+                "--out",
+                str(tmp_path),
+                "--name",
+                "one",
+                "--set",
+                "run.progress=none",
+            ]
+        )
+        == 0
+    )
+    first = capsys.readouterr().out
+    assert "final test accuracy" in first
+    assert (
+        main(["train", "--resume", str(tmp_path / "one"), "--set", "run.progress=none", "--json"])
+        == 0
+    )
+    res = json.loads(capsys.readouterr().out)
+    assert res["epochs"] == 1 and "acc" in res["final"]
+    # a resume with a changed recipe is refused, listing the difference
+    code = main(["train", "--resume", str(tmp_path / "one"), "--set", "optim.lr=0.3"])
+    assert code == 2 and "optim.lr: 0.1 -> 0.3" in capsys.readouterr().err

@@ -1,0 +1,86 @@
+import pytest
+
+from ncollapse.config import (
+    config_diff,
+    config_to_dict,
+    load_config,
+    parse_override,
+    scale_schedule,
+)
+from ncollapse.errors import ConfigError
+
+
+def test_defaults_are_the_official_recipe():
+    cfg = load_config()
+    o = cfg.optim
+    assert (o.lr, o.momentum, o.weight_decay, o.batch_size, o.epochs) == (0.1, 0.9, 2e-4, 128, 200)
+    assert (o.warmup_epochs, o.milestones, o.mixup_alpha) == (5, [160, 180], 1.0)
+    assert cfg.loss.name == "dr" and cfg.loss.balance == "batch" and cfg.model.head == "etf"
+
+
+def test_unknown_key_names_key_and_closest():
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=["optim.lrr=0.2"])
+    assert "optim.lrr" in str(info.value) and "'optim.lr'" in str(info.value)
+    with pytest.raises(ConfigError, match="did you mean 'data.imbalance'"):
+        load_config(extra={"data": {"imbalanse": 0.1}})
+
+
+@pytest.mark.parametrize("value", ["0", "-0.5", "100", "1.5"])
+def test_imbalance_range(value):
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=[f"data.imbalance={value}"])
+    assert "(0, 1]" in str(info.value)
+    if value == "100":
+        assert "r = 0.01" in str(info.value)
+
+
+def test_types_are_checked_and_coerced():
+    cfg = load_config(overrides=["optim.lr=5e-2", "optim.milestones=[10,20]", "run.amp=false"])
+    assert cfg.optim.lr == 0.05 and cfg.optim.milestones == [10, 20] and cfg.run.amp is False
+    with pytest.raises(ConfigError, match="optim.epochs"):
+        load_config(overrides=["optim.epochs=ten"])
+    with pytest.raises(ConfigError, match="must be one of"):
+        load_config(overrides=["model.head=etff"])
+
+
+def test_dr_needs_etf_head():
+    with pytest.raises(ConfigError, match="model.head=etf"):
+        load_config(overrides=["model.head=linear", "loss.name=dr"])
+
+
+def test_file_and_bad_file(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("name: x\noptim:\n  lr: 0.2\n")
+    assert load_config(p).optim.lr == 0.2
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    p.write_text("[1, 2")
+    with pytest.raises(ConfigError, match="cannot parse"):
+        load_config(p)
+
+
+def test_extends(tmp_path):
+    (tmp_path / "base.yaml").write_text("optim:\n  lr: 0.3\n  epochs: 7\n")
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\noptim:\n  epochs: 9\n")
+    cfg = load_config(tmp_path / "child.yaml")
+    assert cfg.optim.lr == 0.3 and cfg.optim.epochs == 9
+
+
+def test_scale_schedule_is_proportional():
+    cfg = load_config(overrides=["loss.drw_epoch=160"])
+    short = scale_schedule(cfg, 30)
+    assert short.optim.epochs == 30
+    assert short.optim.milestones == [24, 27]
+    assert short.optim.warmup_epochs == 1  # round(5 * 0.15)
+    assert short.loss.drw_epoch == 24
+    assert cfg.optim.epochs == 200  # the original is untouched
+
+
+def test_override_parsing_and_diff():
+    assert parse_override("a.b=1") == {"a": {"b": 1}}
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_override("nonsense")
+    a = config_to_dict(load_config())
+    b = config_to_dict(load_config(overrides=["optim.lr=0.2"]))
+    assert config_diff(a, b) == ["optim.lr: 0.1 -> 0.2"]

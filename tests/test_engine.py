@@ -1,0 +1,189 @@
+"""The engine: schedule, mixup, TensorBoard files, run directories, checkpoints and exact resume."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ncollapse.build import build_network
+from ncollapse.config import digits_defaults, load_config
+from ncollapse.engine import lr_at_epoch
+from ncollapse.engine.loop import Trainer, epoch_generators
+from ncollapse.engine.mixup import mixup_batch
+from ncollapse.engine.rundir import RunDir, read_metrics
+from ncollapse.engine.tensorboard import EventWriter, crc32c, read_scalars
+from ncollapse.errors import ConfigError, UserError
+from ncollapse.runner import run_training
+
+
+def test_official_schedule():
+    lrs = [lr_at_epoch(e, 0.1) for e in range(200)]
+    assert lrs[:5] == pytest.approx([0.02, 0.04, 0.06, 0.08, 0.1])
+    assert lrs[5] == pytest.approx(0.1) and lrs[159] == pytest.approx(0.1)
+    assert lrs[160] == pytest.approx(0.01) and lrs[179] == pytest.approx(0.01)
+    assert lrs[180] == pytest.approx(0.001) and lrs[199] == pytest.approx(0.001)
+    assert lr_at_epoch(0, 0.1, warmup_epochs=0, milestones=[1]) == pytest.approx(0.1)
+
+
+def test_mixup_is_a_convex_combination_and_off_at_zero():
+    g, rng = epoch_generators(0, 0)
+    x = torch.randn(8, 3)
+    y = torch.arange(8)
+    xm, ya, yb, lam = mixup_batch(x, y, 1.0, g, rng)
+    assert 0.0 <= lam <= 1.0 and torch.equal(ya, y)
+    perm = yb  # labels are the indices, so y_b is the permutation itself
+    assert torch.allclose(xm, lam * x + (1 - lam) * x[perm])
+    x2, _ya2, yb2, lam2 = mixup_batch(x, y, 0.0, g, rng)
+    assert lam2 == 1.0 and x2 is x and torch.equal(yb2, y)
+
+
+def test_epoch_generators_depend_only_on_seed_and_epoch():
+    a = torch.randperm(10, generator=epoch_generators(1, 3)[0])
+    b = torch.randperm(10, generator=epoch_generators(1, 3)[0])
+    c = torch.randperm(10, generator=epoch_generators(1, 4)[0])
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_tensorboard_event_file_round_trip(tmp_path):
+    assert crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
+    w = EventWriter(tmp_path)
+    w.add_scalar("train/loss", 0.5, 1)
+    w.add_scalars("eval_test", {"acc": 0.75, "per_class": [1, 2], "few": None}, 2)
+    w.close()
+    assert w.path.name.startswith("events.out.tfevents.")
+    assert read_scalars(w.path) == [("train/loss", 1, 0.5), ("eval_test/acc", 2, 0.75)]
+
+
+def test_rundir_never_overwrites(tmp_path):
+    a = RunDir.create(tmp_path, "x", explicit=False)
+    a.write_json("summary.json", {"acc": 1.0})
+    b = RunDir.create(tmp_path, "x", explicit=False)
+    assert b.path.name == "x-2" and (a.path / "summary.json").exists()
+    with pytest.raises(UserError, match="--resume"):
+        RunDir.create(tmp_path, "x", explicit=True)
+
+
+def test_metrics_reader_skips_torn_line(tmp_path):
+    p = tmp_path / "metrics.jsonl"
+    p.write_text('{"epoch": 1, "kind": "train"}\n{"epoch": 2, "ki')
+    assert read_metrics(p) == [{"epoch": 1, "kind": "train"}]
+
+
+def test_etf_too_narrow_names_the_width_option():
+    cfg = load_config(overrides=["model.backbone=resnet32", "model.head=etf"])
+    with pytest.raises(ConfigError) as info:
+        build_network(cfg, num_classes=100, in_channels=3)
+    assert "no simplex ETF" in str(info.value) and "model.width=2" in str(info.value)
+    assert build_network(load_config(overrides=["model.width=2"]), 100, 3).head.frame.shape == (
+        128,
+        100,
+    )
+
+
+def _digits_cfg(tmp_path, epochs=4, **over):
+    sets = [
+        f"run.out_dir={tmp_path}",
+        "run.progress=none",
+        "run.tensorboard=true",
+        f"optim.epochs={epochs}",
+    ]
+    sets += [f"{k}={v}" for k, v in over.items()]
+    return load_config(
+        base=digits_defaults(), overrides=[*sets, "optim.milestones=[2,3]", "optim.warmup_epochs=1"]
+    )
+
+
+def test_etf_frame_unchanged_by_training_and_saved(tmp_path):
+    cfg = _digits_cfg(tmp_path, epochs=2, **{"run.name": "frame"})
+    res = run_training(cfg)
+    torch.manual_seed(cfg.seed)
+    fresh = build_network(cfg, 10, 1)
+    state = torch.load(res.run_dir / "model.pt")
+    assert torch.equal(state["head.frame"], fresh.head.frame)  # same frame after training
+    ckpt = torch.load(res.run_dir / "checkpoint.pt", weights_only=False)
+    assert torch.equal(ckpt["model"]["head.frame"], fresh.head.frame)
+    # the run directory holds everything the docs promise
+    for name in (
+        "config.yaml",
+        "data.json",
+        "env.json",
+        "metrics.jsonl",
+        "summary.json",
+        "checkpoint.pt",
+        "model.pt",
+    ):
+        assert (res.run_dir / name).is_file(), name
+    data = json.loads((res.run_dir / "data.json").read_text())
+    assert data["seeds"] == {"seed": 0, "subset_seed": 0, "etf_seed": 0}
+    assert sum(data["class_counts"]) == data["num_train"]
+    kinds = {r["kind"] for r in read_metrics(res.run_dir / "metrics.jsonl")}
+    assert kinds == {"train", "eval", "collapse"}
+    assert list((res.run_dir / "tb").glob("events.out.tfevents.*"))
+    tb = read_scalars(next((res.run_dir / "tb").glob("events.out.tfevents.*")))
+    assert ("train/loss", 1) in {(t, s) for t, s, _ in tb}
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("mixup", [0.0, 1.0])
+def test_resume_after_kill_matches_uninterrupted(tmp_path, monkeypatch, mixup):
+    over = {"optim.mixup_alpha": mixup, "data.augment": "standard"}
+    full = run_training(_digits_cfg(tmp_path / "a", **over, **{"run.name": "full"}))
+
+    original = Trainer.train_epoch
+
+    def dying(self, epoch):
+        if epoch == 2:  # killed while running the third epoch, after epoch 2's checkpoint
+            raise _Killed
+        return original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", dying)
+    cfg = _digits_cfg(tmp_path / "b", **over, **{"run.name": "cut"})
+    with pytest.raises(_Killed):
+        run_training(cfg)
+    run_dir = tmp_path / "b" / "cut"
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=False)["epoch"] == 2
+    monkeypatch.setattr(Trainer, "train_epoch", original)
+    resumed = run_training(resume=run_dir)
+
+    ma = [r for r in read_metrics(full.run_dir / "metrics.jsonl") if r["kind"] != "train"]
+    mb = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] != "train"]
+    assert ma == mb  # every eval and collapse record, epochs 1-4, identical
+    la = [r["loss"] for r in read_metrics(full.run_dir / "metrics.jsonl") if r["kind"] == "train"]
+    lb = [r["loss"] for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] == "train"]
+    assert la == lb and len(la) == 4
+    sa, sb = torch.load(full.run_dir / "model.pt"), torch.load(run_dir / "model.pt")
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert resumed.summary["final"] == full.summary["final"]
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    cfg = _digits_cfg(tmp_path, epochs=1, **{"run.name": "r"})
+    res = run_training(cfg)
+    other = _digits_cfg(tmp_path, epochs=1, **{"run.name": "r", "optim.lr": 0.05})
+    with pytest.raises(UserError) as info:
+        run_training(other, resume=res.run_dir)
+    assert "optim.lr: 0.1 -> 0.05" in str(info.value)
+
+
+def test_diverging_loss_is_a_clear_error(tmp_path):
+    cfg = _digits_cfg(
+        tmp_path, epochs=1, **{"optim.lr": 1e12, "model.head": "linear", "loss.name": "ce"}
+    )
+    with pytest.raises(UserError, match="lower optim.lr"):
+        run_training(cfg)
+
+
+def test_posthoc_adjustment_changes_predictions_only_at_eval(tmp_path):
+    base = {"model.head": "linear", "loss.name": "ce", "run.name": "p0"}
+    a = run_training(_digits_cfg(tmp_path, epochs=1, **base))
+    b = run_training(
+        _digits_cfg(tmp_path, epochs=1, **{**base, "run.name": "p1", "loss.posthoc_tau": 1.0})
+    )
+    la = [r["loss"] for r in read_metrics(a.run_dir / "metrics.jsonl") if r["kind"] == "train"]
+    lb = [r["loss"] for r in read_metrics(b.run_dir / "metrics.jsonl") if r["kind"] == "train"]
+    assert la == lb
+    assert np.isfinite(b.summary["final"]["acc"])
