@@ -40,8 +40,8 @@ def _counts_profile(k: int, imbalance: float) -> np.ndarray:
 
 def make_problem(n: int, d: int, k: int, seed: int = 0):
     rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(k, d)).astype(np.float32) * 2.0 + 0.5
-    classifier = centres + 0.5 * rng.normal(size=(k, d)).astype(np.float32)
+    centres = rng.normal(size=(k, d)).astype(np.float32) * 0.3 + 0.5
+    classifier = centres + 0.3 * rng.normal(size=(k, d)).astype(np.float32)
     probs = _counts_profile(k, 0.01)
 
     def chunks():
