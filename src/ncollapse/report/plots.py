@@ -124,7 +124,7 @@ def plot_cosine_matrices(runs: Sequence[Run], path: str | Path) -> Path | None:
         return None
     ncols = 2 if any("classifier" in r.state for r in rows) else 1
     fig = Figure(figsize=(5.2 * ncols, 4.6 * len(rows)))
-    fig.subplots_adjust(left=0.06, right=0.97, bottom=0.08, top=0.9, hspace=0.35, wspace=0.15)
+    fig.subplots_adjust(left=0.06, right=0.92, bottom=0.08, top=0.9, hspace=0.35, wspace=0.3)
     axes = np.atleast_2d(fig.subplots(len(rows), ncols, squeeze=False))
     for i, run in enumerate(rows):
         counts = run.train_counts() or run.state["class_counts"].tolist()
@@ -145,6 +145,9 @@ def plot_cosine_matrices(runs: Sequence[Run], path: str | Path) -> Path | None:
             im = ax.imshow(cos[np.ix_(order, order)], vmin=-1, vmax=1, cmap="RdBu_r")
             ax.set_title(f"{_label(run)}\n{title}", fontsize=9)
             ax.set_xlabel("class (by training count, largest first)")
+            if len(order) <= 30:  # tick labels: the real class indices, in plotted order
+                ax.set_xticks(range(len(order)), [str(c) for c in order], fontsize=7)
+                ax.set_yticks(range(len(order)), [str(c) for c in order], fontsize=7)
             fig.colorbar(im, ax=ax, fraction=0.046)
     return _save(fig, Path(path))
 
