@@ -47,14 +47,18 @@ def theoretical_threshold(k_a: int, n_a: int, k_b: int, n_b: int) -> float:
 def minority_collapse_state(
     counts: Sequence[int], lam: float, tail: Sequence[int], bias: bool = False
 ) -> dict[str, Any]:
-    """Convex solve at ``lam``; spread of the tail logit columns and the W minority index."""
-    res = solve_convex(list(counts), lam, bias=bias)
+    """Convex solve at ``lam``: spread of the tail logit columns, minority indices of W and H."""
+    res = solve_convex(list(counts), lam, bias=bias, max_iter=50000)
     spread = minority_spread(res["Z"], tail)
-    w, _ = factor_convex(res["Y"], list(counts), 1.0, 1.0, len(counts))
+    w, h = factor_convex(res["Y"], list(counts), 1.0, 1.0, len(counts))
+    means = h.T - h.T.mean(axis=0)
+    tail_norm = float(np.linalg.norm(means[list(tail)]))
     return {
         "lam": lam,
         "spread": spread,
         "minority_collapse_w": minority_index(w, tail) if np.linalg.norm(w) > 0 else None,
+        # Z = 0 (everything collapsed) counts as collapsed: index 1
+        "minority_collapse_means": minority_index(means, tail) if tail_norm > 1e-12 else 1.0,
         "iterations": res["iterations"],
         "converged": res["converged"],
     }
@@ -131,12 +135,14 @@ def converge(
     max_iter: int = 20000,
     n_max: int = 500,
     seed: int = 0,
+    param: str = "projected",
 ) -> dict[str, Any]:
     """Iterations (and wall time) of DR and CE under the fixed ETF to reach NC3 < ``nc3_tol``.
 
-    Projected gradient descent on unit-norm per-class features (see
-    :func:`~ncollapse.ufm.solvers.sphere_gradient_descent`), the same random start for both
-    losses; each loss gets its best step size from the same grid ``steps``.
+    Gradient descent on unit-norm per-class features (``param``: ``projected`` or
+    ``normalised``, see :func:`~ncollapse.ufm.solvers.sphere_gradient_descent`), the same
+    random start for both losses; each loss gets its best step size from the same grid
+    ``steps`` (a run is abandoned once it needs more iterations than the best so far).
     Counts: ``n_k = n_max * imbalance^(-k/(K-1))``.
     """
     counts = long_tail_profile(int(num_classes), float(imbalance), n_max)
@@ -150,7 +156,8 @@ def converge(
         raise UserError(f"nc3 tolerance must be > 0, got {nc3_tol!r}")
     out: dict[str, Any] = {
         "num_classes": int(num_classes), "imbalance": float(imbalance), "dim": dim,
-        "nc3_tol": nc3_tol, "counts": counts,
+        "nc3_tol": nc3_tol, "counts": counts, "param": param,
+        "steps": [float(v) for v in steps],
     }  # fmt: skip
     for loss in ("dr", "ce"):
         best: dict[str, Any] | None = None
@@ -158,7 +165,7 @@ def converge(
         for step in steps:
             limit = max_iter if best is None else best["iterations"]
             r = sphere_gradient_descent(
-                counts, dim, loss, float(step), nc3_tol, max_iter=limit, seed=seed
+                counts, dim, loss, float(step), nc3_tol, max_iter=limit, seed=seed, param=param
             )
             tried.append({"step": float(step), "iterations": r["iterations"]})
             if r["iterations"] is not None and (
@@ -183,7 +190,11 @@ def phase_diagram(
     bias: bool = False,
     out: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Minority-collapse index of W over a grid of lam x n_A/n_B (learnable CE, convex form).
+    """Minority-collapse index over a grid of lam x n_A/n_B (learnable CE, convex form).
+
+    The plotted index is that of the class features h_k (equivalently of the logit columns
+    z_k = W h_k, the object that collapses); the W index is returned too but is noisy past
+    the threshold, where the minority classifier rows shrink towards zero.
 
     Writes a PNG to ``out`` (when given) with the theoretical boundary
     ``lam = sqrt(n_B) / (K_A r n_B + K_B n_B)`` drawn over the grid.
@@ -201,6 +212,7 @@ def phase_diagram(
         raise UserError("every lam must be > 0")
     tail = list(range(k_a, k_a + k_b))
     index = np.full((len(ratios), len(lams)), np.nan)
+    index_w = np.full_like(index, np.nan)
     spread = np.full_like(index, np.nan)
     for i, r in enumerate(ratios):
         n_a = max(n_b + 1, round(r * n_b))
@@ -208,12 +220,14 @@ def phase_diagram(
         for j, lam in enumerate(lams):
             st = minority_collapse_state(counts, lam, tail, bias)
             spread[i, j] = st["spread"]
+            index[i, j] = st["minority_collapse_means"]
             if st["minority_collapse_w"] is not None:
-                index[i, j] = st["minority_collapse_w"]
+                index_w[i, j] = st["minority_collapse_w"]
     boundary = [math.sqrt(n_b) / (k_a * r * n_b + k_b * n_b) for r in ratios]
     result = {
         "ka": k_a, "kb": k_b, "nb": n_b, "bias": bias, "ratios": ratios, "lams": lams,
-        "minority_collapse_w": index.tolist(), "minority_spread": spread.tolist(),
+        "minority_collapse_means": index.tolist(), "minority_collapse_w": index_w.tolist(),
+        "minority_spread": spread.tolist(),
         "theory_boundary": boundary, "seconds": None, "png": None,
     }  # fmt: skip
     if out is not None:
@@ -230,11 +244,11 @@ def _plot_phase(res: dict[str, Any], path: Path) -> Path:
 
     lams = np.asarray(res["lams"])
     ratios = np.asarray(res["ratios"])
-    index = np.asarray(res["minority_collapse_w"], dtype=float)
+    index = np.asarray(res["minority_collapse_means"], dtype=float)
     spread = np.asarray(res["minority_spread"], dtype=float)
     fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
     mesh = ax.pcolormesh(lams, ratios, index, shading="nearest", cmap="viridis", vmin=0, vmax=1)
-    fig.colorbar(mesh, ax=ax, label="minority-collapse index of W (1 = collapsed)")
+    fig.colorbar(mesh, ax=ax, label="minority-collapse index of the class features (1 = collapsed)")
     collapsed = (spread < 1e-6).astype(float)
     ax.contour(lams, ratios, collapsed, levels=[0.5], colors="white", linewidths=1.0,
                linestyles="dotted")  # fmt: skip

@@ -370,7 +370,8 @@ def solve_convex(
     converged = False
     gmap = math.inf
     it = 0
-    for it in range(1, max_iter + 1):
+    while it < max_iter:
+        it += 1
         fx, gy, gb = smooth(yx, bx)
         while True:
             y_new, nuc = _svt(yx - step * gy, step * lam)
@@ -589,13 +590,24 @@ def sphere_gradient_descent(
     max_iter: int = 20000,
     etf_scale: float = 1.0,
     seed: int = 0,
+    param: str = "projected",
 ) -> dict[str, Any]:
-    """Projected full-batch gradient descent on unit-norm per-class features, W = fixed ETF.
+    """Full-batch gradient descent on unit-norm per-class features, W = fixed ETF.
 
-    ``h_k <- normalise(h_k - step * grad_k)``, gradients of (1/N) sum_k n_k loss_k (no
-    bias, no lam_H: the sphere replaces it). Stops when NC3 < ``nc3_tol``. Returns
-    ``{"iterations" (None if not reached), "seconds", "nc3"}``.
+    Gradients of (1/N) sum_k n_k loss_k (no bias, no lam_H: the sphere replaces it); DR's is
+    the SPEC section 3 gradient ``(<h,w> - ||w|| ||h||)/||h|| w`` (norm stop-gradiented).
+
+    - ``param="projected"``: ``h_k <- normalise(h_k - step * grad_k)`` (projected GD on the
+      sphere, the loss gradient taken at h as the losses define it);
+    - ``param="normalised"``: h_k = u_k/||u_k|| with u_k free and plain GD on u_k, the
+      gradient passing through the normalisation (what the ETF head's L2 normalisation does
+      to the backbone's gradient).
+
+    Stops when NC3 < ``nc3_tol``. Returns ``{"iterations" (None if not reached), "seconds",
+    "nc3"}``.
     """
+    if param not in ("projected", "normalised"):
+        raise UserError(f"unknown parametrisation {param!r}: valid: projected, normalised")
     counts = validate_counts(counts)
     k = len(counts)
     w = etf_classifier(dim, k, etf_scale, seed)
@@ -604,6 +616,7 @@ def sphere_gradient_descent(
     rng = np.random.default_rng(seed + 1)
     h = rng.standard_normal((dim, k))
     h /= np.linalg.norm(h, axis=0, keepdims=True)
+    u = h.copy()
     t0 = time.perf_counter()
     value = nc3(w, h.T)
     if value < nc3_tol:
@@ -614,8 +627,13 @@ def sphere_gradient_descent(
             g = w.T @ gz
         else:
             _, g = _dr(h, w, labels, lw, 1.0)
-        h = h - step * g
-        h /= np.maximum(np.linalg.norm(h, axis=0, keepdims=True), 1e-300)
+        if param == "projected":
+            h = h - step * g
+            h /= np.maximum(np.linalg.norm(h, axis=0, keepdims=True), 1e-300)
+        else:
+            un = np.linalg.norm(u, axis=0, keepdims=True)
+            u = u - step * _tangent(h, g) / un
+            h = u / np.maximum(np.linalg.norm(u, axis=0, keepdims=True), 1e-300)
         value = nc3(w, h.T)
         if not math.isfinite(value):
             break
