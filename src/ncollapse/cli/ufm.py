@@ -107,7 +107,7 @@ def _converge(args: argparse.Namespace) -> int:
                     steps=steps,
                     max_iter=args.max_iter,
                     param=args.param,
-                )  # fmt: skip
+                )
             )
     lines = [f"iterations to NC3 < {args.nc3_tol:g}, fixed ETF, unit features ({args.param} GD)"]
     lines.append(

@@ -162,7 +162,7 @@ def converge(
     for loss in ("dr", "ce"):
         best: dict[str, Any] | None = None
         tried = []
-        for step in steps:
+        for step in sorted(steps, reverse=True):  # large steps first: cheap, and they prune
             limit = max_iter if best is None else best["iterations"]
             r = sphere_gradient_descent(
                 counts, dim, loss, float(step), nc3_tol, max_iter=limit, seed=seed, param=param

@@ -180,7 +180,7 @@ def solve_factored(
     feature_norm: float | None = None,
     etf_scale: float = 1.0,
     per_sample: bool = False,
-    tol: float = 1e-8,
+    tol: float = 1e-7,
     max_iter: int = 20000,
     seed: int = 0,
 ) -> UFMSolution:
@@ -568,7 +568,7 @@ def solve(
         sol = solve_factored(
             counts, dim, loss=loss, classifier=classifier, lam_w=lam_w, lam_h=lam_h,
             lam_b=lam_b, bias=bias, feature_norm=feature_norm, etf_scale=etf_scale,
-            per_sample=per_sample, tol=1e-8 if tol is None else tol,
+            per_sample=per_sample, tol=1e-7 if tol is None else tol,
             max_iter=max_iter or 20000, seed=seed,
         )  # fmt: skip
     sol.settings = settings
