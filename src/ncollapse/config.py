@@ -116,6 +116,7 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # automatic mixed precision (CUDA only)
     threads: int | None = None  # torch CPU threads; None leaves torch's default
+    channels_last: bool = True  # NHWC memory layout for image batches (about 1.5-2x faster convs)
     checkpoint_every: int = 1
     tensorboard: bool = True
     progress: str = "auto"  # auto | bar | log | none

@@ -22,7 +22,7 @@ from .engine.progress import Progress
 from .engine.rundir import RunDir
 from .errors import UserError
 
-__all__ = ["RunResult", "collapse_for_split", "run_training", "tail_classes"]
+__all__ = ["RunResult", "collapse_for_split", "run_training"]
 
 #: config keys a resume may change (where and how to run, not what is computed)
 RESUME_FREE = (
@@ -44,30 +44,24 @@ class RunResult:
     summary: dict[str, Any]
 
 
-def tail_classes(class_counts: list[int]) -> list[int]:
-    """SPEC section 6: the few-shot classes (< 20 training images), else the smallest third."""
-    few = [k for k, n in enumerate(class_counts) if n < 20]
-    if few:
-        return few
-    order = sorted(range(len(class_counts)), key=lambda k: class_counts[k])
-    return sorted(order[: max(2, len(class_counts) // 3)])
-
-
 def collapse_for_split(trainer: Trainer, split: str) -> dict[str, Any]:
-    """Neural-collapse metrics of ``trainer``'s network on one split (two streaming passes)."""
-    from .metrics import measure_collapse
+    """Neural-collapse metrics of ``trainer``'s network on one split: two streaming passes (class
+    statistics, then NC4 against those means). The train split's accumulator is kept on the
+    trainer (``collapse_state``) so the run can save the final class means for plots."""
+    from .metrics import CollapseAccumulator, default_tail_classes
 
     net = trainer.network
     weight = net.classifier_weight().detach().float()
+    bias = net.classifier_bias()
     counts = trainer.bundle.class_counts
-    return measure_collapse(
-        lambda: trainer.iterate_outputs(split),
-        num_classes=len(counts),
-        dim=weight.shape[1],
-        classifier=weight,
-        bias=net.classifier_bias(),
-        tail_classes=tail_classes(counts),
-    )
+    acc = CollapseAccumulator(len(counts), weight.shape[1], device=trainer.device)
+    for feats, _, labels in trainer.iterate_outputs(split):
+        acc.update(feats, labels)
+    for feats, logits, labels in trainer.iterate_outputs(split):
+        acc.update_nc4(feats, labels, logits=logits)
+    if split == "train":
+        trainer.collapse_state = acc
+    return acc.compute(classifier=weight, bias=bias, tail_classes=default_tail_classes(counts))
 
 
 def _env_record(device: torch.device) -> dict[str, Any]:
@@ -176,4 +170,11 @@ def run_training(
         run_dir.truncate_metrics(trainer.state.epoch)
         progress.message(f"resuming {run_dir.path} after epoch {trainer.state.epoch}")
     summary = trainer.fit()
+    state = getattr(trainer, "collapse_state", None)
+    if state is not None:  # final class means and classifier, for `ncollapse analyze`
+        from .report import save_collapse_state
+
+        save_collapse_state(
+            run_dir.path, state, classifier=network.classifier_weight().detach().cpu()
+        )
     return RunResult(run_dir.path, summary)

@@ -99,6 +99,11 @@ class Trainer:
         self.augment = BatchAugment(bundle.mean, bundle.std, crop_padding=4, flip=True)
         self.use_augment = augment == "standard"
 
+        # NHWC layout: oneDNN (CPU) and cuDNN (AMP) run 3x3 convolutions much faster in it
+        self.memory_format = torch.preserve_format
+        if cfg.run.channels_last and self.train_x.dim() == 4:
+            self.memory_format = torch.channels_last
+            self.network.to(memory_format=torch.channels_last)
         params = [p for p in self.network.parameters() if p.requires_grad]
         o = cfg.optim
         self.optimizer = torch.optim.SGD(
@@ -162,7 +167,8 @@ class Trainer:
         return lr
 
     def _prepare(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        return self.augment(x, g) if self.use_augment else self.augment.normalize(x)
+        x = self.augment(x, g) if self.use_augment else self.augment.normalize(x)
+        return x.contiguous(memory_format=self.memory_format)
 
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         """One pass over the training set (0-based ``epoch``); returns the train record."""
@@ -261,7 +267,10 @@ class Trainer:
         )
         for i in range(0, xs.shape[0], bs):
             with autocast:
-                out = self.network(self.augment.normalize(xs[i : i + bs]))
+                x = self.augment.normalize(xs[i : i + bs]).contiguous(
+                    memory_format=self.memory_format
+                )
+                out = self.network(x)
             yield out.features.float(), out.logits.float(), ys[i : i + bs]
 
     def evaluate(self, epoch: int) -> dict[str, Any]:
