@@ -127,6 +127,10 @@ def run_training(
     elif cfg is None:
         raise ValueError("run_training needs a config or a run directory to resume")
 
+    if resume is None and cfg.run.name is not None:  # refuse a taken name before loading data
+        taken = Path(cfg.run.out_dir) / cfg.run.name
+        if taken.exists() and any(taken.iterdir()):
+            RunDir.create(cfg.run.out_dir, cfg.run.name, explicit=True)  # raises, naming --resume
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     device = resolve_device(cfg.run.device)
@@ -134,6 +138,15 @@ def run_training(
         bundle = load_data(cfg.data)
     num_classes = len(bundle.class_counts)
 
+    torch.manual_seed(cfg.seed)
+    network = build_network(cfg, num_classes, in_channels=bundle.train.images.shape[1])
+    if cfg.loss.name == "allnc":
+        from .allnc import build_allnc_criterion
+
+        criterion = build_allnc_criterion(cfg, network, bundle.class_counts)
+    else:
+        criterion = build_criterion(cfg, network, bundle.class_counts)
+    # the run directory is made only once everything that can be refused has been built
     if resume is None:
         run_dir = RunDir.create(
             cfg.run.out_dir, cfg.run.name or cfg.name, explicit=cfg.run.name is not None
@@ -146,14 +159,6 @@ def run_training(
                 f"{run_dir.path} trained on {saved_counts}; resume with the same data"
             )
 
-    torch.manual_seed(cfg.seed)
-    network = build_network(cfg, num_classes, in_channels=bundle.train.images.shape[1])
-    if cfg.loss.name == "allnc":
-        from .allnc import build_allnc_criterion
-
-        criterion = build_allnc_criterion(cfg, network, bundle.class_counts)
-    else:
-        criterion = build_criterion(cfg, network, bundle.class_counts)
     progress = Progress(cfg.optim.epochs, cfg.run.progress, prefix=prefix)
     trainer = Trainer(
         cfg, network, criterion, bundle, run_dir, device, progress, collapse_fn=collapse_for_split
