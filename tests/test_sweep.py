@@ -1,0 +1,352 @@
+"""``ncollapse sweep``: the grid, results tables, resumability, grid changes, input errors, and the
+method recipes in configs/.
+
+One real sweep (digits, 2 methods x 2 seeds x 1 epoch) is shared by the tests that need real
+summaries; the rest replace ``run_training`` by a fake that writes a run directory instantly.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import statistics
+from pathlib import Path
+
+import pytest
+
+import ncollapse.runner as runner_mod
+from ncollapse.build import METHODS
+from ncollapse.cli import main
+from ncollapse.config import config_to_dict, load_config
+from ncollapse.engine.rundir import RunDir
+from ncollapse.sweep import (
+    COLLAPSE_KEYS,
+    SweepSpec,
+    cell_name,
+    parse_imbalance,
+    run_sweep,
+    write_results,
+)
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+QUIET = ["--set", "run.tensorboard=false", "--set", "run.progress=none", "--set", "run.threads=1"]
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+# ------------------------------------------------------------------ one real sweep
+
+
+@pytest.fixture(scope="module")
+def real_sweep(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep") / "sw"
+    rc = main(
+        [
+            "sweep",
+            "--methods",
+            "ce,etf_dr",
+            "--imbalance",
+            "50",
+            "--seeds",
+            "0,1",
+            "--epochs",
+            "1",
+            "--out",
+            str(out),
+            *QUIET,
+        ]
+    )
+    assert rc == 0
+    return out
+
+
+def test_real_sweep_layout_and_stats(real_sweep):
+    out = real_sweep
+    spec = json.loads((out / "sweep.json").read_text())
+    assert spec["imbalance"] == [0.02] and spec["imbalance_ratio"] == ["50"]
+    assert spec["subset_seed"] == 0 and spec["epochs"] == 1
+    names = {p.name for p in out.iterdir() if p.is_dir()}
+    assert names == {"ce-ir50-s0", "ce-ir50-s1", "etf_dr-ir50-s0", "etf_dr-ir50-s1"}
+    # every run trained on the same subset, with its own training seed
+    counts = {
+        json.dumps(json.loads((out / n / "data.json").read_text())["class_counts"]) for n in names
+    }
+    assert len(counts) == 1
+    for n in names:
+        seeds = json.loads((out / n / "data.json").read_text())["seeds"]
+        assert seeds["seed"] == int(n[-1]) and seeds["subset_seed"] == 0
+
+    rows = _read_csv(out / "results.csv")
+    assert [(r["method"], r["ratio"], r["n"]) for r in rows] == [
+        ("ce", "50", "2"),
+        ("etf_dr", "50", "2"),
+    ]
+    for row in rows:
+        summaries = [
+            json.loads((out / f"{row['method']}-ir50-s{s}" / "summary.json").read_text())
+            for s in (0, 1)
+        ]
+        for key in ("acc", "many", "medium", "few"):
+            vals = [s["final"][key] for s in summaries]
+            if any(v is None for v in vals):
+                continue
+            assert float(row[f"{key}_mean"]) == pytest.approx(statistics.mean(vals))
+            assert float(row[f"{key}_std"]) == pytest.approx(statistics.stdev(vals), abs=1e-12)
+        for key in COLLAPSE_KEYS:
+            vals = [s["collapse"]["train"][key] for s in summaries]
+            assert float(row[f"{key}_mean"]) == pytest.approx(statistics.mean(vals))
+            assert float(row[f"{key}_std"]) == pytest.approx(statistics.stdev(vals), abs=1e-12)
+        vals = [s["train_seconds"] for s in summaries]
+        assert float(row["train_seconds_mean"]) == pytest.approx(statistics.mean(vals))
+    # the ETF run's classifier is the frame: its W ETF error is ~0
+    assert float(rows[1]["w_etf_error_mean"]) < 1e-5
+    md = (out / "results.md").read_text()
+    acc = [
+        json.loads((out / f"ce-ir50-s{s}" / "summary.json").read_text())["final"]["acc"]
+        for s in (0, 1)
+    ]
+    assert f"{100 * statistics.mean(acc):.2f} ± {100 * statistics.stdev(acc):.2f}" in md
+    assert "| ce | 50 | 2/2 |" in md and "subset seed 0" in md
+
+
+def test_real_resume_of_a_cell_without_summary(real_sweep, tmp_path, monkeypatch):
+    out = tmp_path / "sw"
+    shutil.copytree(real_sweep, out)
+    before = (out / "ce-ir50-s0" / "summary.json").read_text()
+    (out / "etf_dr-ir50-s1" / "summary.json").unlink()
+    calls = []
+    real = runner_mod.run_training
+
+    def counting(cfg=None, **kw):
+        calls.append((cfg.name, kw.get("resume")))
+        return real(cfg, **kw)
+
+    monkeypatch.setattr(runner_mod, "run_training", counting)
+    spec = SweepSpec(
+        methods=["ce", "etf_dr"],
+        seeds=[0, 1],
+        imbalance="50",
+        epochs=1,
+        overrides=["run.tensorboard=false", "run.progress=none", "run.threads=1"],
+    )
+    result = run_sweep(spec, out, log=None)
+    assert calls == [("etf_dr-ir50-s1", out / "etf_dr-ir50-s1")]
+    assert result["resumed"] == ["etf_dr-ir50-s1"] and len(result["skipped"]) == 3
+    assert (out / "ce-ir50-s0" / "summary.json").read_text() == before
+    assert (out / "etf_dr-ir50-s1" / "summary.json").is_file()
+    assert all(r["n"] == 2 for r in result["rows"])
+
+
+# ------------------------------------------------------------------ a fake runner
+
+
+class FakeRunner:
+    """Writes a run directory (config, data record, checkpoint, summary) without training;
+    ``fail_at`` simulates an interruption: that call leaves a checkpoint and raises."""
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.calls: list[tuple[str, str | None]] = []
+        self.fail_at = fail_at
+
+    def __call__(self, cfg=None, *, resume=None, bundle=None, prefix=""):
+        self.calls.append((cfg.name, None if resume is None else Path(resume).name))
+        assert bundle is not None
+        if resume is None:
+            rd = RunDir.create(cfg.run.out_dir, cfg.run.name, explicit=True)
+            rd.write_yaml("config.yaml", config_to_dict(cfg))
+            rd.write_json("data.json", {"class_counts": list(bundle.class_counts)})
+            (rd.path / "checkpoint.pt").write_bytes(b"x")
+        else:
+            rd = RunDir(resume)
+        if self.fail_at is not None and len(self.calls) == self.fail_at:
+            raise KeyboardInterrupt
+        seed = cfg.seed
+        k = list(METHODS).index(cfg.name.split("-ir")[0])
+        summary = {
+            "epochs": cfg.optim.epochs,
+            "final": {
+                "acc": 0.5 + 0.1 * seed + 0.01 * k,
+                "many": 0.9,
+                "medium": None,
+                "few": 0.1 * seed,
+            },
+            "collapse": {"train": {key: 0.2 * seed + k for key in COLLAPSE_KEYS}},
+            "train_seconds": 1.0 + seed,
+        }
+        rd.write_json("summary.json", summary)
+        return runner_mod.RunResult(rd.path, summary)
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    f = FakeRunner()
+    monkeypatch.setattr(runner_mod, "run_training", f)
+    return f
+
+
+def _spec(**kw):
+    base = dict(methods="ce,la", seeds="0,1", imbalance="20", epochs=2)
+    base.update(kw)
+    return SweepSpec(**base)
+
+
+def test_interrupted_sweep_resumes_and_skips_finished(tmp_path, monkeypatch):
+    out = tmp_path / "sw"
+    f = FakeRunner(fail_at=3)
+    monkeypatch.setattr(runner_mod, "run_training", f)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(_spec(), out, log=None)
+    # order: per seed, every method; the first two cells are finished and tabulated
+    assert [c[0] for c in f.calls] == ["ce-ir20-s0", "la-ir20-s0", "ce-ir20-s1"]
+    rows = _read_csv(out / "results.csv")
+    assert [r["n"] for r in rows] == ["1", "1"] and rows[0]["acc_std"] == ""
+    # a cell that died before its first checkpoint is started afresh
+    (out / "la-ir20-s1").mkdir()
+    (out / "la-ir20-s1" / "config.yaml").write_text("{}\n")
+    mtime = (out / "ce-ir20-s0" / "summary.json").stat().st_mtime_ns
+
+    g = FakeRunner()
+    monkeypatch.setattr(runner_mod, "run_training", g)
+    result = run_sweep(_spec(), out, log=None)
+    assert g.calls == [("ce-ir20-s1", "ce-ir20-s1"), ("la-ir20-s1", None)]
+    assert result["skipped"] == ["ce-ir20-s0", "la-ir20-s0"]
+    assert (out / "ce-ir20-s0" / "summary.json").stat().st_mtime_ns == mtime
+    rows = _read_csv(out / "results.csv")
+    assert [r["n"] for r in rows] == ["2", "2"]
+    assert float(rows[0]["acc_mean"]) == pytest.approx(0.55)
+    assert float(rows[0]["acc_std"]) == pytest.approx(statistics.stdev([0.5, 0.6]))
+    assert rows[0]["medium_mean"] == "" and rows[0]["seeds"] == "0;1"
+    # a third run has nothing left to do
+    h = FakeRunner()
+    monkeypatch.setattr(runner_mod, "run_training", h)
+    run_sweep(_spec(), out, log=None)
+    assert h.calls == []
+
+
+def test_grid_axes_may_change_settings_may_not(tmp_path, fake, capsys):
+    out = tmp_path / "sw"
+    run_sweep(_spec(), out, log=None)
+    assert len(fake.calls) == 4
+    # extending the grid runs only the new cells; results follow the grid asked for now
+    msgs = []
+    run_sweep(_spec(methods="ce,la,bs", seeds="0,1,2"), out, log=msgs.append)
+    new = [c[0] for c in fake.calls[4:]]
+    assert sorted(new) == sorted(
+        ["bs-ir20-s0", "bs-ir20-s1", "ce-ir20-s2", "la-ir20-s2", "bs-ir20-s2"]
+    )
+    assert any("adding bs" in m for m in msgs)
+    assert [r["n"] for r in _read_csv(out / "results.csv")] == ["3", "3", "3"]
+    # narrowing it keeps the run directories, the table shows the asked grid only
+    run_sweep(_spec(methods="la", seeds="0"), out, log=None)
+    rows = _read_csv(out / "results.csv")
+    assert [(r["method"], r["n"]) for r in rows] == [("la", "1")]
+    assert (out / "bs-ir20-s2" / "summary.json").is_file()
+    assert len(fake.calls) == 9
+    # another schedule would mix incomparable runs: refused, naming the difference
+    rc = main(["sweep", "--methods", "ce,la", "--seeds", "0,1", "--imbalance", "20",
+               "--epochs", "3", "--out", str(out)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and "epochs: 2 -> 3" in err and "another --out" in err
+    assert err.startswith("ncollapse: error:")
+    assert len(fake.calls) == 9
+
+
+def test_finished_cell_with_other_config_is_refused(tmp_path, fake):
+    out = tmp_path / "sw"
+    run_sweep(_spec(methods="ce", seeds="0"), out, log=None)
+    cfg_path = out / "ce-ir20-s0" / "config.yaml"
+    cfg_path.write_text(cfg_path.read_text().replace("lr: 0.1", "lr: 0.2"))
+    with pytest.raises(Exception, match=r"optim.lr: 0.2 -> 0.1"):
+        run_sweep(_spec(methods="ce", seeds="0"), out, log=None)
+
+
+def test_cli_json_and_table(tmp_path, fake, capsys, monkeypatch):
+    out = tmp_path / "sw"
+    args = ["sweep", "--methods", "ce,la", "--seeds", "0", "--imbalance", "0.05", "--out", str(out)]
+    assert main([*args, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [r["method"] for r in data["rows"]] == ["ce", "la"]
+    assert data["rows"][0]["imbalance"] == 0.05 and data["rows"][0]["ratio"] == "20"
+    assert data["rows"][0]["acc_std"] is None  # a single seed has no standard deviation
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "| ce | 20 | 1/1 |" in text and "a single seed shows the mean alone" in text
+    # default directory: runs/sweep-<recipe>
+    spec = _spec(methods="ce", seeds="0")
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    res = run_sweep(spec, log=None)
+    assert res["out_dir"] == str(Path("runs") / "sweep-digits")
+    assert (tmp_path / "cwd" / "runs" / "sweep-digits" / "results.md").is_file()
+
+
+def test_epochs_scale_the_schedule_and_drw(tmp_path):
+    spec = SweepSpec(methods="ldam_drw", seeds="0", imbalance="100", recipe="cifar10_lt", epochs=30)
+    spec = spec.resolve()
+    cfg = spec.cell_config("ldam_drw", 0.01, 0, tmp_path)
+    assert cfg.optim.epochs == 30 and cfg.optim.milestones == [24, 27]
+    assert cfg.loss.drw_epoch == 24 and cfg.optim.warmup_epochs == 1
+    assert cfg.data.imbalance == 0.01 and cfg.data.subset_seed == 0 and cfg.seed == 0
+    assert cfg.run.name == "ldam_drw-ir100-s0" and cfg.model.head == "linear"
+
+
+def test_parse_imbalance_ratios_and_factors():
+    assert parse_imbalance("100,10") == [0.01, 0.1]
+    assert parse_imbalance("0.01, 1") == [0.01, 1.0]
+    assert cell_name("ce", 0.01, 2) == "ce-ir100-s2"
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--methods", "ce,etf_rd"], "did you mean 'etf_dr'"),
+        (["--methods", ","], "--methods is empty"),
+        (["--seeds", ""], "--seeds is empty"),
+        (["--seeds", "0,a"], "--seeds takes integers"),
+        (["--seeds", "1,1"], "seed twice"),
+        (["--imbalance", "0"], "--imbalance values must be > 0"),
+        (["--imbalance", "abc"], "--imbalance takes numbers"),
+        (["--imbalance", "100,0.01"], "twice"),
+        (["--set", "seed=3"], "use --seeds"),
+        (["--set", "data.imbalance=0.1"], "use --imbalance"),
+        (["--recipe", "cifar10_ltt"], "did you mean 'cifar10_lt'"),
+        (["--epochs", "0"], "--epochs must be >= 1"),
+    ],
+)
+def test_cli_errors(argv, needle, tmp_path, fake, capsys):
+    rc = main(["sweep", *argv, "--out", str(tmp_path / "sw")])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert err.startswith("ncollapse: error:") and needle in err
+    assert "Traceback" not in err and fake.calls == []
+
+
+def test_write_results_needs_a_sweep_dir(tmp_path):
+    with pytest.raises(Exception, match="not a sweep directory"):
+        write_results(tmp_path)
+
+
+# ------------------------------------------------------------------ recipes
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_recipe_loads(path):
+    cfg = load_config(path)
+    assert cfg.optim.epochs >= 1 and cfg.name
+
+
+@pytest.mark.parametrize("ds", ["cifar10", "cifar100"])
+@pytest.mark.parametrize("method", ["la", "bs", "focal", "ldam_drw", "allnc"])
+def test_method_recipes_match_the_presets(ds, method):
+    cfg = config_to_dict(load_config(CONFIGS / f"{ds}_lt_{method}.yaml"))
+    assert cfg["data"]["imbalance"] == 0.01 and cfg["data"]["name"] == ds
+    for section, values in METHODS[method].items():
+        for key, value in values.items():
+            assert cfg[section][key] == value, (section, key)
+    base = config_to_dict(load_config(CONFIGS / f"{ds}_lt.yaml"))
+    assert cfg["optim"]["milestones"] == base["optim"]["milestones"]
+    assert cfg["model"]["width"] == base["model"]["width"]
