@@ -23,6 +23,9 @@ import yaml
 
 from .errors import ConfigError, did_you_mean
 
+#: the recipes shipped with the repository (configs/ at its root)
+REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
 __all__ = [
     "Config",
     "DataConfig",
@@ -33,6 +36,7 @@ __all__ = [
     "RunConfig",
     "config_diff",
     "config_to_dict",
+    "find_config",
     "load_config",
     "scale_schedule",
 ]
@@ -302,6 +306,24 @@ def parse_override(text: str) -> dict[str, Any]:
         cur = cur.setdefault(p, {})
     cur[parts[-1]] = value
     return nested
+
+
+def find_config(name: str) -> Path:
+    """A config path, or a recipe name looked up in ./configs and the repository's configs/."""
+    p = Path(name)
+    if p.is_file():
+        return p
+    candidates = [
+        Path("configs") / f"{name}.yaml",
+        REPO_CONFIGS / f"{name}.yaml",
+        REPO_CONFIGS / name,
+    ]
+    for c in candidates:
+        if c.is_file():
+            return c
+    known = sorted(x.stem for x in REPO_CONFIGS.glob("*.yaml")) if REPO_CONFIGS.is_dir() else []
+    hint = did_you_mean(name, known) if known else ""
+    raise ConfigError(f"config '{name}' is neither a file nor a known recipe{hint}")
 
 
 def read_config_file(path: str | Path, _depth: int = 0) -> dict[str, Any]:

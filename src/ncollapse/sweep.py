@@ -194,7 +194,7 @@ class SweepSpec:
 
     def _base_config(self, method: str) -> Config:
         from .build import method_overrides
-        from .cli.common import find_config
+        from .config import find_config
 
         path = find_config(self.recipe) if self.recipe else None
         base = None if path else digits_defaults()
@@ -233,7 +233,7 @@ class SweepSpec:
         """The full config of one cell: recipe (digits defaults without one), method preset,
         ``--set`` overrides, the cell's seed/imbalance/subset seed, then the shortened schedule."""
         from .build import method_overrides
-        from .cli.common import find_config
+        from .config import find_config
 
         path = find_config(self.recipe) if self.recipe else None
         base = None if path else digits_defaults()

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
-from ..config import Config, digits_defaults, load_config, scale_schedule
-from ..errors import ConfigError
-
-REPO_CONFIGS = Path(__file__).resolve().parents[3] / "configs"
+from ..config import Config, digits_defaults, find_config, load_config, scale_schedule
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
@@ -43,26 +39,6 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         "--out", default=None, help="parent directory of run directories (default: runs)"
     )
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
-
-
-def find_config(name: str) -> Path:
-    """A config path, or a recipe name looked up in ./configs and the repository's configs/."""
-    p = Path(name)
-    if p.is_file():
-        return p
-    candidates = [
-        Path("configs") / f"{name}.yaml",
-        REPO_CONFIGS / f"{name}.yaml",
-        REPO_CONFIGS / name,
-    ]
-    for c in candidates:
-        if c.is_file():
-            return c
-    known = sorted(x.stem for x in REPO_CONFIGS.glob("*.yaml")) if REPO_CONFIGS.is_dir() else []
-    from ..errors import did_you_mean
-
-    hint = did_you_mean(name, known) if known else ""
-    raise ConfigError(f"config '{name}' is neither a file nor a known recipe{hint}")
 
 
 def shortcut_overrides(args: argparse.Namespace) -> list[str]:
