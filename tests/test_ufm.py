@@ -66,7 +66,7 @@ def test_factored_and_convex_forms_agree_away_from_threshold(factor, bias):
     counts = [500] * 5 + [100] * 5
     lam = factor * theoretical_threshold(5, 500, 5, 100)
     lam_w, lam_h = lam / 4, lam  # 2 sqrt(lam_W lam_H) = lam, deliberately unbalanced
-    fac = solve(counts, lam_w=lam_w, lam_h=lam_h, bias=bias)
+    fac = solve(counts, lam_w=lam_w, lam_h=lam_h, bias=bias, method="factored")
     cvx = solve(counts, lam_w=lam_w, lam_h=lam_h, bias=bias, method="convex")
     assert fac.converged and cvx.converged
     assert fac.objective == pytest.approx(cvx.objective, rel=1e-9)
@@ -78,7 +78,7 @@ def test_factored_and_convex_forms_agree_away_from_threshold(factor, bias):
 
 def test_per_sample_problem_matches_per_class_reduction():
     kw = {"lam_w": 0.01, "lam_h": 0.01, "bias": True}
-    a = solve("3,2,1", **kw)
+    a = solve("3,2,1", method="factored", **kw)
     b = solve("3,2,1", per_sample=True, **kw)
     assert a.converged and b.converged
     assert a.objective == pytest.approx(b.objective, rel=1e-9)
@@ -113,14 +113,26 @@ def _etf_error(rows: np.ndarray) -> float:
     return float(np.abs(u @ u.T - target).max())
 
 
-def test_balanced_learnable_ce_reaches_simplex_etf():
-    sol = solve("100x10", lam_w=5e-4, lam_h=5e-4)
+@pytest.mark.parametrize("method", ["factored", "convex"])
+def test_balanced_learnable_ce_reaches_simplex_etf(method):
+    sol = solve("100x10", lam_w=5e-4, lam_h=5e-4, method=method)
     assert sol.converged
     assert sol.metrics["nc3"] < 1e-6
     assert _etf_error(sol.W) < 1e-4
     assert _etf_error(sol.class_features) < 1e-4
     norms = np.linalg.norm(sol.W, axis=1)
     assert norms.std() / norms.mean() < 1e-4
+
+
+@pytest.mark.slow
+def test_k100_solves_take_seconds():
+    import time
+
+    for kw in ({}, {"bias": True}, {"classifier": "etf"}, {"classifier": "etf", "loss": "dr"}):
+        t0 = time.perf_counter()
+        sol = solve("500x50,5x50", **kw)
+        assert sol.converged and time.perf_counter() - t0 < 30, kw
+        assert sol.metrics["logit_norm"] > 0  # the default lam does not collapse everything
 
 
 # ---------------------------------------------------------------------------------------------

@@ -172,14 +172,17 @@ def add_parser(subparsers) -> None:
     s.add_argument("--dim", type=int, default=None, help="feature dimension (default K)")
     s.add_argument("--loss", choices=("ce", "dr"), default="ce")
     s.add_argument("--classifier", choices=("learnable", "etf"), default="learnable")
-    s.add_argument("--lam-w", type=float, default=5e-4, help="weight decay on W (default 5e-4)")
-    s.add_argument("--lam-h", type=float, default=5e-4, help="weight decay on H (default 5e-4)")
+    s.add_argument("--lam-w", type=float, default=None,
+                   help="weight decay on W (default 0.25 sqrt(n_min)/N)")  # fmt: skip
+    s.add_argument("--lam-h", type=float, default=None,
+                   help="weight decay on H (default 0.25 sqrt(n_min)/N)")  # fmt: skip
     s.add_argument("--lam-b", type=float, default=0.0, help="weight decay on the bias")
     s.add_argument("--bias", action="store_true", help="learn a bias b")
     s.add_argument("--feature-norm", type=float, default=None,
                    help="constrain features to this norm (default: free for CE, 1 for DR)")  # fmt: skip
     s.add_argument("--etf-scale", type=float, default=1.0, help="scale of the fixed ETF rows")
-    s.add_argument("--method", choices=("factored", "convex"), default="factored")
+    s.add_argument("--method", choices=("auto", "factored", "convex"), default="auto",
+                   help="auto: the convex form for learnable CE, else factored L-BFGS")  # fmt: skip
     s.add_argument("--per-sample", action="store_true",
                    help="solve with one feature per sample (check of the per-class reduction)")  # fmt: skip
     s.add_argument("--tol", type=float, default=None, help="gradient-norm tolerance")

@@ -142,7 +142,8 @@ def converge(
     Gradient descent on unit-norm per-class features (``param``: ``projected`` or
     ``normalised``, see :func:`~ncollapse.ufm.solvers.sphere_gradient_descent`), the same
     random start for both losses; each loss gets its best step size from the same grid
-    ``steps`` (a run is abandoned once it needs more iterations than the best so far).
+    ``steps`` (a run is abandoned once it needs more iterations than the best so far; among
+    steps with the fewest iterations the smallest is reported).
     Counts: ``n_k = n_max * imbalance^(-k/(K-1))``.
     """
     counts = long_tail_profile(int(num_classes), float(imbalance), n_max)
@@ -168,10 +169,9 @@ def converge(
                 counts, dim, loss, float(step), nc3_tol, max_iter=limit, seed=seed, param=param
             )
             tried.append({"step": float(step), "iterations": r["iterations"]})
+            # ties go to the smaller step (steps are visited largest first)
             if r["iterations"] is not None and (
-                best is None
-                or r["iterations"] < best["iterations"]
-                or (r["iterations"] == best["iterations"] and r["seconds"] < best["seconds"])
+                best is None or r["iterations"] <= best["iterations"]
             ):
                 best = {"step": float(step), **r}
         out[loss] = best or {"step": None, "iterations": None, "seconds": None, "nc3": None}

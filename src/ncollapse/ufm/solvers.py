@@ -36,6 +36,7 @@ Three solvers:
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -118,6 +119,23 @@ class UFMSolution:
 # pieces
 
 
+def _single_thread(fn):
+    """Run ``fn`` with BLAS limited to one thread: the matrices are at most ~100 x 100, where
+    threads only cost (oversubscribed BLAS threads made a K = 100 solve 10-40x slower on a
+    busy 2-core machine). threadpoolctl comes with scikit-learn; without it, no limit."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # pragma: no cover
+            return fn(*args, **kwargs)
+        with threadpool_limits(limits=1, user_api="blas"):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
 def etf_classifier(dim: int, num_classes: int, scale: float = 1.0, seed: int = 0) -> np.ndarray:
     """(K, d) fixed classifier: rows are the vertices of :func:`ncollapse.geometry.simplex_etf`."""
     import torch
@@ -168,6 +186,7 @@ def _tangent(h: np.ndarray, g: np.ndarray) -> np.ndarray:
 # factored problem
 
 
+@_single_thread
 def solve_factored(
     counts: list[int],
     dim: int,
@@ -319,6 +338,7 @@ def _svt(y: np.ndarray, thresh: float) -> tuple[np.ndarray, float]:
     return (u * s) @ vt, float(s.sum())
 
 
+@_single_thread
 def solve_convex(
     counts: list[int],
     lam: float,
@@ -480,6 +500,7 @@ def collapse_report(sol: UFMSolution, tail: list[int] | None = None) -> dict[str
             "metrics_source": "ncollapse.ufm (minimal)",
         }
     out["minority_spread"] = minority_spread(sol.Z, tail)
+    out["logit_norm"] = float(np.linalg.norm(sol.Z))  # 0: every class collapsed to one point
     return out
 
 
@@ -492,13 +513,13 @@ def solve(
     dim: int | None = None,
     loss: str = "ce",
     classifier: str = "learnable",
-    lam_w: float = 5e-4,
-    lam_h: float = 5e-4,
+    lam_w: float | None = None,
+    lam_h: float | None = None,
     lam_b: float = 0.0,
     bias: bool = False,
     feature_norm: float | None = None,
     etf_scale: float = 1.0,
-    method: str = "factored",
+    method: str = "auto",
     per_sample: bool = False,
     tail: list[int] | None = None,
     tol: float | None = None,
@@ -510,8 +531,12 @@ def solve(
     ``loss``: ``ce`` or ``dr``; ``classifier``: ``learnable`` or ``etf`` (W fixed to the
     simplex ETF times ``etf_scale``). ``dr`` needs ``etf`` and features on a sphere
     (``feature_norm``, default 1.0 for DR: with lam_H alone DR's optimum is h = 0).
-    ``method``: ``factored`` (L-BFGS on W, H, b) or ``convex`` (learnable CE only: the
-    nuclear-norm form with lam = 2 sqrt(lam_W lam_H), then factored back).
+    ``method``: ``factored`` (L-BFGS on W, H, b), ``convex`` (learnable CE with free
+    features only: the nuclear-norm form with lam = 2 sqrt(lam_W lam_H), then factored back)
+    or ``auto`` (convex where it applies, else factored).
+    ``lam_w``/``lam_h`` default to ``0.25 sqrt(n_min)/N`` each, i.e. lam = half the
+    minority-collapse scale sqrt(n_min)/N (the right scale for any N; a fixed value such as
+    5e-4 collapses every logit to 0 once N is large).
     """
     from .problem import parse_counts
 
@@ -523,9 +548,12 @@ def solve(
         raise UserError(f"unknown loss {loss!r}: valid: ce, dr")
     if classifier not in ("learnable", "etf"):
         raise UserError(f"unknown classifier {classifier!r}: valid: learnable, etf")
-    if method not in ("factored", "convex"):
-        raise UserError(f"unknown method {method!r}: valid: factored, convex")
     validate_reg(lam_w=lam_w, lam_h=lam_h, lam_b=lam_b)
+    auto_lam = 0.25 * math.sqrt(min(counts)) / sum(counts)
+    lam_w = auto_lam if lam_w is None else float(lam_w)
+    lam_h = auto_lam if lam_h is None else float(lam_h)
+    if method not in ("factored", "convex", "auto"):
+        raise UserError(f"unknown method {method!r}: valid: auto, factored, convex")
     if dim < 1:
         raise UserError(f"dim must be a positive integer, got {dim}")
     if classifier == "etf" and dim < k - 1:
@@ -548,6 +576,9 @@ def solve(
         "lam_b": lam_b, "bias": bias, "feature_norm": feature_norm, "etf_scale": etf_scale,
         "lam": 2 * math.sqrt(lam_w * lam_h), "per_sample": per_sample,
     }  # fmt: skip
+    if method == "auto":
+        convex_ok = loss == "ce" and classifier == "learnable" and feature_norm is None
+        method = "convex" if convex_ok and not per_sample and dim >= k else "factored"
     if method == "convex":
         if loss != "ce" or classifier != "learnable" or feature_norm is not None or per_sample:
             raise UserError(
@@ -581,6 +612,7 @@ def solve(
 # iteration counts under the fixed ETF (fact 3)
 
 
+@_single_thread
 def sphere_gradient_descent(
     counts: list[int],
     dim: int,
