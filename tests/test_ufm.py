@@ -101,6 +101,14 @@ def test_dr_needs_fewer_iterations_than_ce(imbalance):
     assert r["ratio_ce_over_dr"] > 1
 
 
+@pytest.mark.parametrize("imbalance", [1.0, 100.0])
+def test_dr_fewer_iterations_k100_tight_tolerance(imbalance):
+    # at K = 100 and NC3 < 1e-3 both reach the tolerance in one projected step (a tie); at
+    # 1e-6 CE needs 2 and DR still 1
+    r = converge(100, imbalance, nc3_tol=1e-6, max_iter=200)
+    assert r["dr"]["iterations"] < r["ce"]["iterations"]
+
+
 # ---------------------------------------------------------------------------------------------
 # fact 4: balanced classes, learnable CE -> simplex ETF
 

@@ -126,29 +126,44 @@ def _single_thread(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:  # pragma: no cover
+        controller = _blas_controller()
+        if controller is None:  # pragma: no cover
             return fn(*args, **kwargs)
-        with threadpool_limits(limits=1, user_api="blas"):
+        with controller.limit(limits=1, user_api="blas"):
             return fn(*args, **kwargs)
 
     return wrapper
 
 
+@functools.lru_cache(maxsize=1)
+def _blas_controller():
+    """One cached threadpoolctl controller (discovering the libraries is the slow part)."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover
+        return None
+    return ThreadpoolController()
+
+
 def etf_classifier(dim: int, num_classes: int, scale: float = 1.0, seed: int = 0) -> np.ndarray:
     """(K, d) fixed classifier: rows are the vertices of :func:`ncollapse.geometry.simplex_etf`."""
-    import torch
-
-    from ..geometry import simplex_etf
-
     if dim < num_classes - 1:
         raise UserError(
             f"an ETF classifier of {num_classes} classes needs dim >= K-1 = {num_classes - 1}, "
             f"got dim={dim}: pass --dim {num_classes - 1} or more"
         )
-    m = simplex_etf(int(dim), int(num_classes), seed=seed, dtype=torch.float64).numpy()
-    return scale * m.T.copy()
+    return scale * _etf_rows(int(dim), int(num_classes), int(seed))
+
+
+@functools.lru_cache(maxsize=32)
+def _etf_rows(dim: int, num_classes: int, seed: int) -> np.ndarray:
+    import torch
+
+    from ..geometry import simplex_etf
+
+    rows = simplex_etf(dim, num_classes, seed=seed, dtype=torch.float64).numpy().T.copy()
+    rows.flags.writeable = False
+    return rows
 
 
 def _ce(z: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> tuple[float, np.ndarray]:
