@@ -262,7 +262,8 @@ def _plot_phase(res: dict[str, Any], path: Path) -> Path:
     ax.set_xlabel(r"$\lambda = 2\sqrt{\lambda_W \lambda_H}$")
     ax.set_ylabel(r"$n_A / n_B$")
     ax.set_title(
-        f"UFM minority collapse, learnable CE (K_A={res['ka']}, K_B={res['kb']}, n_B={res['nb']})"
+        f"UFM minority collapse, learnable CE{' + bias' if res['bias'] else ''} "
+        f"(K_A={res['ka']}, K_B={res['kb']}, n_B={res['nb']})"
     )
     ax.legend(loc="lower left", fontsize=8, facecolor="0.85")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -314,7 +314,7 @@ def solve_factored(
             x,
             jac=True,
             method="L-BFGS-B",
-            options={"maxiter": max_iter - iters, "gtol": tol * 1e-3, "ftol": 0.0, "maxcor": 30},
+            options={"maxiter": max_iter - iters, "gtol": tol * 1e-3, "ftol": 0.0, "maxcor": 10},
         )
         x = res.x
         if sphere:  # keep u on the sphere so gradients in u and h coincide
