@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from ..errors import UserError
 
@@ -39,8 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"ncollapse: warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ncollapse`` console script."""
+    warnings.formatwarning = _one_line_warning  # warnings are for people too: no source lines
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -34,6 +34,11 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="imbalance factor r in (0, 1] (0.01 = imbalance ratio 100)",
     )
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="fetch the official dataset archives when missing (checksums verified; needs a network)",
+    )
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
     p.add_argument(
         "--out", default=None, help="parent directory of run directories (default: runs)"
@@ -47,6 +52,8 @@ def shortcut_overrides(args: argparse.Namespace) -> list[str]:
         out.append(f"seed={args.seed}")
     if getattr(args, "imbalance", None) is not None:
         out.append(f"data.imbalance={args.imbalance}")
+    if getattr(args, "download", False):
+        out.append("data.download=true")
     if getattr(args, "device", None) is not None:
         out.append(f"run.device={args.device}")
     if getattr(args, "out", None) is not None:
