@@ -187,3 +187,14 @@ def test_posthoc_adjustment_changes_predictions_only_at_eval(tmp_path):
     lb = [r["loss"] for r in read_metrics(b.run_dir / "metrics.jsonl") if r["kind"] == "train"]
     assert la == lb
     assert np.isfinite(b.summary["final"]["acc"])
+
+
+def test_collapse_splits_option(tmp_path):
+    cfg = _digits_cfg(tmp_path, epochs=1, **{"eval.collapse_splits": "[train]"})
+    res = run_training(cfg)
+    splits = {
+        r["split"] for r in read_metrics(res.run_dir / "metrics.jsonl") if r["kind"] == "collapse"
+    }
+    assert splits == {"train"} and set(res.summary["collapse"]) == {"train"}
+    with pytest.raises(ConfigError, match="collapse_splits"):
+        _digits_cfg(tmp_path, epochs=1, **{"eval.collapse_splits": "[valid]"})

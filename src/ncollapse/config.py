@@ -108,6 +108,9 @@ class EvalConfig:
 
     every: int = 1  # evaluate on the test set every N epochs (and always at the last)
     collapse_every: int = 0  # neural-collapse metrics every N epochs (0: only at the end)
+    collapse_splits: list[str] = field(
+        default_factory=lambda: ["train", "test"]
+    )  # where to measure
     batch_size: int = 512
 
 
@@ -409,6 +412,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.scale must be > 0, got {cfg.model.scale}")
     if cfg.model.width < 1:
         raise ConfigError(f"model.width must be >= 1, got {cfg.model.width}")
+    bad = [x for x in cfg.eval.collapse_splits if x not in ("train", "test")]
+    if bad:
+        raise ConfigError(f"eval.collapse_splits takes train and/or test, got {bad}")
     if cfg.eval.every < 1:
         raise ConfigError(f"eval.every must be >= 1, got {cfg.eval.every}")
     if cfg.loss.name == "dr" and cfg.model.head != "etf":

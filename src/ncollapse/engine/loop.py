@@ -293,7 +293,7 @@ class Trainer:
         if self.collapse_fn is None:
             return []
         out = []
-        for split in ("train", "test"):
+        for split in self.cfg.eval.collapse_splits:
             values = self.collapse_fn(self, split)
             out.append({"kind": "collapse", "epoch": epoch, "split": split, **values})
         return out
