@@ -9,22 +9,27 @@ from typing import Any
 from ..config import Config, digits_defaults, find_config, load_config, scale_schedule
 
 
-def add_run_options(p: argparse.ArgumentParser) -> None:
-    """--set, --epochs, --seed, --device, --out, --name, --json."""
+def add_schedule_options(p: argparse.ArgumentParser, scope: str = "") -> None:
+    """--set KEY=VALUE (repeatable) and --epochs N, shared by every training command."""
     p.add_argument(
         "--set",
         dest="overrides",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override any config field, e.g. --set optim.lr=0.05 (repeatable)",
+        help=f"override any config field{scope}, e.g. --set optim.lr=0.05 (repeatable)",
     )
     p.add_argument(
         "--epochs",
         type=int,
         default=None,
-        help="shorten or lengthen the schedule; warm-up and decay milestones scale with it",
+        help="shorten or lengthen the schedule; warm-up, decay milestones and the DRW epoch scale with it",
     )
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """--set, --epochs, --seed, --device, --out, --name, --json."""
+    add_schedule_options(p)
     p.add_argument(
         "--seed", type=int, default=None, help="training seed (initialisation, data order)"
     )

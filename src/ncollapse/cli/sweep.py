@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import print_json
+from .common import add_schedule_options, print_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -59,20 +59,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="seed of the long-tail subset, the same for every run (default: the recipe's, 0)",
     )
-    p.add_argument(
-        "--epochs",
-        type=int,
-        default=None,
-        help="shorten the schedule; warm-up, decay milestones and the DRW epoch scale with it",
-    )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field for every run, e.g. --set optim.lr=0.05 (repeatable)",
-    )
+    add_schedule_options(p, scope=" for every run")
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--out", default=None, help="sweep directory (default: runs/sweep-<recipe>)")
     p.add_argument(
