@@ -1,8 +1,11 @@
+import warnings
+
 import pytest
 
 from ncollapse.config import (
     config_diff,
     config_to_dict,
+    drw_start,
     load_config,
     parse_override,
     scale_schedule,
@@ -68,13 +71,43 @@ def test_extends(tmp_path):
 
 
 def test_scale_schedule_is_proportional():
-    cfg = load_config(overrides=["loss.drw_epoch=160"])
+    cfg = load_config(overrides=["loss.name=ce", "loss.drw_epoch=160"])
     short = scale_schedule(cfg, 30)
     assert short.optim.epochs == 30
     assert short.optim.milestones == [24, 27]
     assert short.optim.warmup_epochs == 1  # round(5 * 0.15)
     assert short.loss.drw_epoch == 24
     assert cfg.optim.epochs == 200  # the original is untouched
+
+
+def test_drw_start_defaults_to_the_first_milestone():
+    assert drw_start(load_config(overrides=["loss.name=ce"])) is None  # off by default
+    on = load_config(overrides=["loss.name=ldam", "model.head=cosine", "loss.drw=true"])
+    assert on.loss.drw_epoch is None and drw_start(on) == 160  # the first lr decay of 200
+    assert drw_start(scale_schedule(on, 30)) == 24  # moves with the shortened schedule
+    assert drw_start(scale_schedule(on, 10)) == 8
+    own = load_config(overrides=["loss.name=ce", "loss.drw=true", "loss.drw_epoch=100"])
+    assert drw_start(own) == 100
+    assert drw_start(load_config(overrides=["loss.name=ce", "loss.drw_epoch=7"])) == 7
+    with pytest.raises(ConfigError, match="set loss.drw_epoch=N"):
+        load_config(overrides=["loss.name=ce", "loss.drw=true", "optim.milestones=[]"])
+    with pytest.raises(ConfigError, match="loss.name=dr has none"):
+        load_config(overrides=["loss.drw=true"])
+    with pytest.raises(ConfigError, match="loss.drw_epoch must be >= 0"):
+        load_config(overrides=["loss.name=ce", "loss.drw_epoch=-1"])
+
+
+def test_drw_that_never_switches_on_warns():
+    with pytest.warns(UserWarning, match="starts at epoch 160 but the run has 100 epochs"):
+        load_config(overrides=["loss.name=ce", "loss.drw_epoch=160", "optim.epochs=100"])
+
+
+def test_ldam_on_a_linear_head_warns_and_names_the_cosine_head():
+    with pytest.warns(UserWarning, match="set model.head=cosine"):
+        load_config(overrides=["loss.name=ldam", "model.head=linear"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_config(overrides=["loss.name=ldam", "model.head=cosine"])
 
 
 def test_override_parsing_and_diff():

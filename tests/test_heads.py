@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ncollapse.geometry import simplex_etf
-from ncollapse.heads import ETFHead, HeadOutput, LinearHead, build_head
+from ncollapse.heads import CosineHead, ETFHead, HeadOutput, LinearHead, build_head
 
 D, K, B = 12, 5, 16
 
@@ -115,5 +115,29 @@ def test_build_head():
     assert isinstance(lin, LinearHead) and not lin.frozen
     fr = build_head("linear-frozen", D, K)
     assert isinstance(fr, LinearHead) and fr.frozen
-    with pytest.raises(ValueError, match=r"linear, linear-frozen, etf"):
-        build_head("cosine", D, K)
+    cos = build_head("cosine", D, K, scale=4.0)
+    assert isinstance(cos, CosineHead) and cos.scale == 4.0
+    with pytest.raises(ValueError, match=r"linear, linear-frozen, cosine, etf"):
+        build_head("cosin", D, K)
+
+
+def test_cosine_head_logits_are_scaled_cosines():
+    f = _f(3)
+    head = CosineHead(D, K, scale=2.5)
+    with torch.no_grad():
+        head.weight.mul_(7.0)  # the norm of the class vectors must not matter
+    out = head(f)
+    cos = torch.nn.functional.cosine_similarity(f[:, None, :], head.weight[None, :, :], dim=2)
+    assert torch.allclose(out.logits, 2.5 * cos, atol=1e-5)
+    assert torch.allclose(out.features, f / f.norm(dim=1, keepdim=True), atol=1e-6)
+    w = head.classifier_weight()
+    assert w.shape == (K, D) and torch.allclose(w.norm(dim=1), torch.ones(K), atol=1e-6)
+    assert torch.allclose(out.logits, 2.5 * out.features @ w.T, atol=1e-5)
+    # the logits are invariant to the feature norm, and the class vectors are trained
+    assert torch.allclose(head(3.0 * f).logits, out.logits, atol=1e-5)
+    out.logits.sum().backward()
+    assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0
+    # re-applying the head to its own features gives the same logits (AllNC's reversed branch)
+    assert torch.allclose(head(out.features).logits, out.logits, atol=1e-5)
+    with pytest.raises(ValueError, match="scale > 0"):
+        CosineHead(D, K, scale=0.0)

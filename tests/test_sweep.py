@@ -18,7 +18,7 @@ import pytest
 import ncollapse.runner as runner_mod
 from ncollapse.build import METHODS
 from ncollapse.cli import main
-from ncollapse.config import config_to_dict, load_config
+from ncollapse.config import config_to_dict, drw_start, load_config
 from ncollapse.engine.rundir import RunDir
 from ncollapse.sweep import (
     COLLAPSE_KEYS,
@@ -289,9 +289,12 @@ def test_epochs_scale_the_schedule_and_drw(tmp_path):
     spec = spec.resolve()
     cfg = spec.cell_config("ldam_drw", 0.01, 0, tmp_path)
     assert cfg.optim.epochs == 30 and cfg.optim.milestones == [24, 27]
-    assert cfg.loss.drw_epoch == 24 and cfg.optim.warmup_epochs == 1
+    assert drw_start(cfg) == 24 and cfg.optim.warmup_epochs == 1
     assert cfg.data.imbalance == 0.01 and cfg.data.subset_seed == 0 and cfg.seed == 0
-    assert cfg.run.name == "ldam_drw-ir100-s0" and cfg.model.head == "linear"
+    assert cfg.run.name == "ldam_drw-ir100-s0" and cfg.model.head == "cosine"
+    # on the digits default (30 epochs, first decay at 24) DRW switches on inside the run too
+    digits = SweepSpec(methods="ldam_drw", seeds="0").resolve()
+    assert drw_start(digits.cell_config("ldam_drw", 0.05, 0, tmp_path)) == 24
 
 
 def test_parse_imbalance_ratios_and_factors():

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import Config
+from .config import Config, drw_start
 from .errors import ConfigError, did_you_mean
 from .heads import HeadOutput, build_head
 from .models import build_backbone
@@ -40,7 +40,9 @@ METHODS: dict[str, dict[str, Any]] = {
     "la": {"model": {"head": "linear"}, "loss": {"name": "la", "tau": 1.0}},
     "bs": {"model": {"head": "linear"}, "loss": {"name": "bs"}},
     "focal": {"model": {"head": "linear"}, "loss": {"name": "focal"}},
-    "ldam_drw": {"model": {"head": "linear"}, "loss": {"name": "ldam", "drw_epoch": 160}},
+    # LDAM's margins and scale 30 are sized for cosine logits (Cao et al.'s normed linear layer)
+    # and DRW switches the class weights on at the first lr decay (epoch 160 of 200)
+    "ldam_drw": {"model": {"head": "cosine"}, "loss": {"name": "ldam", "drw": True}},
     # AllNC's HyCon/P2P need one label per sample, so its preset trains without mixup
     "allnc": {
         "model": {"head": "linear"},
@@ -89,6 +91,8 @@ def build_network(cfg: Config, num_classes: int, in_channels: int) -> Network:
     kwargs: dict[str, Any] = {}
     if m.head == "etf":
         kwargs = {"feature_norm": m.feature_norm, "scale": m.scale, "seed": m.etf_seed}
+    elif m.head == "cosine":
+        kwargs = {"scale": m.scale}
     try:
         head = build_head(m.head, d, num_classes, **kwargs)
     except ValueError as exc:
@@ -165,8 +169,9 @@ def build_criterion(cfg: Config, network: Network, class_counts: Sequence[int]) 
     else:  # pragma: no cover - validated by the config
         raise ConfigError(f"unknown loss.name '{name}'")
     drw = None
-    if lc.drw_epoch is not None:
-        drw = (lc.drw_epoch, losses.drw_weights(counts, beta=lc.drw_beta))
+    start = drw_start(cfg)
+    if start is not None:
+        drw = (start, losses.drw_weights(counts, beta=lc.drw_beta))
     return Criterion(
         lambda out, ya, yb, lam: loss(out.logits, ya, yb, lam), uses="logits", loss=loss, drw=drw
     )

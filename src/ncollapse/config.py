@@ -15,6 +15,7 @@ import json
 import math
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ __all__ = [
     "RunConfig",
     "config_diff",
     "config_to_dict",
+    "drw_start",
     "find_config",
     "load_config",
     "scale_schedule",
@@ -60,13 +62,13 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """Backbone and head. ``head``: linear | linear-frozen | etf."""
+    """Backbone and head. ``head``: linear | linear-frozen | cosine | etf."""
 
     backbone: str = "resnet32"
     width: int = 1  # width multiplier (CIFAR ResNets: 1 -> 16/32/64, 2 -> 32/64/128)
     head: str = "etf"
     feature_norm: str = "bn_l2"  # etf head: bn_l2 | bn | none
-    scale: float = 1.0  # etf head: logit scale s (logits = s M^T h)
+    scale: float = 1.0  # etf and cosine heads: logit scale s (logits = s M^T h)
     etf_seed: int = 0  # seed of the fixed frame (kept apart from `seed`)
 
 
@@ -81,7 +83,8 @@ class LossConfig:
     focal_gamma: float = 1.0  # focal: focusing parameter
     ldam_max_margin: float = 0.5  # ldam: largest per-class margin
     ldam_scale: float = 30.0  # ldam: logit scale s
-    drw_epoch: int | None = None  # deferred re-weighting from this epoch (None: off)
+    drw: bool = False  # deferred re-weighting (class weights switched on late in training)
+    drw_epoch: int | None = None  # drw from this epoch (None: the first lr milestone); sets drw
     drw_beta: float = 0.9999  # drw: effective-number beta
     posthoc_tau: float | None = None  # post-hoc logit adjustment at evaluation (None: off)
 
@@ -167,7 +170,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.name": ("digits", "cifar10", "cifar100", "imagefolder"),
     "data.profile": ("exp", "step"),
     "data.augment": ("auto", "standard", "none"),
-    "model.head": ("linear", "linear-frozen", "etf"),
+    "model.head": ("linear", "linear-frozen", "cosine", "etf"),
     "model.feature_norm": ("bn_l2", "bn", "none"),
     "loss.name": ("ce", "dr", "la", "bs", "focal", "ldam", "allnc"),
     "loss.balance": ("batch", "none", "global"),
@@ -422,6 +425,44 @@ def validate(cfg: Config) -> None:
             "loss.name=dr regresses onto the fixed ETF and needs model.head=etf "
             f"(got model.head={cfg.model.head})"
         )
+    start = drw_start(cfg)
+    if start is not None and start < 0:
+        raise ConfigError(f"loss.drw_epoch must be >= 0, got {start}")
+    if start is not None and cfg.loss.name in ("dr", "allnc"):
+        raise ConfigError(
+            f"deferred re-weighting (loss.drw / loss.drw_epoch) weights a logit loss (ce, la, bs, "
+            f"focal, ldam); loss.name={cfg.loss.name} has none: unset loss.drw and loss.drw_epoch"
+        )
+    if start is not None and start >= o.epochs:
+        warnings.warn(
+            f"deferred re-weighting starts at epoch {start} but the run has {o.epochs} epochs, "
+            "so it never switches on; lower loss.drw_epoch (or the first of optim.milestones)",
+            stacklevel=2,
+        )
+    if cfg.loss.name == "ldam" and cfg.model.head in ("linear", "linear-frozen"):
+        warnings.warn(
+            f"loss.name=ldam on model.head={cfg.model.head}: LDAM's margins and scale "
+            f"(loss.ldam_max_margin={cfg.loss.ldam_max_margin:g}, "
+            f"loss.ldam_scale={cfg.loss.ldam_scale:g}) are sized for cosine logits in [-1, 1] "
+            "and usually make a plain linear classifier diverge; set model.head=cosine",
+            stacklevel=2,
+        )
+
+
+def drw_start(cfg: Config) -> int | None:
+    """The 0-based epoch from which deferred re-weighting is on, or None when it is off:
+    ``loss.drw_epoch`` when set (setting it turns DRW on), else the first lr milestone when
+    ``loss.drw`` is true (LDAM-DRW re-weights from the first decay: epoch 160 of 200)."""
+    if cfg.loss.drw_epoch is not None:
+        return cfg.loss.drw_epoch
+    if not cfg.loss.drw:
+        return None
+    if not cfg.optim.milestones:
+        raise ConfigError(
+            "loss.drw=true starts re-weighting at the first lr milestone, but optim.milestones "
+            "is empty; set loss.drw_epoch=N"
+        )
+    return int(cfg.optim.milestones[0])
 
 
 def scale_schedule(cfg: Config, epochs: int) -> Config:

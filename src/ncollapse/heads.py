@@ -8,21 +8,32 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from .geometry import simplex_etf
 
-__all__ = ["FEATURE_NORMS", "HEADS", "ETFHead", "HeadOutput", "LinearHead", "build_head"]
+__all__ = [
+    "FEATURE_NORMS",
+    "HEADS",
+    "CosineHead",
+    "ETFHead",
+    "HeadOutput",
+    "LinearHead",
+    "build_head",
+]
 
 FEATURE_NORMS: tuple[str, ...] = ("bn_l2", "bn", "none")
-HEADS: tuple[str, ...] = ("linear", "linear-frozen", "etf")
+HEADS: tuple[str, ...] = ("linear", "linear-frozen", "cosine", "etf")
 
 
 class HeadOutput(NamedTuple):
     """What a head returns.
 
     ``features``: the vectors the classifier multiplies, ``(B, d)`` (ETF head: ``h =
-    normalise(BN(f))``; linear heads: the pooled feature ``f`` itself). Neural-collapse metrics
+    normalise(BN(f))``; cosine head: ``f / ||f||``; linear heads: the pooled feature ``f``
+    itself). Neural-collapse metrics
     and the dot-regression loss use these.
     ``logits``: ``(B, K)``.
     """
@@ -135,16 +146,64 @@ class LinearHead(nn.Module):
         return self.linear.weight
 
 
+class CosineHead(nn.Module):
+    """A learnable cosine classifier: ``logits = scale * cos(f, w_k)``, i.e. the unit-normalised
+    feature times the matrix of unit-normalised class vectors (no bias).
+
+    This is the "normed linear" layer that LDAM (Cao et al., 2019) is defined on: its margins
+    (at most 0.5) and logit scale (30) are sized for logits in [-1, 1]. On an ordinary linear
+    layer the same constants act on logits of any size and training fails (the ``ldam_drw``
+    preset therefore uses this head).
+
+    Args:
+        in_features: ``d``.
+        num_classes: ``K``.
+        scale: logit scale ``s`` (1.0 leaves the cosines as they are; a loss with its own scale,
+            like LDAM, wants 1.0; cross-entropy on this head needs ``s`` of 10 or more).
+
+    ``features`` of the output is ``f / ||f||`` (what the class vectors multiply), and
+    :meth:`classifier_weight` returns the unit-normalised rows, so neural-collapse metrics see
+    the classifier that actually acts.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, scale: float = 1.0) -> None:
+        super().__init__()
+        if not scale > 0:
+            raise ValueError(f"the cosine head needs scale > 0, got {scale}")
+        self.in_features = in_features
+        self.num_classes = num_classes
+        self.scale = float(scale)
+        self.weight = nn.Parameter(torch.empty(num_classes, in_features))
+        nn.init.kaiming_uniform_(self.weight, a=5**0.5)  # nn.Linear's initialisation
+
+    def forward(self, f: Tensor) -> HeadOutput:
+        """``f`` (B, d) -> ``HeadOutput(f/||f||, scale * f/||f|| @ (W/||W||)^T)``."""
+        h = F.normalize(f, dim=1, eps=1e-8)
+        w = F.normalize(self.weight, dim=1, eps=1e-8).to(h.dtype)
+        return HeadOutput(h, self.scale * (h @ w.T))
+
+    def classifier_weight(self) -> Tensor:
+        """The unit-normalised class vectors as rows, shape (K, d), without the scale."""
+        return F.normalize(self.weight, dim=1, eps=1e-8)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, num_classes={self.num_classes}, scale={self.scale:g}"
+        )
+
+
 def build_head(name: str, in_features: int, num_classes: int, **kw: Any) -> nn.Module:
-    """Build a head by name: ``"linear"``, ``"linear-frozen"`` or ``"etf"``.
+    """Build a head by name: ``"linear"``, ``"linear-frozen"``, ``"cosine"`` or ``"etf"``.
 
     Keyword arguments go to the head's constructor (``ETFHead``: ``feature_norm``, ``scale``,
-    ``seed``; ``LinearHead``: ``bias``).
+    ``seed``; ``CosineHead``: ``scale``; ``LinearHead``: ``bias``).
     """
     if name == "linear":
         return LinearHead(in_features, num_classes, **kw)
     if name == "linear-frozen":
         return LinearHead(in_features, num_classes, frozen=True, **kw)
+    if name == "cosine":
+        return CosineHead(in_features, num_classes, **kw)
     if name == "etf":
         return ETFHead(in_features, num_classes, **kw)
     raise ValueError(f"unknown head {name!r}; valid: {', '.join(HEADS)}")
