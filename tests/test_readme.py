@@ -1,4 +1,5 @@
-"""The README's promises: its Python example runs, and its set-up commands exist."""
+"""The README's promises: its Python example runs, its set-up commands exist, and the recipes,
+methods and config keys it names are real."""
 
 import re
 from pathlib import Path
@@ -27,3 +28,23 @@ def test_setup_commands_are_make_targets():
         assert re.search(rf"^{target}:", makefile, flags=re.M)
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in ci
+
+
+def test_readme_commands_name_existing_recipes_and_methods():
+    from ncollapse.build import METHODS
+    from ncollapse.config import config_to_dict, find_config, load_config
+
+    blocks = "\n".join(re.findall(r"```bash\n(.*?)```", README, flags=re.S))
+    configs = re.findall(r"--config (\S+)", blocks)
+    recipes = re.findall(r"--recipe (\S+)", blocks)
+    methods = [m for group in re.findall(r"--methods? (\S+)", blocks) for m in group.split(",")]
+    assert configs and recipes and methods
+    for name in configs + recipes:
+        load_config(find_config(name))  # exists and loads
+    assert set(methods) <= set(METHODS), set(methods) - set(METHODS)
+    keys = re.findall(r"`(?:--set )?((?:model|loss|optim|data|eval|run)\.\w+)=", README)
+    assert "model.head" in keys
+    defaults = config_to_dict(load_config())
+    for key in keys:  # every config key the README names exists
+        section, name = key.split(".")
+        assert name in defaults[section], key
