@@ -448,8 +448,10 @@ class AllNCCriterion:
     ``criterion(out, y_a, y_b, lam, rev=None, network=None)``: ``out`` is the instance branch's
     ``HeadOutput``; with GBBN on, ``rev = (out_rev, y_rev)`` is the class-reversed batch's
     output and ``network`` the model (``network.head`` recomputes the reversed logits from the
-    detached features, so that term trains only the classifier; for a head other than
-    :class:`~ncollapse.heads.LinearHead` the given ``out_rev.logits`` are used as they are).
+    detached features, so that term trains only the classifier; this needs a head whose
+    ``features`` it can be re-applied to, a :class:`~ncollapse.heads.LinearHead` or
+    :class:`~ncollapse.heads.CosineHead`; for other heads the given ``out_rev.logits`` are used
+    as they are).
     ``needs_reversed_batch`` tells the engine to draw that batch (sampler:
     :func:`reversed_sampling_weights`). ``set_epoch`` (0-based) drives the GBBN schedule over
     ``epochs``. ``state_dict``/``load_state_dict`` carry the class-mean memory for resuming.
@@ -496,14 +498,14 @@ class AllNCCriterion:
         rev: tuple[Any, Tensor] | None = None,
         network: nn.Module | None = None,
     ) -> Tensor:
-        from .heads import LinearHead
+        from .heads import CosineHead, LinearHead
 
         net = network if network is not None else self.network
         rev_logits = rev_labels = None
         if rev is not None:
             out_rev, rev_labels = rev
             head = getattr(net, "head", None)
-            if isinstance(head, LinearHead):
+            if isinstance(head, (LinearHead, CosineHead)):
                 rev_logits = AllNCObjective.reversed_logits(head, out_rev.features)
             else:
                 rev_logits = out_rev.logits
