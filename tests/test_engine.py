@@ -158,6 +158,10 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path, monkeypatch, mixup):
     sa, sb = torch.load(full.run_dir / "model.pt"), torch.load(run_dir / "model.pt")
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert resumed.summary["final"] == full.summary["final"]
+    # times add up across the kill: the summary counts all four epochs, not just the last two
+    times = [r["seconds"] for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] == "train"]
+    assert resumed.summary["train_seconds"] == pytest.approx(sum(times))
+    assert resumed.summary["wall_seconds"] >= resumed.summary["train_seconds"]
 
 
 def test_resume_refuses_a_different_config(tmp_path):

@@ -100,11 +100,15 @@ def test_real_sweep_layout_and_stats(real_sweep):
             vals = [s["collapse"]["train"][key] for s in summaries]
             assert float(row[f"{key}_mean"]) == pytest.approx(statistics.mean(vals))
             assert float(row[f"{key}_std"]) == pytest.approx(statistics.stdev(vals), abs=1e-12)
-        vals = [s["train_seconds"] for s in summaries]
-        assert float(row["train_seconds_mean"]) == pytest.approx(statistics.mean(vals))
+        for key in ("train_seconds", "wall_seconds"):
+            vals = [s[key] for s in summaries]
+            assert float(row[f"{key}_mean"]) == pytest.approx(statistics.mean(vals))
+        for summ in summaries:  # the whole run includes its training time
+            assert summ["wall_seconds"] >= summ["train_seconds"] > 0
     # the ETF run's classifier is the frame: its W ETF error is ~0
     assert float(rows[1]["w_etf_error_mean"]) < 1e-5
     md = (out / "results.md").read_text()
+    assert "| wall s |" in md and "wall time: " in md and "summed over 4 finished runs" in md
     acc = [
         json.loads((out / f"ce-ir50-s{s}" / "summary.json").read_text())["final"]["acc"]
         for s in (0, 1)
@@ -176,6 +180,7 @@ class FakeRunner:
             },
             "collapse": {"train": {key: 0.2 * seed + k for key in COLLAPSE_KEYS}},
             "train_seconds": 1.0 + seed,
+            "wall_seconds": 2.0 + seed,
         }
         rd.write_json("summary.json", summary)
         return runner_mod.RunResult(rd.path, summary)

@@ -70,7 +70,7 @@ COLLAPSE_KEYS = (
     "minority_collapse_means",
     "minority_collapse_w",
 )
-METRIC_KEYS = (*ACC_KEYS, *COLLAPSE_KEYS, "train_seconds")
+METRIC_KEYS = (*ACC_KEYS, *COLLAPSE_KEYS, "train_seconds", "wall_seconds")
 
 #: config keys the sweep sets for every cell; a ``--set`` of one of them is refused
 CONTROLLED = {
@@ -451,6 +451,7 @@ def collect(out_dir: str | Path, spec_json: dict[str, Any]) -> list[dict[str, An
                 for k in COLLAPSE_KEYS:
                     rec[k] = coll.get(k)
                 rec["train_seconds"] = summary.get("train_seconds")
+                rec["wall_seconds"] = summary.get("wall_seconds")  # absent from older runs
                 try:
                     cfg = _read_yaml(run_dir / "config.yaml")
                     rec["head"] = cfg["model"]["head"]
@@ -540,6 +541,7 @@ MD_COLUMNS = [
     ("MC means", "minority_collapse_means", False),
     ("MC W", "minority_collapse_w", False),
     ("train s", "train_seconds", None),
+    ("wall s", "wall_seconds", None),
 ]
 
 
@@ -579,6 +581,16 @@ def format_markdown(rows: list[dict[str, Any]], spec_json: dict[str, Any]) -> st
             counts[r["ratio"]] = r["class_counts"]
     for ratio, c in counts.items():
         lines.append(f"- imbalance ratio {ratio}: training class counts {c}")
+    walls = [
+        r["wall_seconds_mean"] * r["n"] for r in rows if r.get("wall_seconds_mean") is not None
+    ]
+    if walls:
+        runs = sum(r["n"] for r in rows if r.get("wall_seconds_mean") is not None)
+        total = sum(walls)
+        lines.append(
+            f"- wall time: {total / 3600:.2f} h summed over {runs} finished runs "
+            f"({total / 60:.1f} min; runs in parallel processes overlap)"
+        )
     lines += [
         "",
         "| method | IR | seeds | " + " | ".join(t for t, _, _ in MD_COLUMNS) + " |",
@@ -599,7 +611,8 @@ def format_markdown(rows: list[dict[str, Any]], spec_json: dict[str, Any]) -> st
         "NC1 = tr(Sigma_W Sigma_B^+)/K; NC2 = ETF error of the centred class means and of the "
         "classifier rows (for ETF heads the classifier is the fixed frame); NC3 = self-duality; "
         "MC = minority-collapse index of the tail-class means and classifier rows (0: ETF, 1: "
-        "collapsed). train s = training wall-clock seconds per run (evaluation excluded).",
+        "collapsed). train s = training wall-clock seconds per run (evaluation excluded); wall s = "
+        "the whole run (training, the per-epoch test evaluation and the collapse metrics).",
     ]
     return "\n".join(lines) + "\n"
 

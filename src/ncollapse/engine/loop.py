@@ -63,7 +63,8 @@ class TrainState:
     epoch: int = 0  # epochs completed
     best_acc: float = -1.0
     best_epoch: int = 0
-    train_seconds: float = 0.0
+    train_seconds: float = 0.0  # training steps only
+    wall_seconds: float = 0.0  # whole epochs: training, evaluation and collapse metrics
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -137,6 +138,7 @@ class Trainer:
                 "best_acc": self.state.best_acc,
                 "best_epoch": self.state.best_epoch,
                 "train_seconds": self.state.train_seconds,
+                "wall_seconds": self.state.wall_seconds,
             },
             "rng": rng,
             "config": config_to_dict(self.cfg),
@@ -153,6 +155,7 @@ class Trainer:
         self.state.best_acc = float(t["best_acc"])
         self.state.best_epoch = int(t["best_epoch"])
         self.state.train_seconds = float(t["train_seconds"])
+        self.state.wall_seconds = float(t.get("wall_seconds", 0.0))  # absent from older checkpoints
         torch.set_rng_state(ckpt["rng"]["torch"])
         np.random.set_state(ckpt["rng"]["numpy"])  # noqa: NPY002
         if "cuda" in ckpt["rng"] and self.device.type == "cuda":
@@ -316,6 +319,7 @@ class Trainer:
         last_eval: dict[str, Any] | None = None
         last_collapse: list[dict[str, Any]] = []
         for epoch in range(self.state.epoch, epochs):
+            epoch_start = time.perf_counter()
             rec = self.train_epoch(epoch)
             self.state.train_seconds += rec["seconds"]
             self._log(rec)
@@ -333,6 +337,7 @@ class Trainer:
                 for r in last_collapse:
                     self._log(r)
             self.state.epoch = e1
+            self.state.wall_seconds += time.perf_counter() - epoch_start
             if e1 % cfg.run.checkpoint_every == 0 or e1 == epochs:
                 self.run_dir.save_checkpoint(self.state_dict())
             self.progress.epoch(epoch, rec["seconds"], summary)
@@ -358,6 +363,7 @@ class Trainer:
                 for r in last_collapse
             },
             "train_seconds": self.state.train_seconds,
+            "wall_seconds": self.state.wall_seconds,
             "device": str(self.device),
             "host": platform.node(),
         }
