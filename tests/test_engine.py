@@ -164,6 +164,23 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path, monkeypatch, mixup):
     assert resumed.summary["wall_seconds"] >= resumed.summary["train_seconds"]
 
 
+def test_resume_of_a_run_saved_before_a_config_key_existed(tmp_path):
+    import yaml
+
+    cfg = _digits_cfg(tmp_path, epochs=1, **{"run.name": "old"})
+    res = run_training(cfg)
+    path = res.run_dir / "config.yaml"
+    saved = yaml.safe_load(path.read_text())
+    del saved["loss"]["drw"]  # as written by a version without deferred re-weighting switch
+    path.write_text(yaml.safe_dump(saved))
+    again = run_training(cfg, resume=res.run_dir)  # the same config: accepted, nothing to do
+    assert again.summary["final"] == res.summary["final"]
+    saved["loss"]["no_such_key"] = 1
+    path.write_text(yaml.safe_dump(saved))
+    with pytest.raises(ConfigError, match="no_such_key"):
+        run_training(cfg, resume=res.run_dir)
+
+
 def test_resume_refuses_a_different_config(tmp_path):
     cfg = _digits_cfg(tmp_path, epochs=1, **{"run.name": "r"})
     res = run_training(cfg)

@@ -269,6 +269,20 @@ def test_finished_cell_with_other_config_is_refused(tmp_path, fake):
         run_sweep(_spec(methods="ce", seeds="0"), out, log=None)
 
 
+def test_finished_cell_from_an_older_version_is_kept(tmp_path, fake):
+    """A run written before a config key existed (here loss.drw) is the same config today."""
+    import yaml
+
+    out = tmp_path / "sw"
+    run_sweep(_spec(methods="ce", seeds="0"), out, log=None)
+    cfg_path = out / "ce-ir20-s0" / "config.yaml"
+    saved = yaml.safe_load(cfg_path.read_text())
+    del saved["loss"]["drw"], saved["model"]["scale"]
+    cfg_path.write_text(yaml.safe_dump(saved))
+    result = run_sweep(_spec(methods="ce", seeds="0"), out, log=None)
+    assert result["skipped"] == ["ce-ir20-s0"] and len(fake.calls) == 1
+
+
 def test_cli_json_and_table(tmp_path, fake, capsys, monkeypatch):
     out = tmp_path / "sw"
     args = ["sweep", "--methods", "ce,la", "--seeds", "0", "--imbalance", "0.05", "--out", str(out)]

@@ -35,6 +35,7 @@ __all__ = [
     "ModelConfig",
     "OptimConfig",
     "RunConfig",
+    "complete_config_dict",
     "config_diff",
     "config_to_dict",
     "drw_start",
@@ -372,6 +373,13 @@ def load_config(
     cfg = _from_dict(Config, data)
     validate(cfg)
     return cfg
+
+
+def complete_config_dict(data: dict[str, Any]) -> dict[str, Any]:
+    """A saved config dict with the keys added to :class:`Config` since it was written filled in
+    with their defaults (which keep the old behaviour), so that an older run compares equal to
+    the same config today. Unknown keys still raise the usual :class:`ConfigError`."""
+    return config_to_dict(_from_dict(Config, data))
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:

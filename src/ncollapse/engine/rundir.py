@@ -122,9 +122,13 @@ class RunDir:
         return json.loads((self.path / name).read_text())
 
     def read_config_dict(self) -> dict[str, Any]:
+        """The run's saved config, completed with the defaults of keys added since it was
+        written (see :func:`~ncollapse.config.complete_config_dict`)."""
+        from ..config import complete_config_dict
+
         if not self.config_path.is_file():
             raise UserError(f"{self.path} is not a run directory: it has no config.yaml")
-        return yaml.safe_load(self.config_path.read_text()) or {}
+        return complete_config_dict(yaml.safe_load(self.config_path.read_text()) or {})
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         with open(self.metrics_path, "a") as fh:
