@@ -78,6 +78,14 @@ def test_scale_schedule_is_proportional():
     assert short.optim.warmup_epochs == 1  # round(5 * 0.15)
     assert short.loss.drw_epoch == 24
     assert cfg.optim.epochs == 200  # the original is untouched
+    # a warm-up is kept (at least one epoch) and halves round up, not to even
+    assert scale_schedule(cfg, 20).optim.warmup_epochs == 1  # 5 * 0.1 = 0.5
+    assert scale_schedule(cfg, 4).optim.warmup_epochs == 1  # 0.1
+    assert scale_schedule(cfg, 4).optim.milestones == [3, 4]  # 3.2, 3.6
+    assert scale_schedule(cfg, 25).optim.milestones == [20, 23]  # 20, 22.5
+    assert scale_schedule(cfg, 25).loss.drw_epoch == 20
+    no_warmup = load_config(overrides=["optim.warmup_epochs=0"])
+    assert scale_schedule(no_warmup, 20).optim.warmup_epochs == 0
 
 
 def test_drw_start_defaults_to_the_first_milestone():

@@ -480,15 +480,21 @@ def scale_schedule(cfg: Config, epochs: int) -> Config:
         raise ConfigError(f"epochs must be >= 1, got {epochs}")
     old = cfg.optim.epochs
     f = epochs / old
+
+    def scaled(e: int, least: int) -> int:  # halves round up (Python's round() would go to even)
+        return max(least, math.floor(e * f + 0.5))
+
     new = dataclasses.replace(cfg)
     new.optim = dataclasses.replace(
         cfg.optim,
         epochs=epochs,
-        warmup_epochs=round(cfg.optim.warmup_epochs * f) if cfg.optim.warmup_epochs else 0,
-        milestones=[max(1, round(m * f)) for m in cfg.optim.milestones],
+        # a recipe with a warm-up keeps at least one epoch of it: dropping it would start a
+        # short run at the full learning rate, which the full recipe never does
+        warmup_epochs=scaled(cfg.optim.warmup_epochs, 1) if cfg.optim.warmup_epochs else 0,
+        milestones=[scaled(m, 1) for m in cfg.optim.milestones],
     )
     if cfg.loss.drw_epoch is not None:
-        new.loss = dataclasses.replace(cfg.loss, drw_epoch=max(0, round(cfg.loss.drw_epoch * f)))
+        new.loss = dataclasses.replace(cfg.loss, drw_epoch=scaled(cfg.loss.drw_epoch, 0))
     return new
 
 
