@@ -52,34 +52,39 @@ def batch_class_means(features: Tensor, labels: Tensor, num_classes: int) -> tup
 
 
 class ClassMeanMemory(nn.Module):
-    """An exponential moving average, per class, of L2-normalised features.
+    """An exponential moving average, per class, of features (L2-normalised first by default).
 
-    ``update(features, labels)`` (under ``no_grad``) normalises each feature, takes the batch
-    mean ``b_k`` of each class present, and sets ``mean_k <- momentum * mean_k + (1 - momentum)
-    * b_k``; the first time a class is seen its mean is set to ``b_k`` directly (no bias towards
-    zero). Classes never seen keep a zero row and ``seen[k] = False``. The stored means are
-    *not* re-normalised (their norm, at most 1, measures how tight the class is); users
-    normalise them where they need directions. Both buffers are persistent (saved in
-    checkpoints).
+    ``update(features, labels)`` (under ``no_grad``) normalises each feature (``normalize=True``;
+    with ``False`` the raw features are averaged), takes the batch mean ``b_k`` of each class
+    present, and sets ``mean_k <- momentum * mean_k + (1 - momentum) * b_k``; the first time a
+    class is seen its mean is set to ``b_k`` directly (no bias towards zero). Classes never seen
+    keep a zero row and ``seen[k] = False``. The stored means are *not* re-normalised (the norm
+    of a mean of unit vectors, at most 1, measures how tight the class is); users normalise
+    them where they need directions. Both buffers are persistent (saved in checkpoints).
     """
 
     mean: Tensor
     seen: Tensor
 
-    def __init__(self, num_classes: int, dim: int, momentum: float = 0.9) -> None:
+    def __init__(
+        self, num_classes: int, dim: int, momentum: float = 0.9, normalize: bool = True
+    ) -> None:
         super().__init__()
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"class-mean momentum must be in [0, 1), got {momentum}")
         self.num_classes = num_classes
         self.dim = dim
         self.momentum = float(momentum)
+        self.normalize = bool(normalize)
         self.register_buffer("mean", torch.zeros(num_classes, dim))
         self.register_buffer("seen", torch.zeros(num_classes, dtype=torch.bool))
 
     @torch.no_grad()
     def update(self, features: Tensor, labels: Tensor) -> None:
         """Fold a batch into the memory (no gradient)."""
-        z = _normalise(features.detach().to(self.mean.dtype))
+        z = features.detach().to(self.mean.dtype)
+        if self.normalize:
+            z = _normalise(z)
         bm, present = batch_class_means(z, labels, self.num_classes)
         old = present & self.seen
         new = present & ~self.seen
@@ -93,27 +98,24 @@ class ClassMeanMemory(nn.Module):
         return self.mean
 
     def extra_repr(self) -> str:
-        return f"num_classes={self.num_classes}, dim={self.dim}, momentum={self.momentum:g}"
+        return (
+            f"num_classes={self.num_classes}, dim={self.dim}, momentum={self.momentum:g}, "
+            f"normalize={self.normalize}"
+        )
 
 
-def class_prototypes(
+def _prototype_parts(
     features: Tensor,
     labels: Tensor,
     memory_means: Tensor,
-    memory_seen: Tensor | None = None,
-    batch_weight: float = 0.5,
-) -> tuple[Tensor, Tensor]:
-    """Unit class prototypes mixing the memory with the in-batch means.
-
-    With ``z`` the normalised features, ``b_k`` their in-batch class means and ``m_k`` the
-    (detached) memory means: ``c_k = normalise((1 - batch_weight) m_k + batch_weight b_k)`` for
-    a class in both, ``normalise(b_k)`` for a class only in the batch, ``normalise(m_k)`` for a
-    class only in the memory. The gradient flows through ``b_k``. Returns ``(prototypes (K, d),
-    valid (K,) bool)``; rows of classes in neither are zero and not valid.
-    ``memory_seen`` defaults to the rows of ``memory_means`` with a non-zero norm.
-    """
+    memory_seen: Tensor | None,
+    batch_weight: float,
+    centre: bool,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``(unnormalised prototypes (K, d), valid (K,), origin (d,) or None)``; see
+    :func:`class_prototypes`. ``origin`` is the class-balanced centre when ``centre``."""
     num_classes = memory_means.shape[0]
-    z = _normalise(features)
+    z = features if centre else _normalise(features)
     bm, present = batch_class_means(z, labels, num_classes)
     mem = memory_means.detach().to(z.dtype)
     if memory_seen is None:
@@ -124,8 +126,41 @@ def class_prototypes(
     mixed = torch.where(both, (1.0 - batch_weight) * mem + batch_weight * bm, mem)
     mixed = torch.where(only_b, bm, mixed)
     valid = present | memory_seen
-    protos = _normalise(mixed) * valid[:, None].to(z.dtype)
-    return protos, valid
+    vmask = valid[:, None].to(z.dtype)
+    origin = None
+    if centre:
+        # every valid class once, as the collapse metrics centre (SPEC section 6)
+        origin = (mixed * vmask).sum(0) / vmask.sum().clamp_min(1.0)
+        mixed = mixed - origin
+    return mixed * vmask, valid, origin
+
+
+def class_prototypes(
+    features: Tensor,
+    labels: Tensor,
+    memory_means: Tensor,
+    memory_seen: Tensor | None = None,
+    batch_weight: float = 0.5,
+    centre: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """Unit class prototypes mixing the memory with the in-batch means.
+
+    With ``b_k`` the in-batch class means and ``m_k`` the (detached) memory means:
+    ``p_k = (1 - batch_weight) m_k + batch_weight b_k`` for a class in both, ``b_k`` for a class
+    only in the batch, ``m_k`` for a class only in the memory; the gradient flows through
+    ``b_k``. ``centre=False``: ``b_k`` are means of the L2-normalised features (the memory holds
+    the same) and the prototype is ``normalise(p_k)``. ``centre=True``: ``b_k`` are means of the
+    raw features (the memory holds raw means, ``ClassMeanMemory(normalize=False)``) and the
+    prototype is ``normalise(p_k - p_bar)``, with ``p_bar`` the mean of the valid ``p_k``, each
+    class once: the centred class-mean directions that NC2, NC3 and the minority-collapse index
+    measure. Returns ``(prototypes (K, d), valid (K,) bool)``; rows of classes in neither are
+    zero and not valid. ``memory_seen`` defaults to the rows of ``memory_means`` with a
+    non-zero norm.
+    """
+    mixed, valid, _ = _prototype_parts(
+        features, labels, memory_means, memory_seen, batch_weight, centre
+    )
+    return _normalise(mixed), valid
 
 
 # ------------------------------------------------------------------------------ HyCon
@@ -148,14 +183,24 @@ class HyConLoss(nn.Module):
     (``A_ik``: the candidates of class k for anchor i, itself excluded; ``loss_i >= 0``.) The
     loss is averaged over the anchors of each class first, then over the classes present, so
     each class counts once whatever its size.
+
+    ``centre=True`` contrasts directions about the class-balanced centre ``p_bar`` of the
+    prototypes (:func:`class_prototypes` with ``centre=True``; pass a memory of raw means):
+    ``z_i = normalise(h_i - p_bar)``. Without it, features after a ReLU are non-negative, so
+    the best the loss can do is orthogonal classes, whose centred means are an ETF only when
+    all class means have the same norm; about the centre it pushes the centred directions, the
+    ones the collapse metrics measure, apart directly.
     """
 
-    def __init__(self, temperature: float = 0.1, batch_weight: float = 0.5) -> None:
+    def __init__(
+        self, temperature: float = 0.1, batch_weight: float = 0.5, centre: bool = False
+    ) -> None:
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"HyCon temperature must be > 0, got {temperature}")
         self.temperature = float(temperature)
         self.batch_weight = float(batch_weight)
+        self.centre = bool(centre)
 
     def forward(
         self,
@@ -166,10 +211,11 @@ class HyConLoss(nn.Module):
     ) -> Tensor:
         """``features`` (B, d), ``labels`` (B,), ``memory_means`` (K, d) -> scalar."""
         num_classes = memory_means.shape[0]
-        z = _normalise(features)
-        protos, valid = class_prototypes(
-            features, labels, memory_means, memory_seen, self.batch_weight
+        mixed, valid, origin = _prototype_parts(
+            features, labels, memory_means, memory_seen, self.batch_weight, self.centre
         )
+        protos = _normalise(mixed)
+        z = _normalise(features if origin is None else features - origin)
         b = z.shape[0]
         cand = torch.cat([z, protos], dim=0)  # (B + K, d)
         cand_cls = torch.cat([labels, torch.arange(num_classes, device=labels.device)])
@@ -192,7 +238,10 @@ class HyConLoss(nn.Module):
         return (cls_loss[:, 0] * pres).sum() / pres.sum().clamp_min(1.0)
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature:g}, batch_weight={self.batch_weight:g}"
+        return (
+            f"temperature={self.temperature:g}, batch_weight={self.batch_weight:g}, "
+            f"centre={self.centre}"
+        )
 
 
 # ------------------------------------------------------------------------------ P2P
@@ -211,7 +260,7 @@ class P2PLoss(nn.Module):
     not depend on the switch), else ``L_mw``. Each class counts once, whatever its size.
     """
 
-    def __init__(self, temperature: float = 0.1, symmetric: bool = True) -> None:
+    def __init__(self, temperature: float = 0.5, symmetric: bool = True) -> None:
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"P2P temperature must be > 0, got {temperature}")
@@ -305,11 +354,15 @@ class AllNCObjective(nn.Module):
              + (1 - alpha) * CE(reversed logits)                    (only when gbbn is on)
              + p2p_weight * P2P
 
-    The feature side (instance-sampled CE and HyCon) is weighted by ``alpha``, the classifier
-    side (CE on the class-reversed batch; the caller computes those logits from *detached*
-    features, see :meth:`reversed_logits`) by ``1 - alpha``. P2P couples means and classifier
-    and keeps a constant weight. Switching a part off removes its term (and its computation).
-    The class-mean memory is updated after the loss is computed, in training mode only.
+    The representation-learning side (instance-sampled CE and HyCon) is weighted by ``alpha``,
+    the re-balancing side (CE on the class-reversed batch) by ``1 - alpha``: BBN's cumulative
+    shift from one to the other. As in BBN, the reversed batch trains the whole network;
+    ``gbbn_detach=True`` (an ablation) makes it train only the classifier, the caller computing
+    those logits from *detached* features (:meth:`reversed_logits`). P2P couples means and
+    classifier and keeps a constant weight. ``centre`` runs HyCon and P2P on directions about
+    the class-balanced centre of the class means (:func:`class_prototypes`). Switching a part
+    off removes its term (and its computation). The class-mean memory is updated after the loss
+    is computed, in training mode only.
 
     Mixup: the CE terms follow the project's rule ``lam L(y_a) + (1 - lam) L(y_b)``; HyCon, P2P
     and the memory use the dominant label (``y_a`` if ``lam >= 0.5`` else ``y_b``). AllNC is
@@ -328,22 +381,28 @@ class AllNCObjective(nn.Module):
         hycon_temperature: float = 0.1,
         p2p: bool = True,
         p2p_weight: float = 1.0,
-        p2p_temperature: float = 0.1,
+        p2p_temperature: float = 0.5,
         p2p_symmetric: bool = True,
         gbbn: bool = True,
         mean_momentum: float = 0.9,
         batch_weight: float = 0.5,
+        centre: bool = True,
+        gbbn_detach: bool = False,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
+        self.centre = bool(centre)
+        self.gbbn_detach = bool(gbbn_detach)
         self.hycon_on = bool(hycon)
         self.p2p_on = bool(p2p)
         self.gbbn = bool(gbbn)
         self.hycon_weight = float(hycon_weight)
         self.p2p_weight = float(p2p_weight)
         self.batch_weight = float(batch_weight)
-        self.memory = ClassMeanMemory(num_classes, dim, momentum=mean_momentum)
-        self.hycon = HyConLoss(hycon_temperature, batch_weight=batch_weight)
+        self.memory = ClassMeanMemory(
+            num_classes, dim, momentum=mean_momentum, normalize=not self.centre
+        )
+        self.hycon = HyConLoss(hycon_temperature, batch_weight=batch_weight, centre=self.centre)
         self.p2p = P2PLoss(p2p_temperature, symmetric=p2p_symmetric)
         self.last_terms: dict[str, Tensor | float] = {}
 
@@ -351,7 +410,8 @@ class AllNCObjective(nn.Module):
     def from_config(cls, cfg: Any, num_classes: int, dim: int) -> AllNCObjective:
         """Build from an ``AllNCConfig``-like object (attributes ``hycon``, ``hycon_weight``,
         ``hycon_temperature``, ``p2p``, ``p2p_weight``, ``p2p_temperature``, ``p2p_symmetric``,
-        ``gbbn``, ``mean_momentum``; missing ones take the defaults)."""
+        ``gbbn``, ``mean_momentum``, ``batch_weight``, ``centre``, ``gbbn_detach``; missing ones
+        take the defaults)."""
         names = (
             "hycon",
             "hycon_weight",
@@ -363,6 +423,8 @@ class AllNCObjective(nn.Module):
             "gbbn",
             "mean_momentum",
             "batch_weight",
+            "centre",
+            "gbbn_detach",
         )
         kw = {n: getattr(cfg, n) for n in names if hasattr(cfg, n)}
         return cls(num_classes, dim, **kw)
@@ -421,7 +483,7 @@ class AllNCObjective(nn.Module):
             loss = loss + (1.0 - alpha) * ce_rev
         if self.p2p_on and self.p2p_weight != 0:
             protos, valid = class_prototypes(
-                features, y_feat, self.memory.mean, self.memory.seen, self.batch_weight
+                features, y_feat, self.memory.mean, self.memory.seen, self.batch_weight, self.centre
             )
             pp = self.p2p(protos, classifier_weight, valid)
             terms["p2p"] = pp.detach()
@@ -435,7 +497,8 @@ class AllNCObjective(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"hycon={self.hycon_on} (w={self.hycon_weight:g}), p2p={self.p2p_on} "
-            f"(w={self.p2p_weight:g}), gbbn={self.gbbn}"
+            f"(w={self.p2p_weight:g}), gbbn={self.gbbn} (detach={self.gbbn_detach}), "
+            f"centre={self.centre}"
         )
 
 
@@ -447,11 +510,12 @@ class AllNCCriterion:
 
     ``criterion(out, y_a, y_b, lam, rev=None, network=None)``: ``out`` is the instance branch's
     ``HeadOutput``; with GBBN on, ``rev = (out_rev, y_rev)`` is the class-reversed batch's
-    output and ``network`` the model (``network.head`` recomputes the reversed logits from the
-    detached features, so that term trains only the classifier; this needs a head whose
-    ``features`` it can be re-applied to, a :class:`~ncollapse.heads.LinearHead` or
+    output (its logits train the whole network, as in BBN) and ``network`` the model. With
+    ``gbbn_detach`` on, ``network.head`` recomputes the reversed logits from the detached
+    features, so that term trains only the classifier; this needs a head whose ``features`` it
+    can be re-applied to, a :class:`~ncollapse.heads.LinearHead` or
     :class:`~ncollapse.heads.CosineHead`; for other heads the given ``out_rev.logits`` are used
-    as they are).
+    as they are.
     ``needs_reversed_batch`` tells the engine to draw that batch (sampler:
     :func:`reversed_sampling_weights`). ``set_epoch`` (0-based) drives the GBBN schedule over
     ``epochs``. ``state_dict``/``load_state_dict`` carry the class-mean memory for resuming.
@@ -505,7 +569,7 @@ class AllNCCriterion:
         if rev is not None:
             out_rev, rev_labels = rev
             head = getattr(net, "head", None)
-            if isinstance(head, (LinearHead, CosineHead)):
+            if self.loss.gbbn_detach and isinstance(head, (LinearHead, CosineHead)):
                 rev_logits = AllNCObjective.reversed_logits(head, out_rev.features)
             else:
                 rev_logits = out_rev.logits

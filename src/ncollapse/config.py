@@ -142,11 +142,13 @@ class AllNCConfig:
     hycon_temperature: float = 0.1
     p2p: bool = True
     p2p_weight: float = 1.0
-    p2p_temperature: float = 0.1
+    p2p_temperature: float = 0.5
     p2p_symmetric: bool = True
     gbbn: bool = True
     mean_momentum: float = 0.9
     batch_weight: float = 0.5  # class prototype = mix of in-batch mean (this share) and memory
+    centre: bool = True  # HyCon/P2P on directions about the class-balanced centre of the means
+    gbbn_detach: bool = False  # ablation: the reversed batch trains only the classifier
 
 
 @dataclass
