@@ -9,8 +9,14 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import re
 import shutil
+import socket
 import statistics
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -230,6 +236,74 @@ def test_interrupted_sweep_resumes_and_skips_finished(tmp_path, monkeypatch):
     monkeypatch.setattr(runner_mod, "run_training", h)
     run_sweep(_spec(), out, log=None)
     assert h.calls == []
+
+
+def _lock(out: Path, name: str, host: str, pid: int) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f".{name}.lock"
+    path.write_text(json.dumps({"host": host, "pid": pid, "since": "then"}))
+    return path
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_cells_held_by_other_processes_are_left_to_them(tmp_path, fake):
+    out = tmp_path / "sw"
+    here = socket.gethostname()
+    live = _lock(out, "ce-ir20-s0", here, os.getpid())  # a live process on this host
+    remote = _lock(out, "la-ir20-s0", "another-host", 1)  # cannot be checked: trusted
+    dead = _lock(out, "ce-ir20-s1", here, _dead_pid())  # its process is gone: taken over
+    msgs: list[str] = []
+    result = run_sweep(_spec(), out, log=msgs.append)
+    assert result["busy"] == ["ce-ir20-s0", "la-ir20-s0"]
+    assert [c[0] for c in fake.calls] == ["ce-ir20-s1", "la-ir20-s1"]
+    assert any("being trained by process" in m and str(live) in m for m in msgs)
+    assert live.is_file() and remote.is_file() and not dead.exists()  # ours are released
+    assert [r["n"] for r in _read_csv(out / "results.csv")] == ["1", "1"]
+    # once the holders are gone the same command finishes the grid
+    live.unlink()
+    remote.unlink()
+    result = run_sweep(_spec(), out, log=None)
+    assert result["busy"] == [] and sorted(result["ran"]) == ["ce-ir20-s0", "la-ir20-s0"]
+    assert not list(out.glob(".*.lock"))
+
+
+def test_lock_is_released_when_a_cell_fails(tmp_path, monkeypatch):
+    out = tmp_path / "sw"
+    monkeypatch.setattr(runner_mod, "run_training", FakeRunner(fail_at=1))
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(_spec(), out, log=None)
+    assert not list(out.glob(".*.lock"))
+
+
+@pytest.mark.slow
+def test_two_processes_share_one_sweep_without_training_a_cell_twice(tmp_path):
+    """The same command started twice: every cell is trained by exactly one of them."""
+    out = tmp_path / "sw"
+    cmd = [sys.executable, "-m", "ncollapse", "sweep", "--methods", "ce,etf_dr",
+           "--seeds", "0,1,2", "--epochs", "2", "--out", str(out), *QUIET]  # fmt: skip
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
+    time.sleep(1.0)  # let the first one claim a cell before the second starts
+    procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    logs = []
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err
+        logs.append(err)
+    trained = [re.findall(r"\] (\S+): training", log) for log in logs]
+    everything = sorted(trained[0] + trained[1])
+    assert everything == sorted(f"{m}-ir20-s{s}" for m in ("ce", "etf_dr") for s in (0, 1, 2))
+    assert all(trained), "both processes should have trained something"
+    for name in everything:  # exactly one training pass per run: two epochs logged, no resume
+        recs = [json.loads(x) for x in (out / name / "metrics.jsonl").read_text().splitlines()]
+        assert [r["epoch"] for r in recs if r["kind"] == "train"] == [1, 2]
+    assert not list(out.glob(".*.lock"))
+    rows = _read_csv(out / "results.csv")
+    assert [r["n"] for r in rows] == ["3", "3"]
 
 
 def test_grid_axes_may_change_settings_may_not(tmp_path, fake, capsys):

@@ -12,6 +12,10 @@ is finished and never retrained, one with ``checkpoint.pt`` is resumed from it, 
 neither (interrupted during its first epoch) is started afresh. ``results.*`` are rewritten
 after every finished cell, so partial results are visible while the sweep runs.
 
+Several sweep processes may work on one directory at once (the same command started in two
+terminals, or one per GPU): a process claims a cell with a lock file ``.<cell>.lock`` before
+training it and skips cells another live process holds, so no cell is trained twice.
+
 Rerunning into the same directory with other *axes* (methods, imbalance ratios, seeds) extends
 or narrows the grid: cells already trained are reused, new ones run, and the results cover the
 grid asked for now (run directories outside it stay on disk, untouched). Other *settings*
@@ -29,7 +33,9 @@ import datetime
 import io
 import json
 import math
+import os
 import shutil
+import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -326,6 +332,50 @@ def _cell_state(run_dir: Path) -> str:
     return "new"
 
 
+def _lock_path(out: Path, name: str) -> Path:
+    return out / f".{name}.lock"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _claim_cell(out: Path, name: str) -> tuple[Path | None, dict[str, Any] | None]:
+    """Claim a cell for this process: ``(lock path, None)``, or ``(None, holder)`` when another
+    live process holds it. A lock left by a dead process on this host is taken over; one from
+    another host is trusted (its holder cannot be checked from here)."""
+    path = _lock_path(out, name)
+    me = {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "since": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = json.loads(path.read_text())
+            except (OSError, ValueError):
+                holder = {}
+            if not holder:  # being written this instant, or vanished: look again
+                continue
+            if holder.get("host") == me["host"] and not _pid_alive(int(holder.get("pid", -1))):
+                path.unlink(missing_ok=True)  # its process died (a kill, a lost shell)
+                continue
+            return None, holder
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps(me) + "\n")
+        return path, None
+    return None, {"host": "?", "pid": "?", "lock": str(path)}
+
+
 def _check_cell_config(run_dir: Path, cfg: Config) -> None:
     """A finished cell must have been trained with the config asked for now."""
     from .engine.rundir import RunDir
@@ -350,8 +400,8 @@ def run_sweep(
 ) -> dict[str, Any]:
     """Run (or continue) the grid of ``spec`` in ``out_dir`` (default ``runs/sweep-<recipe>``),
     rewriting ``results.csv``/``results.md`` after every finished cell. Returns
-    ``{"out_dir", "spec", "rows", "ran", "resumed", "skipped"}`` with ``rows`` from
-    :func:`aggregate`."""
+    ``{"out_dir", "spec", "rows", "ran", "resumed", "skipped", "busy"}`` with ``rows`` from
+    :func:`aggregate` and ``busy`` the cells other processes were training (left to them)."""
     from .data import load_data
     from .runner import run_training
 
@@ -375,7 +425,7 @@ def run_sweep(
 
     cells = spec.cells()
     configs = {(r, s, m): spec.cell_config(m, r, s, out) for r, s, m in cells}
-    ran, resumed, skipped = [], [], []
+    ran, resumed, skipped, busy = [], [], [], []
     for r, s, m in cells:
         name = cell_name(m, r, s)
         if _cell_state(out / name) == "done":
@@ -387,29 +437,52 @@ def run_sweep(
         name = cell_name(m, r, s)
         cfg = configs[(r, s, m)]
         run_dir = out / name
-        state = _cell_state(run_dir)
         tag = f"[{i}/{len(cells)}] {name}"
-        if state == "done":
+        if _cell_state(run_dir) == "done":
             skipped.append(name)
             _say(f"sweep: {tag}: finished earlier, skipped", log)
             continue
-        if state == "stale":  # interrupted before its first checkpoint: nothing to keep
-            shutil.rmtree(run_dir)
-        key = json.dumps(config_to_dict(cfg.data), sort_keys=True)
-        if key != bundle_key:
-            bundle = None  # free the previous data before loading the next
-            bundle = load_data(cfg.data)
-            bundle_key = key
-        if state == "resume":
-            _say(f"sweep: {tag}: resuming from its checkpoint", log)
-            run_training(cfg, resume=run_dir, bundle=bundle, prefix=f"{tag} ")
-            resumed.append(name)
-        else:
-            _say(f"sweep: {tag}: training", log)
-            run_training(cfg, bundle=bundle, prefix=f"{tag} ")
-            ran.append(name)
+        lock, holder = _claim_cell(out, name)
+        if lock is None:
+            busy.append(name)
+            _say(
+                f"sweep: {tag}: being trained by process {holder.get('pid')} on "
+                f"{holder.get('host')}, left to it (if no such process runs, delete "
+                f"{_lock_path(out, name)})",
+                log,
+            )
+            continue
+        try:
+            state = _cell_state(run_dir)  # again, now that it is ours
+            if state == "done":  # another process finished it meanwhile
+                skipped.append(name)
+                _say(f"sweep: {tag}: finished by another process, skipped", log)
+                continue
+            if state == "stale":  # interrupted before its first checkpoint: nothing to keep
+                shutil.rmtree(run_dir)
+            key = json.dumps(config_to_dict(cfg.data), sort_keys=True)
+            if key != bundle_key:
+                bundle = None  # free the previous data before loading the next
+                bundle = load_data(cfg.data)
+                bundle_key = key
+            if state == "resume":
+                _say(f"sweep: {tag}: resuming from its checkpoint", log)
+                run_training(cfg, resume=run_dir, bundle=bundle, prefix=f"{tag} ")
+                resumed.append(name)
+            else:
+                _say(f"sweep: {tag}: training", log)
+                run_training(cfg, bundle=bundle, prefix=f"{tag} ")
+                ran.append(name)
+        finally:
+            lock.unlink(missing_ok=True)
         write_results(out, spec_json)
     rows = write_results(out, spec_json)
+    if busy:
+        _say(
+            f"sweep: {len(busy)} cell(s) were being trained by other processes; results.* cover "
+            "them once those finish (rerun this command to rebuild the tables)",
+            log,
+        )
     return {
         "out_dir": str(out),
         "spec": spec_json,
@@ -417,6 +490,7 @@ def run_sweep(
         "ran": ran,
         "resumed": resumed,
         "skipped": skipped,
+        "busy": busy,
     }
 
 

@@ -26,7 +26,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         epilog=(
             "Rerunning into the same directory may add or drop methods, ratios or seeds (finished "
             "runs are reused); a different recipe, --epochs, --set or --subset-seed is refused "
-            "because the runs would not be comparable: use another --out."
+            "because the runs would not be comparable: use another --out. Several processes may "
+            "run the same command on one directory at once (one per GPU or core): each cell is "
+            "claimed with a lock file and trained by one of them only."
         ),
     )
     p.add_argument(
