@@ -75,12 +75,13 @@ def test_scale_schedule_is_proportional():
     short = scale_schedule(cfg, 30)
     assert short.optim.epochs == 30
     assert short.optim.milestones == [24, 27]
-    assert short.optim.warmup_epochs == 1  # round(5 * 0.15)
+    assert short.optim.warmup_epochs == 0.75  # 5 * 0.15, ramped per batch (not rounded)
     assert short.loss.drw_epoch == 24
     assert cfg.optim.epochs == 200  # the original is untouched
-    # a warm-up is kept (at least one epoch) and halves round up, not to even
-    assert scale_schedule(cfg, 20).optim.warmup_epochs == 1  # 5 * 0.1 = 0.5
-    assert scale_schedule(cfg, 4).optim.warmup_epochs == 1  # 0.1
+    # the warm-up scales exactly; milestones round to whole epochs, halves up (not to even)
+    assert scale_schedule(cfg, 20).optim.warmup_epochs == 0.5
+    assert scale_schedule(cfg, 400).optim.warmup_epochs == 10
+    assert isinstance(scale_schedule(cfg, 400).optim.warmup_epochs, int)
     assert scale_schedule(cfg, 4).optim.milestones == [3, 4]  # 3.2, 3.6
     assert scale_schedule(cfg, 25).optim.milestones == [20, 23]  # 20, 22.5
     assert scale_schedule(cfg, 25).loss.drw_epoch == 20

@@ -26,6 +26,20 @@ def test_official_schedule():
     assert lr_at_epoch(0, 0.1, warmup_epochs=0, milestones=[1]) == pytest.approx(0.1)
 
 
+def test_fractional_warmup_ramps_per_batch():
+    """A shortened schedule keeps its warm-up as a fraction of an epoch (5/200 of 20 epochs is
+    0.5): the rate rises with every batch and reaches the base rate half-way through epoch 0."""
+    lr = [lr_at_epoch(0, 0.1, 0.5, [16, 18], progress=(b + 1) / 10) for b in range(10)]
+    assert lr == pytest.approx([0.02, 0.04, 0.06, 0.08, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1])
+    assert lr_at_epoch(1, 0.1, 0.5, [16, 18]) == pytest.approx(0.1)
+    # 1.5 epochs: epoch 0 ramps to 2/3 of the rate, epoch 1 finishes the ramp
+    assert lr_at_epoch(0, 0.3, 1.5, [9], progress=1.0) == pytest.approx(0.2)
+    assert lr_at_epoch(1, 0.3, 1.5, [9], progress=0.25) == pytest.approx(0.25)
+    assert lr_at_epoch(1, 0.3, 1.5, [9], progress=1.0) == pytest.approx(0.3)
+    # whole epochs keep the official once-per-epoch steps, whatever the progress
+    assert lr_at_epoch(0, 0.1, 5, progress=0.1) == pytest.approx(0.02)
+
+
 def test_mixup_is_a_convex_combination_and_off_at_zero():
     g, rng = epoch_generators(0, 0)
     x = torch.randn(8, 3)
@@ -88,10 +102,9 @@ def _digits_cfg(tmp_path, epochs=4, **over):
         "run.tensorboard=true",
         f"optim.epochs={epochs}",
     ]
-    sets += [f"{k}={v}" for k, v in over.items()]
-    return load_config(
-        base=digits_defaults(), overrides=[*sets, "optim.milestones=[2,3]", "optim.warmup_epochs=1"]
-    )
+    sets += ["optim.milestones=[2,3]", "optim.warmup_epochs=1"]
+    sets += [f"{k}={v}" for k, v in over.items()]  # the test's own settings win
+    return load_config(base=digits_defaults(), overrides=sets)
 
 
 def test_etf_frame_unchanged_by_training_and_saved(tmp_path):
@@ -249,3 +262,26 @@ def test_ldam_drw_preset_trains_and_switches_drw_on(tmp_path):
     final = res.summary["final"]
     assert final["acc"] > 0.9, final  # CE on the same data: about 0.93
     assert final["few"] > 0.8, final
+
+
+def test_engine_ramps_a_fractional_warmup_per_batch(tmp_path, monkeypatch):
+    from ncollapse.engine.loop import Trainer
+
+    seen: list[tuple[int, float]] = []
+    original = Trainer._set_lr
+
+    def spy(self, epoch, progress=1.0):
+        lr = original(self, epoch, progress)
+        seen.append((epoch, self.optimizer.param_groups[0]["lr"]))
+        return lr
+
+    monkeypatch.setattr(Trainer, "_set_lr", spy)
+    cfg = _digits_cfg(tmp_path, epochs=2, **{"run.name": "warm", "optim.warmup_epochs": 0.5})
+    res = run_training(cfg)
+    epoch0 = [lr for e, lr in seen if e == 0]
+    batches = -(-sum(json.loads((res.run_dir / "data.json").read_text())["class_counts"]) // 64)
+    assert len(epoch0) == 1 + batches  # once at the start, then before every batch
+    ramp = epoch0[1:]
+    assert ramp[0] == pytest.approx(0.1 * 2 / batches) and max(ramp) == pytest.approx(0.1)
+    assert all(b >= a for a, b in zip(ramp, ramp[1:])) and ramp[len(ramp) // 2 - 1] < 0.1
+    assert [lr for e, lr in seen if e == 1] == [pytest.approx(0.1)]  # whole epochs: once

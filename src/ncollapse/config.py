@@ -100,7 +100,7 @@ class OptimConfig:
     nesterov: bool = False
     batch_size: int = 128
     epochs: int = 200
-    warmup_epochs: int = 5
+    warmup_epochs: float = 5  # whole epochs: one lr step per epoch (official); a fraction: per batch
     milestones: list[int] = field(default_factory=lambda: [160, 180])
     gamma: float = 0.1
     mixup_alpha: float = 1.0  # 0 turns mixup off
@@ -475,6 +475,10 @@ def drw_start(cfg: Config) -> int | None:
     return int(cfg.optim.milestones[0])
 
 
+def _whole_if_whole(x: float) -> float | int:
+    return int(x) if float(x).is_integer() else x
+
+
 def scale_schedule(cfg: Config, epochs: int) -> Config:
     """A copy of ``cfg`` shortened (or lengthened) to ``epochs``, with the warm-up, the decay
     milestones and the DRW epoch scaled proportionally, so a short run is a faithful miniature."""
@@ -490,9 +494,9 @@ def scale_schedule(cfg: Config, epochs: int) -> Config:
     new.optim = dataclasses.replace(
         cfg.optim,
         epochs=epochs,
-        # a recipe with a warm-up keeps at least one epoch of it: dropping it would start a
-        # short run at the full learning rate, which the full recipe never does
-        warmup_epochs=scaled(cfg.optim.warmup_epochs, 1) if cfg.optim.warmup_epochs else 0,
+        # the warm-up scales exactly (5 of 200 -> 0.5 of 20 epochs, ramped per batch): rounded
+        # to a whole epoch it would be 0 or 1, and a one-epoch ramp is already the full rate
+        warmup_epochs=_whole_if_whole(round(cfg.optim.warmup_epochs * f, 6)),
         milestones=[scaled(m, 1) for m in cfg.optim.milestones],
     )
     if cfg.loss.drw_epoch is not None:

@@ -162,9 +162,9 @@ class Trainer:
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
 
     # ------------------------------------------------------------------ training
-    def _set_lr(self, epoch: int) -> float:
+    def _set_lr(self, epoch: int, progress: float = 1.0) -> float:
         o = self.cfg.optim
-        lr = lr_at_epoch(epoch, o.lr, o.warmup_epochs, o.milestones, o.gamma)
+        lr = lr_at_epoch(epoch, o.lr, o.warmup_epochs, o.milestones, o.gamma, progress)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         return lr
@@ -178,16 +178,20 @@ class Trainer:
         self.network.train()
         if hasattr(self.criterion, "set_epoch"):
             self.criterion.set_epoch(epoch)
-        lr = self._set_lr(epoch)
         g, rng = epoch_generators(self.cfg.seed, epoch)
         n = self.train_x.shape[0]
         bs = self.cfg.optim.batch_size
         perm = torch.randperm(n, generator=g).to(self.device)
         num_batches = math.ceil(n / bs)
+        warm = self.cfg.optim.warmup_epochs
+        per_batch = epoch < warm and not float(warm).is_integer()  # a fractional warm-up
+        lr = self._set_lr(epoch)
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         seen = 0
         start = time.perf_counter()
         for b in range(num_batches):
+            if per_batch:
+                lr = self._set_lr(epoch, (b + 1) / num_batches)
             idx = perm[b * bs : (b + 1) * bs]
             x = self._prepare(self.train_x[idx], g)
             y = self.train_y[idx]
