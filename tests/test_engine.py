@@ -1,5 +1,6 @@
 """The engine: schedule, mixup, TensorBoard files, run directories, checkpoints and exact resume."""
 
+import itertools
 import json
 
 import numpy as np
@@ -283,5 +284,5 @@ def test_engine_ramps_a_fractional_warmup_per_batch(tmp_path, monkeypatch):
     assert len(epoch0) == 1 + batches  # once at the start, then before every batch
     ramp = epoch0[1:]
     assert ramp[0] == pytest.approx(0.1 * 2 / batches) and max(ramp) == pytest.approx(0.1)
-    assert all(b >= a for a, b in zip(ramp, ramp[1:])) and ramp[len(ramp) // 2 - 1] < 0.1
+    assert all(b >= a for a, b in itertools.pairwise(ramp)) and ramp[len(ramp) // 2 - 1] < 0.1
     assert [lr for e, lr in seen if e == 1] == [pytest.approx(0.1)]  # whole epochs: once

@@ -100,7 +100,9 @@ class OptimConfig:
     nesterov: bool = False
     batch_size: int = 128
     epochs: int = 200
-    warmup_epochs: float = 5  # whole epochs: one lr step per epoch (official); a fraction: per batch
+    warmup_epochs: float = (
+        5  # whole epochs: one lr step per epoch (official); a fraction: per batch
+    )
     milestones: list[int] = field(default_factory=lambda: [160, 180])
     gamma: float = 0.1
     mixup_alpha: float = 1.0  # 0 turns mixup off
