@@ -96,9 +96,10 @@ def test_real_sweep_layout_and_stats(real_sweep):
             json.loads((out / f"{row['method']}-ir50-s{s}" / "summary.json").read_text())
             for s in (0, 1)
         ]
-        for key in ("acc", "many", "medium", "few"):
+        for key in ("acc", "many", "medium", "few", "many_idx", "medium_idx", "few_idx"):
             vals = [s["final"][key] for s in summaries]
             if any(v is None for v in vals):
+                assert key in ("medium", "few"), key  # the index split is never empty
                 continue
             assert float(row[f"{key}_mean"]) == pytest.approx(statistics.mean(vals))
             assert float(row[f"{key}_std"]) == pytest.approx(statistics.stdev(vals), abs=1e-12)
@@ -115,6 +116,7 @@ def test_real_sweep_layout_and_stats(real_sweep):
     assert float(rows[1]["w_etf_error_mean"]) < 1e-5
     md = (out / "results.md").read_text()
     assert "| wall s |" in md and "wall time: " in md and "summed over 4 finished runs" in md
+    assert "| head idx | mid idx | tail idx |" in md and "[0,3) / [3,7) / [7,10)" in md
     acc = [
         json.loads((out / f"ce-ir50-s{s}" / "summary.json").read_text())["final"]["acc"]
         for s in (0, 1)

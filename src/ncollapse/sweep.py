@@ -66,7 +66,7 @@ __all__ = [
 ]
 
 #: final-epoch accuracy keys of ``summary["final"]`` (fractions in [0, 1])
-ACC_KEYS = ("acc", "many", "medium", "few")
+ACC_KEYS = ("acc", "many", "medium", "few", "many_idx", "medium_idx", "few_idx")
 #: collapse metrics from ``summary["collapse"]["train"]`` (the classifier of an ETF run is the frame)
 COLLAPSE_KEYS = (
     "nc1",
@@ -608,6 +608,9 @@ MD_COLUMNS = [
     ("many", "many", True),
     ("medium", "medium", True),
     ("few", "few", True),
+    ("head idx", "many_idx", True),
+    ("mid idx", "medium_idx", True),
+    ("tail idx", "few_idx", True),
     ("NC1", "nc1", False),
     ("NC2 means", "nc2_etf_error", False),
     ("NC2 W", "w_etf_error", False),
@@ -681,7 +684,8 @@ def format_markdown(rows: list[dict[str, Any]], spec_json: dict[str, Any]) -> st
         "Mean ± sample standard deviation (ddof = 1) over the finished seeds; a single seed shows "
         "the mean alone (no standard deviation). Accuracy in % at the final epoch on the balanced "
         "test set; many/medium/few by training count (> 100 / 20-100 / < 20; n/a: no class in "
-        "the group). Collapse metrics on the training set at the final epoch (SPEC section 6): "
+        "the group); head/mid/tail idx by class index, the official CIFAR tables' split (K = 10: "
+        "[0,3) / [3,7) / [7,10); K = 100: [0,36) / [36,71) / [71,100); else thirds). Collapse metrics on the training set at the final epoch (SPEC section 6): "
         "NC1 = tr(Sigma_W Sigma_B^+)/K; NC2 = ETF error of the centred class means and of the "
         "classifier rows (for ETF heads the classifier is the fixed frame); NC3 = self-duality; "
         "MC = minority-collapse index of the tail-class means and classifier rows (0: ETF, 1: "
