@@ -100,9 +100,8 @@ class OptimConfig:
     nesterov: bool = False
     batch_size: int = 128
     epochs: int = 200
-    warmup_epochs: float = (
-        5  # whole epochs: one lr step per epoch (official); a fraction: per batch
-    )
+    # whole epochs ramp once per epoch (official); a fraction (a shortened schedule) per batch
+    warmup_epochs: float = 5
     milestones: list[int] = field(default_factory=lambda: [160, 180])
     gamma: float = 0.1
     mixup_alpha: float = 1.0  # 0 turns mixup off

@@ -28,7 +28,7 @@ from ..metrics import long_tail_accuracy
 from .mixup import mixup_batch
 from .progress import Progress
 from .rundir import RunDir
-from .schedule import lr_at_epoch
+from .schedule import lr_at_epoch, ramps_per_batch
 from .tensorboard import EventWriter
 
 __all__ = ["Trainer", "resolve_device"]
@@ -183,8 +183,7 @@ class Trainer:
         bs = self.cfg.optim.batch_size
         perm = torch.randperm(n, generator=g).to(self.device)
         num_batches = math.ceil(n / bs)
-        warm = self.cfg.optim.warmup_epochs
-        per_batch = epoch < warm and not float(warm).is_integer()  # a fractional warm-up
+        per_batch = ramps_per_batch(epoch, self.cfg.optim.warmup_epochs)
         lr = self._set_lr(epoch)
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         seen = 0

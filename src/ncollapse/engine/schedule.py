@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["lr_at_epoch"]
+__all__ = ["lr_at_epoch", "ramps_per_batch"]
+
+
+def ramps_per_batch(epoch: int, warmup_epochs: float) -> bool:
+    """Whether ``epoch`` lies in a fractional warm-up, whose rate changes with every batch."""
+    return epoch < warmup_epochs and not float(warmup_epochs).is_integer()
 
 
 def lr_at_epoch(
@@ -25,9 +30,9 @@ def lr_at_epoch(
     where ``m`` counts the milestones ``<= epoch``. With the defaults: 0.1 * (e+1)/5 for e < 5,
     0.1 until epoch 160, 0.01 until 180, then 0.001.
     """
-    if epoch < warmup_epochs:
-        if float(warmup_epochs).is_integer():
-            return base_lr * (epoch + 1) / warmup_epochs
+    if ramps_per_batch(epoch, warmup_epochs):
         return base_lr * min(1.0, (epoch + progress) / warmup_epochs)
+    if epoch < warmup_epochs:
+        return base_lr * (epoch + 1) / warmup_epochs
     passed = sum(1 for m in milestones if epoch >= m)
     return base_lr * gamma**passed
