@@ -59,6 +59,16 @@ class DataConfig:
     class_order: list[str] | None = None  # imagefolder: explicit class order (label = index)
     cache_dir: str | None = None  # where decoded uint8 arrays are cached; None: beside the data
     test_fraction: float = 0.3  # digits only: share of each class held out (balanced) for test
+    # validation split: `unused` holds out up to val_per_class training images per class that
+    # the long-tail subset leaves unused (never the test set); `none` has no validation set
+    val: str = "none"  # none | unused
+    val_per_class: int = 1000
+    val_seed: int = 0  # seed of the validation draw (kept apart from the other seeds)
+    size: int | None = None  # resize images to size x size at decode time (None: keep)
+    train_list: str | None = None  # list-file datasets: "<relative path> <label>" per line
+    test_list: str | None = None
+    val_list: str | None = None
+    workers: int = 4  # streaming datasets: DataLoader worker processes
 
 
 @dataclass
