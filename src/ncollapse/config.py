@@ -81,6 +81,7 @@ class ModelConfig:
     feature_norm: str = "bn_l2"  # etf head: bn_l2 | bn | none
     scale: float = 1.0  # etf and cosine heads: logit scale s (logits = s M^T h)
     etf_seed: int = 0  # seed of the fixed frame (kept apart from `seed`)
+    pretrained: str | None = None  # backbone weights from a local file (torchvision key names)
 
 
 @dataclass
