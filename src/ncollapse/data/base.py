@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..errors import DataError
+
+if TYPE_CHECKING:
+    from .stream import StreamingDataset
 
 __all__ = ["ArrayDataset", "DataBundle"]
 
@@ -18,6 +21,10 @@ class ArrayDataset(torch.utils.data.Dataset):
     Indexing returns ``(image_uint8, label)``; the engine normally slices the tensors directly
     (``ds.images[idx]``) and augments whole batches with :class:`~ncollapse.data.augment.BatchAugment`.
     """
+
+    #: the whole dataset is in memory as uint8 (the engine slices and augments whole batches);
+    #: :class:`~ncollapse.data.stream.StreamingDataset` has ``resident = False``
+    resident = True
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> None:
         images = torch.as_tensor(images)
@@ -65,16 +72,28 @@ class DataBundle:
     ``class_counts``: training images per class (label order). ``info``: provenance (source path,
     subset seed, imbalance, profile, capped classes, ...), JSON-serialisable. ``mean``/``std``:
     per-channel normalisation on the 0..1 scale. ``augment``: the default augmentation for this
-    data (``"standard"`` crop+flip for CIFAR, ``"none"`` for digits).
+    data (``"standard"`` crop+flip for CIFAR, ``"none"`` for digits, ``"stream"`` when the
+    datasets are streaming and transform each sample themselves). ``val``: the validation set
+    (``data.val``), or None.
+
+    ``train``/``test``/``val`` are :class:`ArrayDataset` (``resident = True``) or, for data that
+    does not fit in memory, :class:`~ncollapse.data.stream.StreamingDataset` (``resident = False``,
+    read through :func:`~ncollapse.data.stream.make_loader`).
     """
 
-    train: ArrayDataset
-    test: ArrayDataset
+    train: ArrayDataset | StreamingDataset
+    test: ArrayDataset | StreamingDataset
     class_counts: list[int]
     info: dict[str, Any] = field(default_factory=dict)
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
     augment: str = "none"
+    val: ArrayDataset | StreamingDataset | None = None
+
+    @property
+    def resident(self) -> bool:
+        """Whether the splits are in-memory :class:`ArrayDataset` s."""
+        return bool(getattr(self.train, "resident", True))
 
     @property
     def classes(self) -> list[str]:
@@ -86,8 +105,14 @@ class DataBundle:
 
     @property
     def in_channels(self) -> int:
-        return int(self.train.images.shape[1])
+        return int(self._shape()[0])
 
     @property
     def image_size(self) -> tuple[int, int]:
-        return int(self.train.images.shape[2]), int(self.train.images.shape[3])
+        c_h_w = self._shape()
+        return int(c_h_w[1]), int(c_h_w[2])
+
+    def _shape(self) -> tuple[int, int, int]:
+        if hasattr(self.train, "images"):
+            return tuple(self.train.images.shape[1:])  # type: ignore[return-value]
+        return tuple(self.train.sample_shape)

@@ -9,6 +9,7 @@ import torch
 
 from .base import ArrayDataset, DataBundle
 from .longtail import long_tail_counts, long_tail_subset
+from .split import validation_split
 
 __all__ = ["channel_stats", "load_digits_lt"]
 
@@ -37,6 +38,9 @@ def load_digits_lt(
     profile: str = "exp",
     subset_seed: int = 0,
     test_fraction: float = 0.3,
+    val: str = "none",
+    val_per_class: int = 1000,
+    val_seed: int = 0,
 ) -> DataBundle:
     """Long-tailed digits (10 classes, 1 x 8 x 8, uint8 0..255).
 
@@ -44,7 +48,11 @@ def load_digits_lt(
     the smallest class, chosen with ``RandomState(subset_seed)``) and a training pool; the pool is
     long-tailed with :func:`~ncollapse.data.longtail.long_tail_indices` (``n_max`` = the smallest
     pool, so the profile starts from a balanced set). Mean/std come from the training images.
+    ``val="unused"`` holds out up to ``val_per_class`` of the pool images the subset left unused
+    (never test images; see :mod:`ncollapse.data.split`).
     """
+    from types import SimpleNamespace
+
     from sklearn.datasets import load_digits
 
     from ..errors import DataError
@@ -75,6 +83,8 @@ def load_digits_lt(
     sub, capped = long_tail_subset(pool_labels, counts, subset_seed)
     cap_warning("digits", capped, classes)
     train_idx = pool_idx[sub]
+    opts = SimpleNamespace(val=val, val_per_class=val_per_class, val_seed=val_seed)
+    val_sub, val_info = validation_split("digits", pool_labels, sub, classes, opts)
 
     train = ArrayDataset(
         torch.from_numpy(np.ascontiguousarray(images[train_idx])),
@@ -86,6 +96,14 @@ def load_digits_lt(
         torch.from_numpy(labels[test_idx]),
         classes,
     )
+    va = None
+    if val_sub is not None:
+        val_idx = pool_idx[val_sub]
+        va = ArrayDataset(
+            torch.from_numpy(np.ascontiguousarray(images[val_idx])),
+            torch.from_numpy(labels[val_idx]),
+            classes,
+        )
     mean, std = channel_stats(train.images)
     class_counts = train.class_counts()
     info = {
@@ -101,5 +119,6 @@ def load_digits_lt(
         "test_counts": test.class_counts(),
         "test_fraction": float(test_fraction),
         "capped": {classes[c]: {"asked": a, "available": h} for c, (a, h) in capped.items()},
+        **val_info,
     }
-    return DataBundle(train, test, class_counts, info, mean, std, augment="none")
+    return DataBundle(train, test, class_counts, info, mean, std, augment="none", val=va)

@@ -33,6 +33,7 @@ from .files import (
     save_cached_arrays,
 )
 from .longtail import long_tail_counts, long_tail_subset
+from .split import validation_split
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -296,7 +297,10 @@ def build_lt_bundle(
     std: Sequence[float] | None,
     augment: str,
 ) -> DataBundle:
-    """Long-tail the training arrays (``n_max`` = the largest class) and wrap everything up."""
+    """Long-tail the training arrays (``n_max`` = the largest class) and wrap everything up.
+
+    With ``data.val: unused`` the validation set is drawn from the training images the subset
+    left unused (:func:`~ncollapse.data.split.validation_split`)."""
     x, y = train
     k = len(classes)
     per_class = np.bincount(y, minlength=k)
@@ -304,12 +308,20 @@ def build_lt_bundle(
     counts = long_tail_counts(n_max, k, cfg.imbalance, cfg.profile)
     idx, capped = long_tail_subset(y, counts, cfg.subset_seed)
     cap_warning(name, capped, classes)
+    val_idx, val_info = validation_split(name, y, idx, classes, cfg)
     tr = ArrayDataset(
         torch.from_numpy(np.ascontiguousarray(x[idx])), torch.from_numpy(y[idx]), classes
     )
     te = ArrayDataset(
         torch.from_numpy(np.ascontiguousarray(test[0])), torch.from_numpy(test[1]), classes
     )
+    va = None
+    if val_idx is not None:
+        va = ArrayDataset(
+            torch.from_numpy(np.ascontiguousarray(x[val_idx])),
+            torch.from_numpy(y[val_idx]),
+            classes,
+        )
     if mean is None or std is None:
         mean, std = channel_stats(tr.images)
     class_counts = tr.class_counts()
@@ -326,8 +338,9 @@ def build_lt_bundle(
         "test_counts": te.class_counts(),
         "full_train_counts": per_class.tolist(),
         "capped": {classes[c]: {"asked": a, "available": h} for c, (a, h) in capped.items()},
+        **val_info,
     }
-    return DataBundle(tr, te, class_counts, info, tuple(mean), tuple(std), augment)
+    return DataBundle(tr, te, class_counts, info, tuple(mean), tuple(std), augment, va)
 
 
 def load_imagefolder_lt(cfg: Any) -> DataBundle:
