@@ -1,15 +1,19 @@
-"""Data: long-tail subsetting, readers (digits, CIFAR pickles/archives, image folders), caches,
-batched augmentation. Every loader returns a :class:`DataBundle` (see docs/architecture.md)."""
+"""Data: long-tail subsetting, readers (digits, CIFAR, SVHN, STL-10, MNIST, Fashion-MNIST, image
+folders, list files), caches, batched augmentation and streaming. Every loader returns a
+:class:`DataBundle` (see docs/data.md); :data:`DATASETS` lists the names ``load_data`` accepts."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..errors import DataError, did_you_mean
+# the reader modules register their loaders on import
+from . import cifar as _cifar  # noqa: F401  (cifar10, cifar100; imports imagefolder)
+from . import digits as _digits  # noqa: F401
 from .augment import BatchAugment, make_augment
 from .base import ArrayDataset, DataBundle
 from .digits import load_digits_lt
 from .longtail import long_tail_counts, long_tail_indices, long_tail_subset
+from .registry import DATASETS, dataset_names, get_loader, register_dataset
 from .split import VAL_MODES, check_val_options, unused_validation_indices
 
 __all__ = [
@@ -18,38 +22,21 @@ __all__ = [
     "ArrayDataset",
     "BatchAugment",
     "DataBundle",
+    "dataset_names",
     "load_data",
     "load_digits_lt",
     "long_tail_counts",
     "long_tail_indices",
     "long_tail_subset",
     "make_augment",
+    "register_dataset",
     "unused_validation_indices",
 ]
 
-DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
-
 
 def load_data(cfg: Any) -> DataBundle:
-    """Load the dataset a :class:`~ncollapse.config.DataConfig` names, long-tailed as configured."""
-    name = cfg.name
+    """Load the dataset a :class:`~ncollapse.config.DataConfig` names (``cfg.name``, looked up in
+    :data:`DATASETS`), long-tailed as configured; an unknown name gets the closest valid one."""
+    loader = get_loader(cfg.name)
     check_val_options(cfg)  # fail on a bad data.val before any decoding
-    if name == "digits":
-        return load_digits_lt(
-            imbalance=cfg.imbalance,
-            profile=cfg.profile,
-            subset_seed=cfg.subset_seed,
-            test_fraction=cfg.test_fraction,
-            val=getattr(cfg, "val", "none"),
-            val_per_class=getattr(cfg, "val_per_class", 1000),
-            val_seed=getattr(cfg, "val_seed", 0),
-        )
-    if name in ("cifar10", "cifar100"):
-        from .cifar import load_cifar_lt
-
-        return load_cifar_lt(cfg)
-    if name == "imagefolder":
-        from .imagefolder import load_imagefolder_lt
-
-        return load_imagefolder_lt(cfg)
-    raise DataError(f"unknown dataset {name!r}" + did_you_mean(name, DATASETS))
+    return loader(cfg)

@@ -24,6 +24,7 @@ from ..errors import DataError
 from .base import DataBundle
 from .files import download_file, file_digest, is_writable_dir, repo_root, safe_extract, search_dirs
 from .imagefolder import CIFAR10_CLASSES, build_lt_bundle, read_imagefolder
+from .registry import register_dataset
 
 __all__ = [
     "CIFAR_ARCHIVES",
@@ -230,6 +231,8 @@ def _extract_archive(arch: Path, name: str, cache_dir: str | None) -> Path:
     )
 
 
+@register_dataset("cifar100")
+@register_dataset("cifar10")
 def load_cifar_lt(cfg: Any) -> DataBundle:
     """CIFAR-10/100-LT per SPEC section 4: long-tailed train set, full balanced test set."""
     name = cfg.name

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 import torch
 
 from .base import ArrayDataset, DataBundle
 from .longtail import long_tail_counts, long_tail_subset
+from .registry import register_dataset
 from .split import validation_split
 
 __all__ = ["channel_stats", "load_digits_lt"]
@@ -122,3 +124,17 @@ def load_digits_lt(
         **val_info,
     }
     return DataBundle(train, test, class_counts, info, mean, std, augment="none", val=va)
+
+
+@register_dataset("digits")
+def load_digits_data(cfg: Any) -> DataBundle:
+    """``data.name: digits`` (scikit-learn's 8x8 digits, no files needed)."""
+    return load_digits_lt(
+        imbalance=cfg.imbalance,
+        profile=cfg.profile,
+        subset_seed=cfg.subset_seed,
+        test_fraction=getattr(cfg, "test_fraction", 0.3),
+        val=getattr(cfg, "val", "none"),
+        val_per_class=getattr(cfg, "val_per_class", 1000),
+        val_seed=getattr(cfg, "val_seed", 0),
+    )

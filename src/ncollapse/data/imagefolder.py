@@ -33,6 +33,7 @@ from .files import (
     save_cached_arrays,
 )
 from .longtail import long_tail_counts, long_tail_subset
+from .registry import register_dataset
 from .split import validation_split
 
 __all__ = [
@@ -343,6 +344,7 @@ def build_lt_bundle(
     return DataBundle(tr, te, class_counts, info, tuple(mean), tuple(std), augment, va)
 
 
+@register_dataset("imagefolder")
 def load_imagefolder_lt(cfg: Any) -> DataBundle:
     """``data.name: imagefolder``: ``data.root`` is a folder or .tar.gz with train/ and test/."""
     if not cfg.root:
