@@ -110,3 +110,51 @@ def test_size_mismatch(tmp_path):
     )
     with pytest.raises(DataError, match=r"0005\.png"):
         read_imagefolder(tmp_path / "t", CLASSES, use_cache=False)
+
+
+def test_size_resizes_at_decode_and_keys_the_cache(tmp_path):
+    make_tree(tmp_path / "t", per_class=(2, 2, 2), size=(64, 64))
+    cfg = dict(
+        name="imagefolder",
+        root=str(tmp_path / "t"),
+        class_order=CLASSES,
+        imbalance=1.0,
+        cache_dir=str(tmp_path / "c"),
+    )
+    b = load_data(DataConfig(**cfg, size=32))
+    assert b.image_size == (32, 32) and b.train.images.shape[1:] == (3, 32, 32)
+    assert b.test.images.shape[1:] == (3, 32, 32) and b.info["size"] == 32
+    assert b.info["cache"]["cache_hit"] is False
+    # the square source is a plain bilinear resize
+    src = np.asarray(Image.open(tmp_path / "t" / "test" / "zebra" / "0000.png"))
+    want = np.asarray(Image.fromarray(src).resize((32, 32), Image.BILINEAR))
+    np.testing.assert_array_equal(b.test.images[0].numpy().transpose(1, 2, 0), want)
+    again = load_data(DataConfig(**cfg, size=32))
+    assert again.info["cache"]["cache_hit"] is True
+    other = load_data(DataConfig(**cfg, size=16))
+    assert other.info["cache"]["cache_hit"] is False and other.image_size == (16, 16)
+    full = load_data(DataConfig(**cfg))
+    assert full.image_size == (64, 64) and full.info["cache"]["cache_hit"] is False
+
+
+def test_size_mixed_and_non_square_sources(tmp_path):
+    from ncollapse.data.resize import fit_image, resize_array
+
+    make_tree(tmp_path / "t", size=(40, 30))  # w 40, h 30
+    Image.fromarray(np.full((50, 20, 3), 7, np.uint8)).save(
+        tmp_path / "t" / "test" / "apple" / "0005.png"
+    )
+    arrays, _c, _m = read_imagefolder(tmp_path / "t", CLASSES, use_cache=False, size=12)
+    assert arrays["train"][0].shape[1:] == (3, 12, 12)
+    assert arrays["test"][0].shape == (7, 3, 12, 12)
+    # shorter side to 12 (40x30 -> 16x12), centre crop: columns 2..13
+    im = Image.open(tmp_path / "t" / "train" / "zebra" / "0000.png")
+    scaled = np.asarray(im.resize((16, 12), Image.BILINEAR))
+    np.testing.assert_array_equal(arrays["train"][0][0].transpose(1, 2, 0), scaled[:, 2:14])
+    np.testing.assert_array_equal(np.asarray(fit_image(im, 12)), scaled[:, 2:14])
+    # arrays (grey and colour) follow the same rule; the right size is left alone
+    x = np.random.default_rng(0).integers(0, 256, (2, 1, 30, 40), dtype=np.uint8)
+    assert resize_array(x, 12).shape == (2, 1, 12, 12)
+    assert resize_array(x, None) is x
+    with pytest.raises(DataError, match="data.size"):
+        load_data(DataConfig(name="imagefolder", root=str(tmp_path / "t"), size=0))

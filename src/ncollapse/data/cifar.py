@@ -22,9 +22,11 @@ import numpy as np
 
 from ..errors import DataError
 from .base import DataBundle
+from .bundle import build_lt_bundle
 from .files import download_file, file_digest, is_writable_dir, repo_root, safe_extract, search_dirs
-from .imagefolder import CIFAR10_CLASSES, build_lt_bundle, read_imagefolder
+from .imagefolder import CIFAR10_CLASSES, read_imagefolder
 from .registry import register_dataset
+from .resize import check_size
 
 __all__ = [
     "CIFAR_ARCHIVES",
@@ -247,7 +249,12 @@ def load_cifar_lt(cfg: Any) -> DataBundle:
         kind, path = "archive", download_cifar(name, dest)
     info: dict[str, Any] = {"source": str(path), "format": kind}
     if kind == "jpeg":
-        arrays, classes, meta = read_imagefolder(path, CIFAR10_CLASSES, cache_dir=cfg.cache_dir)
+        arrays, classes, meta = read_imagefolder(
+            path,
+            CIFAR10_CLASSES,
+            cache_dir=cfg.cache_dir,
+            size=check_size(getattr(cfg, "size", None)),
+        )
         train, test = arrays["train"], arrays["test"]
         info.update(note=JPEG_NOTE, cache=meta)
         warnings.warn(f"using the {JPEG_NOTE} ({path})", stacklevel=2)

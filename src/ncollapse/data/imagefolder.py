@@ -20,11 +20,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..errors import DataError
-from .base import ArrayDataset, DataBundle
-from .digits import cap_warning, channel_stats
+from .base import DataBundle
+from .bundle import build_lt_bundle
 from .files import (
     cache_key,
     default_cache_dir,
@@ -32,13 +31,13 @@ from .files import (
     load_cached_arrays,
     save_cached_arrays,
 )
-from .longtail import long_tail_counts, long_tail_subset
 from .registry import register_dataset
-from .split import validation_split
+from .resize import check_size, fit_image
 
 __all__ = [
     "CIFAR10_CLASSES",
     "IMAGE_EXTENSIONS",
+    "build_lt_bundle",
     "decode_images",
     "load_imagefolder_lt",
     "read_imagefolder",
@@ -65,9 +64,10 @@ def _is_archive(p: Path) -> bool:
 
 
 def _decode_chunk(
-    items: list[tuple[str, bytes]], mode: str | None
+    items: list[tuple[str, bytes]], mode: str | None, size: int | None = None
 ) -> tuple[np.ndarray | None, str | None, str | None]:
-    """Decode ``(name, bytes)`` pairs into (n, H, W, C) uint8; on failure (None, name, reason)."""
+    """Decode ``(name, bytes)`` pairs into (n, H, W, C) uint8, fitted to ``size x size`` when
+    given (:func:`~ncollapse.data.resize.fit_image`); on failure (None, name, reason)."""
     from PIL import Image, UnidentifiedImageError
 
     out: list[np.ndarray] = []
@@ -76,7 +76,7 @@ def _decode_chunk(
         try:
             with Image.open(io.BytesIO(data)) as im:
                 m = mode or ("L" if im.mode in ("L", "1", "I", "I;16", "F") else "RGB")
-                a = np.asarray(im.convert(m), dtype=np.uint8)
+                a = np.asarray(fit_image(im.convert(m), size), dtype=np.uint8)
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
             return None, name, f"{type(e).__name__}: {e}"
         if a.ndim == 2:
@@ -92,12 +92,17 @@ def _decode_chunk(
 
 
 def decode_images(
-    items: list[tuple[str, bytes]], mode: str | None = None, workers: int | None = None
+    items: list[tuple[str, bytes]],
+    mode: str | None = None,
+    workers: int | None = None,
+    size: int | None = None,
 ) -> np.ndarray:
     """Decode encoded images to one uint8 array (N, C, H, W), in order.
 
     ``mode``: ``"RGB"``/``"L"`` or None (from the first image). ``workers``: processes (default: 2
-    when there are more than 4,000 images and 2+ CPUs). A file that does not decode, or whose size
+    when there are more than 4,000 images and 2+ CPUs). ``size``: fit every image to
+    ``size x size`` (shorter side, then centre crop; see :mod:`ncollapse.data.resize`), so
+    sources of mixed sizes decode too. Without it, a file that does not decode, or whose size
     differs from the others, raises :class:`DataError` naming it.
     """
     if not items:
@@ -110,17 +115,18 @@ def decode_images(
     if workers is None:
         workers = 2 if len(items) > 4000 and (os.cpu_count() or 1) >= 2 else 1
     n_chunks = max(1, workers * 4) if workers > 1 else 1
-    size = -(-len(items) // n_chunks)
-    chunks = [items[i : i + size] for i in range(0, len(items), size)]
+    step = -(-len(items) // n_chunks)
+    chunks = [items[i : i + step] for i in range(0, len(items), step)]
     if workers > 1:
         import multiprocessing as mp
 
         ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
         with warnings.catch_warnings(), ProcessPoolExecutor(workers, mp_context=ctx) as ex:
             warnings.simplefilter("ignore", DeprecationWarning)  # fork with torch threads alive
-            results = list(ex.map(_decode_chunk, chunks, [mode] * len(chunks)))
+            n = len(chunks)
+            results = list(ex.map(_decode_chunk, chunks, [mode] * n, [size] * n))
     else:
-        results = [_decode_chunk(c, mode) for c in chunks]
+        results = [_decode_chunk(c, mode, size) for c in chunks]
     arrays = []
     for arr, name, why in results:
         if arr is None:
@@ -195,8 +201,10 @@ def read_imagefolder(
     cache_dir: str | os.PathLike | None = None,
     workers: int | None = None,
     use_cache: bool = True,
+    size: int | None = None,
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str], dict[str, Any]]:
-    """Read ``<split>/<class>/<file>`` images from a folder or .tar(.gz) into uint8 arrays.
+    """Read ``<split>/<class>/<file>`` images from a folder or .tar(.gz) into uint8 arrays,
+    fitted to ``size x size`` when given (the cache key includes the size).
 
     Labels follow ``class_order`` (default: sorted folder names of the first split); within a
     class, files are in name order. Returns ``({split: (images NCHW, labels)}, classes, meta)``
@@ -214,7 +222,9 @@ def read_imagefolder(
         cdir = beside / ".ncollapse-cache"
         if not (is_writable_dir(beside) and is_writable_dir(cdir)):
             cdir = default_cache_dir()
-    key = cache_key([fp, list(class_order) if class_order is not None else None, list(splits)])
+    size = check_size(size)
+    order_key = list(class_order) if class_order is not None else None
+    key = cache_key([fp, order_key, list(splits)] + ([] if size is None else [{"size": size}]))
     stem = source.name.split(".")[0] or "images"
     cpath = cdir / f"{stem}-{key}.npz"
     meta: dict[str, Any] = {"cache_path": str(cpath), "cache_hit": False}
@@ -262,7 +272,9 @@ def read_imagefolder(
                     (s, y, loc, f"{source}:{loc}" if _is_archive(source) else str(source / loc))
                 )
     t1 = time.perf_counter()
-    images = decode_images([(disp, blobs[loc]) for _s, _y, loc, disp in order], workers=workers)
+    images = decode_images(
+        [(disp, blobs[loc]) for _s, _y, loc, disp in order], workers=workers, size=size
+    )
     t2 = time.perf_counter()
     labels = np.array([y for _s, y, _l, _d in order], dtype=np.int64)
     split_of = np.array([s for s, *_ in order])
@@ -287,63 +299,6 @@ def read_imagefolder(
     return out, classes, meta
 
 
-def build_lt_bundle(
-    name: str,
-    train: tuple[np.ndarray, np.ndarray],
-    test: tuple[np.ndarray, np.ndarray],
-    classes: list[str],
-    cfg: Any,
-    info: dict[str, Any],
-    mean: Sequence[float] | None,
-    std: Sequence[float] | None,
-    augment: str,
-) -> DataBundle:
-    """Long-tail the training arrays (``n_max`` = the largest class) and wrap everything up.
-
-    With ``data.val: unused`` the validation set is drawn from the training images the subset
-    left unused (:func:`~ncollapse.data.split.validation_split`)."""
-    x, y = train
-    k = len(classes)
-    per_class = np.bincount(y, minlength=k)
-    n_max = int(per_class.max())
-    counts = long_tail_counts(n_max, k, cfg.imbalance, cfg.profile)
-    idx, capped = long_tail_subset(y, counts, cfg.subset_seed)
-    cap_warning(name, capped, classes)
-    val_idx, val_info = validation_split(name, y, idx, classes, cfg)
-    tr = ArrayDataset(
-        torch.from_numpy(np.ascontiguousarray(x[idx])), torch.from_numpy(y[idx]), classes
-    )
-    te = ArrayDataset(
-        torch.from_numpy(np.ascontiguousarray(test[0])), torch.from_numpy(test[1]), classes
-    )
-    va = None
-    if val_idx is not None:
-        va = ArrayDataset(
-            torch.from_numpy(np.ascontiguousarray(x[val_idx])),
-            torch.from_numpy(y[val_idx]),
-            classes,
-        )
-    if mean is None or std is None:
-        mean, std = channel_stats(tr.images)
-    class_counts = tr.class_counts()
-    info = {
-        "name": name,
-        **info,
-        "imbalance": float(cfg.imbalance),
-        "imbalance_ratio": 1.0 / float(cfg.imbalance),
-        "profile": cfg.profile,
-        "subset_seed": int(cfg.subset_seed),
-        "n_max": n_max,
-        "requested_counts": counts,
-        "train_counts": class_counts,
-        "test_counts": te.class_counts(),
-        "full_train_counts": per_class.tolist(),
-        "capped": {classes[c]: {"asked": a, "available": h} for c, (a, h) in capped.items()},
-        **val_info,
-    }
-    return DataBundle(tr, te, class_counts, info, tuple(mean), tuple(std), augment, va)
-
-
 @register_dataset("imagefolder")
 def load_imagefolder_lt(cfg: Any) -> DataBundle:
     """``data.name: imagefolder``: ``data.root`` is a folder or .tar.gz with train/ and test/."""
@@ -352,7 +307,10 @@ def load_imagefolder_lt(cfg: Any) -> DataBundle:
             "data.name=imagefolder needs data.root: a folder (or .tar.gz) holding "
             "train/<class>/*.png and test/<class>/*.png"
         )
-    arrays, classes, meta = read_imagefolder(cfg.root, cfg.class_order, cache_dir=cfg.cache_dir)
+    size = check_size(getattr(cfg, "size", None))
+    arrays, classes, meta = read_imagefolder(
+        cfg.root, cfg.class_order, cache_dir=cfg.cache_dir, size=size
+    )
     info = {
         "source": str(Path(cfg.root).expanduser()),
         "format": "imagefolder",
