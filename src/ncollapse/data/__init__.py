@@ -9,6 +9,8 @@ from typing import Any
 # the reader modules register their loaders on import
 from . import cifar as _cifar  # noqa: F401  (cifar10, cifar100; imports imagefolder)
 from . import digits as _digits  # noqa: F401
+from . import mnist as _mnist  # noqa: F401  (mnist, fashion_mnist)
+from . import svhn as _svhn  # noqa: F401  (svhn, stl10)
 from .augment import BatchAugment, make_augment
 from .base import ArrayDataset, DataBundle
 from .digits import load_digits_lt

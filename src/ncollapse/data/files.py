@@ -9,7 +9,7 @@ import shutil
 import tarfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -87,9 +87,14 @@ def _check_member(m: tarfile.TarInfo, archive: Path) -> PurePosixPath | None:
     return PurePosixPath(*parts) if parts else None
 
 
-def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
+def safe_extract(
+    archive: str | os.PathLike,
+    dest: str | os.PathLike,
+    only: Callable[[str], bool] | None = None,
+) -> Path:
     """Extract a .tar/.tar.gz into ``dest``: regular files and folders only, no absolute paths,
-    no ``..``, no links (a bad member raises :class:`DataError` before anything is written)."""
+    no ``..``, no links (a bad member raises :class:`DataError` before anything is written).
+    ``only(member_name)``: extract just the members it accepts."""
     archive, dest = Path(archive), Path(dest)
     try:
         with tarfile.open(archive, "r:*") as tf:
@@ -98,7 +103,7 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
             dest.mkdir(parents=True, exist_ok=True)
             base = dest.resolve()
             for m, rel in checked:
-                if rel is None:
+                if rel is None or (only is not None and not only(m.name)):
                     continue
                 target = (base / rel).resolve()
                 if base != target and base not in target.parents:
