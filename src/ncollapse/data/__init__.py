@@ -17,6 +17,7 @@ from .digits import load_digits_lt
 from .longtail import long_tail_counts, long_tail_indices, long_tail_subset
 from .registry import DATASETS, dataset_names, get_loader, register_dataset
 from .split import VAL_MODES, check_val_options, unused_validation_indices
+from .stream import StreamingDataset, make_loader  # registers listfile
 
 __all__ = [
     "DATASETS",
@@ -24,6 +25,7 @@ __all__ = [
     "ArrayDataset",
     "BatchAugment",
     "DataBundle",
+    "StreamingDataset",
     "dataset_names",
     "load_data",
     "load_digits_lt",
@@ -31,6 +33,7 @@ __all__ = [
     "long_tail_indices",
     "long_tail_subset",
     "make_augment",
+    "make_loader",
     "register_dataset",
     "unused_validation_indices",
 ]
