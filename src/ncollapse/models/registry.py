@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -28,8 +29,19 @@ def register_backbone(name: str) -> Callable[[Callable[..., nn.Module]], Callabl
     return deco
 
 
-def build_backbone(name: str, in_channels: int = 3, width: int = 1, **kw: Any) -> nn.Module:
-    """Build a registered backbone; an unknown name raises ValueError listing the valid names."""
+def build_backbone(
+    name: str,
+    in_channels: int = 3,
+    width: int = 1,
+    pretrained: str | os.PathLike | None = None,
+    **kw: Any,
+) -> nn.Module:
+    """Build a registered backbone; an unknown name raises ValueError listing the valid names.
+
+    ``pretrained``: a local weight file loaded into it (torchvision key names; ``fc.*`` dropped;
+    missing/unexpected keys and shape mismatches raise one ConfigError, see
+    :mod:`ncollapse.models.pretrained`). What was loaded is in ``model.pretrained_info``.
+    """
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; valid: {', '.join(sorted(BACKBONES))}")
     if int(width) != width or width < 1:
@@ -37,4 +49,8 @@ def build_backbone(name: str, in_channels: int = 3, width: int = 1, **kw: Any) -
     model = BACKBONES[name](in_channels=int(in_channels), width=int(width), **kw)
     if not hasattr(model, "out_features"):
         raise TypeError(f"backbone {name!r} has no attribute out_features")
+    if pretrained:
+        from .pretrained import load_pretrained
+
+        model.pretrained_info = load_pretrained(model, pretrained, name)
     return model
