@@ -143,3 +143,12 @@ def test_list_errors(tmp_path):
     ds = StreamingDataset(tmp_path, ["images/n000/none.jpg"], [0], ["0"], size=8)
     with pytest.raises(DataError, match="none.jpg"):
         ds[0]
+
+
+def test_to_normalized_equals_batch_normalize():
+    from ncollapse.data import BatchAugment
+
+    a = np.random.default_rng(2).integers(0, 256, (9, 7, 3), dtype=np.uint8)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    ref = BatchAugment(mean, std).normalize(torch.from_numpy(a).permute(2, 0, 1)[None])[0]
+    assert torch.equal(to_normalized(Image.fromarray(a), mean, std), ref)

@@ -114,11 +114,14 @@ def eval_resize_crop(im: Any, size: int, crop_fraction: float = 0.875) -> Any:
 
 def to_normalized(im: Any, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """PIL image -> float32 (C, H, W) tensor ``(x / 255 - mean) / std``."""
-    a = np.asarray(im, dtype=np.float32)
+    a = np.array(im, dtype=np.uint8)  # a writable copy
     if a.ndim == 2:
         a = a[:, :, None]
-    a = (a * np.float32(1 / 255) - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))
+    x = torch.from_numpy(a).permute(2, 0, 1).contiguous().to(torch.float32)
+    m = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+    # (x/255 - m)/s == x * (1/(255 s)) - m/s, computed as BatchAugment.normalize does
+    return x.mul_(1.0 / (255.0 * s)).sub_(m / s)
 
 
 def train_transform(im: Any, size: int, rng: np.random.Generator, jitter: float = 0.4) -> Any:
