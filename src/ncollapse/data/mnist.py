@@ -3,8 +3,8 @@
 
 IDX format: two zero bytes, a type byte (0x08 = unsigned byte), the number of dimensions, then
 each dimension as a big-endian int32, then the data. Images are 28 x 28 grey (one channel).
-The profile starts from ``n_max = N // 10`` (6,000; MNIST's classes hold 5,421..6,742, so the
-smaller ones may be capped at what they have). MNIST trains without augmentation (a mirrored
+The profile starts from ``n_max = N // 10`` (6,000; MNIST's classes are not all that size, so
+the smaller ones are capped at what they have). MNIST trains without augmentation (a mirrored
 digit is another symbol); Fashion-MNIST with the standard crop and flip.
 """
 

@@ -7,8 +7,8 @@ on the test set. The draw uses its own generator (``data.val_seed``), never NumP
 and runs after the subset is chosen, so the training subset stays bit-exact with ``data.val: none``.
 
 A class whose every training image is in the subset has no validation images: in the exponential
-profile that is always class 0 (it keeps ``n_max``, i.e. all it has when it is the largest class),
-and in the step profile the whole first half. Such classes are named in one warning and recorded
+profile that is class 0 whenever it holds no more than ``n_max`` images (always on a balanced
+source), and in the step profile the whole first half. Such classes are named in one warning and recorded
 in ``info["val_counts"]``.
 """
 
