@@ -1,8 +1,9 @@
-"""Known-answer tests for ncollapse.metrics (SPEC section 6)."""
+"""Known-answer tests for ncollapse.metrics: neural-collapse kernels, accumulator, accuracy."""
 
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -13,8 +14,12 @@ from ncollapse.metrics import (
     CollapseAccumulator,
     collapse_metrics,
     default_tail_classes,
+    etf_error,
     long_tail_accuracy,
     measure_collapse,
+    minority_collapse_index,
+    nc3_distance,
+    vector_geometry,
 )
 
 COUNTS = [200, 120, 80, 50, 30, 20, 12, 8, 5, 3]  # imbalanced, K = 10, few-shot: 6..9
@@ -82,7 +87,7 @@ def test_coinciding_tail_vectors_give_minority_index_one():
 def test_nc1_matches_numpy_reference():
     x, y = _noisy(COUNTS, d=12, seed=4)
     k = len(COUNTS)
-    # reference, straight from SPEC section 6
+    # reference, straight from the definitions (Papyan, Han & Donoho 2020)
     mus = np.stack([x[y == c].mean(0) for c in range(k)])
     mu_bar = mus.mean(0)
     sw = np.zeros((x.shape[1], x.shape[1]))
@@ -155,11 +160,24 @@ def test_accumulator_matches_in_memory_uneven_batches():
         acc.update_nc4(x[s:e], y[s:e], x[s:e].astype(np.float64) @ w.T + bias)
     _compare(ref, acc.compute(classifier=w))
 
-    def factory():
+    def factory():  # features, labels (logits from the classifier)
         for s, e in itertools.pairwise(cuts):
-            yield torch.from_numpy(x[s:e]), None, torch.from_numpy(y[s:e])
+            yield torch.from_numpy(x[s:e]), torch.from_numpy(y[s:e])
 
     _compare(ref, measure_collapse(factory, len(COUNTS), 16, classifier=w, bias=bias))
+
+    def with_logits():  # features, labels, logits
+        for s, e in itertools.pairwise(cuts):
+            yield x[s:e], y[s:e], x[s:e].astype(np.float64) @ w.T + bias
+
+    _compare(ref, measure_collapse(with_logits, len(COUNTS), 16, classifier=w))
+
+    def former_order():  # (features, logits, labels): still read, with a warning
+        for s, e in itertools.pairwise(cuts):
+            yield x[s:e], None, y[s:e]
+
+    with pytest.warns(DeprecationWarning, match="features, labels, logits"):
+        _compare(ref, measure_collapse(former_order, len(COUNTS), 16, classifier=w, bias=bias))
 
 
 def test_accumulator_numerically_stable_with_large_offset():
@@ -229,3 +247,58 @@ def test_accumulator_memory_independent_of_n():
         acc.update(rng.normal(size=(50, d)), rng.integers(0, k, size=50))
     held = sum(v.numel() for v in vars(acc).values() if isinstance(v, torch.Tensor))
     assert held == k + k * d + k + d * d  # counts, means, per-class sums of squares, scatter
+
+
+def test_update_nc4_keyword_and_positional_logits():
+    x, y = _noisy(COUNTS, d=8, seed=6)
+    w = np.random.default_rng(2).normal(size=(len(COUNTS), 8))
+    a, b = CollapseAccumulator(len(COUNTS), 8), CollapseAccumulator(len(COUNTS), 8)
+    for acc in (a, b):
+        acc.update(x, y)
+    a.update_nc4(x, y, logits=x @ w.T)  # how the engine calls it
+    b.update_nc4(x, y, x @ w.T)
+    assert a.compute(classifier=w)["nc4"] == b.compute(classifier=w)["nc4"]
+    with pytest.raises(ValueError, match="logits must be"):
+        a.update_nc4(x, y, logits=(x @ w.T)[:5])
+
+
+# ---------------------------------------------------------------------------------------------
+# kernels: public pieces shared with the UFM simulator
+
+
+def test_minority_index_of_vanishing_tail_vectors_is_collapsed():
+    frame = simplex_etf(8, 6, seed=0, dtype=torch.float64).T.numpy()  # (6, 8)
+    vecs = frame.copy()
+    rng = np.random.default_rng(0)
+    vecs[3:] = 1e-9 * rng.normal(size=(3, 8))  # tail shrunk to rounding noise
+    assert minority_collapse_index(vecs, [3, 4, 5]) == 1.0
+    # the cosine formula on the noise would say anything; distinct small vectors still count
+    vecs[3:] = 1e-3 * frame[3:]
+    assert minority_collapse_index(vecs, [3, 4, 5]) == pytest.approx(0.0, abs=1e-12)
+    assert minority_collapse_index(np.zeros((4, 3)), [0, 1]) == 1.0  # everything at the origin
+    assert minority_collapse_index(vecs, [3]) is None
+
+
+def test_collapse_metrics_of_shrunk_tail_means():
+    frame = simplex_etf(8, 6, seed=1, dtype=torch.float64).T
+    means = frame.clone()
+    means[3:] = 1e-10 * torch.randn(
+        3, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0)
+    )
+    y = torch.arange(6).repeat_interleave(4)
+    out = collapse_metrics(means[y], y, tail_classes=[3, 4, 5])
+    # centred on the class-balanced mean the tail sits at -mean(head) +- 1e-10: coinciding
+    assert out["minority_collapse_means"] == 1.0
+
+
+def test_nc3_distance_and_etf_error():
+    frame = simplex_etf(12, 5, seed=2, dtype=torch.float64).T.numpy()
+    assert nc3_distance(frame, 3.0 * frame + 7.0) == pytest.approx(0.0, abs=1e-24)  # centred
+    assert etf_error(frame) == pytest.approx(0.0, abs=1e-12)
+    assert etf_error(np.eye(5)) > 0.1
+    rot = np.random.default_rng(3).normal(size=(5, 12))
+    assert nc3_distance(rot, frame) > 0.1
+    assert math.isnan(nc3_distance(np.zeros((5, 12)), frame))
+    geo = vector_geometry(frame)
+    assert geo["equinorm"] == pytest.approx(0.0, abs=1e-12)
+    assert geo["maxangle"] == pytest.approx(0.0, abs=1e-12)

@@ -1,27 +1,24 @@
-"""Unconstrained feature model: the four SPEC section 7 facts, solver cross-checks, CLI, errors."""
+"""Unconstrained feature model: the fixed-ETF and threshold facts, solver cross-checks, the
+phase diagram's degenerate and unsettled cells, input checking of the library."""
 
 from __future__ import annotations
-
-import json
-import math
 
 import numpy as np
 import pytest
 
-from ncollapse.cli import main
 from ncollapse.errors import UserError
 from ncollapse.ufm import (
-    converge,
     long_tail_profile,
     minority_collapse_state,
     parse_counts,
+    phase_diagram,
     solve,
     theoretical_threshold,
     threshold,
 )
 
 # ---------------------------------------------------------------------------------------------
-# fact 1: fixed ETF, imbalance 100 -> NC3 ~ 0 and no minority collapse
+# Yang et al. (2022), Theorem 1: fixed ETF, imbalance ratio 100 -> NC3 ~ 0, no minority collapse
 
 
 @pytest.mark.parametrize("loss", ["ce", "dr"])
@@ -35,8 +32,18 @@ def test_fixed_etf_collapses_to_vertices_under_imbalance(loss, counts):
     assert m["minority_collapse_w"] < 0.01
 
 
+def test_long_tail_profile_is_the_package_profile():
+    from ncollapse.data.longtail import long_tail_counts
+
+    # int() rounding as in the CIFAR-LT subsets: 299, not round()'s 300
+    assert long_tail_profile(10, 100) == long_tail_counts(500, 10, 0.01)
+    assert long_tail_profile(10, 100)[:3] == [500, 299, 179]
+    with pytest.raises(UserError, match="ratio must be a number >= 1"):
+        long_tail_profile(10, 0.01)
+
+
 # ---------------------------------------------------------------------------------------------
-# fact 2: minority-collapse threshold sqrt(n_B)/N, learnable CE
+# Fang et al. (2021), Hong & Ling (2023): minority collapse exactly when lam >= sqrt(n_B)/N
 
 
 @pytest.mark.parametrize(("ka", "kb", "expected"), [(5, 5, 0.00333), (3, 7, 0.00455)])
@@ -84,34 +91,32 @@ def test_per_sample_problem_matches_per_class_reduction():
     assert a.converged and b.converged
     assert a.objective == pytest.approx(b.objective, rel=1e-9)
     assert np.abs(a.Z - b.Z).max() < 1e-5
-    # and every sample of a class ends on the same feature
+    # every sample of a class ends on the same feature, and the metrics agree
     for c in range(3):
         cols = b.H[:, b.labels == c]
         assert np.abs(cols - cols[:, :1]).max() < 1e-5
+    for key in ("nc3", "nc2_etf_error", "w_etf_error", "nc4"):
+        assert a.metrics[key] == pytest.approx(b.metrics[key], abs=1e-5), key
+
+
+def test_metrics_come_from_the_package_kernels():
+    from ncollapse.metrics import collapse_metrics
+
+    sol = solve("50x3,10x3", tail=[3, 4, 5])
+    feats = np.repeat(sol.class_features, sol.counts, axis=0)
+    labels = np.repeat(np.arange(6), sol.counts)
+    ref = collapse_metrics(feats, labels, classifier=sol.W, tail_classes=[3, 4, 5])
+    for key in ("nc3", "nc4", "nc2_etf_error", "w_etf_error", "minority_collapse_w",
+                "minority_collapse_means"):  # fmt: skip
+        assert sol.metrics[key] == pytest.approx(ref[key], rel=1e-9, abs=1e-12), key
+    assert sol.metrics["tail_classes"] == [3, 4, 5]
+    # a wide feature space changes nothing (the metrics are computed in the span)
+    wide = solve("50x3,10x3", tail=[3, 4, 5], dim=60)
+    assert wide.metrics["nc3"] == pytest.approx(sol.metrics["nc3"], rel=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------
-# fact 3: DR reaches the NC3 tolerance in fewer iterations than CE under the fixed ETF
-
-
-@pytest.mark.parametrize("imbalance", [1.0, 100.0])
-def test_dr_needs_fewer_iterations_than_ce(imbalance):
-    r = converge(10, imbalance, nc3_tol=1e-3)
-    assert r["dr"]["iterations"] is not None and r["ce"]["iterations"] is not None
-    assert r["dr"]["iterations"] < r["ce"]["iterations"]
-    assert r["ratio_ce_over_dr"] > 1
-
-
-@pytest.mark.parametrize("imbalance", [1.0, 100.0])
-def test_dr_fewer_iterations_k100_tight_tolerance(imbalance):
-    # at K = 100 and NC3 < 1e-3 both reach the tolerance in one projected step (a tie); at
-    # 1e-6 CE needs 2 and DR still 1
-    r = converge(100, imbalance, nc3_tol=1e-6, max_iter=200)
-    assert r["dr"]["iterations"] < r["ce"]["iterations"]
-
-
-# ---------------------------------------------------------------------------------------------
-# fact 4: balanced classes, learnable CE -> simplex ETF
+# balanced data, learnable CE -> simplex ETF (Papyan, Han & Donoho 2020; the UFM proofs)
 
 
 def _etf_error(rows: np.ndarray) -> float:
@@ -145,7 +150,43 @@ def test_k100_solves_take_seconds():
 
 
 # ---------------------------------------------------------------------------------------------
-# input checking
+# phase diagram: the formerly isolated cell, and cells the solver did not settle
+
+
+def test_phase_cell_with_vanishing_tail_features_reads_collapsed():
+    # the default grid's cell n_A/n_B ~ 31.5, lam ~ 2.47e-3 (row 14, column 18): the tail
+    # features are ~1e-9 (noise of the factorisation), the centred-means cosines are noise;
+    # it used to show -0.07 inside the collapsed region
+    ratios = np.geomspace(1.25, 50, 17)[13:16]
+    lams = np.geomspace(1e-4, 3e-2, 33)[17:20]
+    res = phase_diagram(ratios=ratios, lams=lams)
+    index = np.array(res["minority_collapse_means"], dtype=float)
+    spread = np.array(res["minority_spread"], dtype=float)
+    assert spread[1, 1] < 1e-9
+    assert index[1, 1] == 1.0
+    assert (index[spread < 1e-6] == 1.0).all()
+    assert res["unsettled"] == []
+
+
+def test_phase_unsettled_cells_have_no_value(tmp_path):
+    png = tmp_path / "p.png"
+    res = phase_diagram(ratios=[2, 5], lams=[1e-3, 3e-2], max_iter=2, out=png)
+    unsettled = {tuple(c) for c in res["unsettled"]}
+    assert unsettled, "two iterations cannot settle the cells below the threshold"
+    for i, r in enumerate(res["ratios"]):
+        for j, lam in enumerate(res["lams"]):
+            cell = res["minority_collapse_means"][i][j]
+            assert (cell is None) == ((r, lam) in unsettled) == (not res["converged"][i][j])
+    assert png.stat().st_size > 1000
+
+
+def test_minority_collapse_state_reports_unsettled_solves():
+    st = minority_collapse_state([500] * 5 + [100] * 5, 1e-3, range(5, 10), max_iter=2)
+    assert not st["converged"] and st["minority_collapse_means"] is None and st["spread"] is None
+
+
+# ---------------------------------------------------------------------------------------------
+# input checking (library)
 
 
 @pytest.mark.parametrize("text", ["abc", "0x5", "500x0", "5.5,3", "-1,3", "500x5,", "7"])
@@ -154,62 +195,38 @@ def test_bad_counts(text):
         parse_counts(text)
 
 
-def test_parse_counts_forms():
+def test_parse_counts_forms_and_size_limit():
     assert parse_counts("500x2,100x3") == [500, 500, 100, 100, 100]
     assert parse_counts("3,2,1") == [3, 2, 1]
-
-
-def test_bad_inputs_raise_user_errors():
-    with pytest.raises(UserError, match="dim >= K-1"):
-        solve("10x10", classifier="etf", dim=5)
-    with pytest.raises(UserError, match="non-negative"):
-        solve("10x3", lam_w=-1.0)
-    with pytest.raises(UserError, match="n_B < n_A"):
-        threshold(5, 100, 5, 100)
-    with pytest.raises(UserError, match="classifier etf"):
-        solve("10x3", loss="dr")
-
-
-def test_cli_threshold_json(capsys):
-    assert main(["ufm", "threshold", "--ka", "5", "--kb", "5", "--na", "500", "--nb", "100",
-                 "--json"]) == 0  # fmt: skip
-    out = json.loads(capsys.readouterr().out)
-    assert out["theory"] == pytest.approx(math.sqrt(100) / 3000)
-    assert abs(out["measured"] / out["theory"] - 1) < 0.05
-
-
-def test_cli_solve_json(capsys):
-    assert main(["ufm", "solve", "--counts", "50x2,5x2", "--classifier", "etf", "--loss", "dr",
-                 "--json"]) == 0  # fmt: skip
-    out = json.loads(capsys.readouterr().out)
-    assert out["converged"] and out["metrics"]["nc3"] < 1e-3
-    assert out["settings"]["feature_norm"] == 1.0
+    with pytest.raises(UserError, match="at most K = 200"):
+        parse_counts("5x100000000")  # refused before a list of 1e8 counts is built
 
 
 @pytest.mark.parametrize(
-    ("argv", "needle"),
+    ("kwargs", "needle"),
     [
-        (["solve", "--counts", "5x0"], "positive integers"),
-        (["solve", "--counts", "5x4", "--classifier", "etf", "--dim", "2"], "dim >= K-1"),
-        (["solve", "--counts", "5x4", "--lam-h", "-1"], "non-negative"),
-        (["threshold", "--ka", "5", "--kb", "5", "--na", "100", "--nb", "200"], "n_B < n_A"),
+        ({"counts": "10x10", "classifier": "etf", "dim": 5}, "dim >= K-1"),
+        ({"counts": "10x3", "lam_w": -1.0}, "non-negative"),
+        ({"counts": "10x3", "loss": "dr"}, "classifier etf"),
+        ({"counts": "10x3", "classifier": "etf", "etf_scale": 0}, "etf_scale"),
+        ({"counts": "10x3", "tol": 0}, "tol"),
+        ({"counts": "10x3", "seed": -1}, "seed"),
+        ({"counts": "10x3", "dim": 10**6}, "limit"),
+        ({"counts": "5x150", "dim": 4000}, "variables"),
+        ({"counts": "100000x3", "per_sample": True}, "per-sample"),
+        ({"counts": "10x3", "tail": [7]}, "tail classes"),
+        ({"counts": "10x3", "feature_norm": float("nan")}, "feature_norm"),
     ],
 )
-def test_cli_errors_are_one_line(capsys, argv, needle):
-    assert main(["ufm", *argv]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and needle in err
+def test_bad_solve_arguments_raise_user_errors(kwargs, needle):
+    with pytest.raises(UserError, match=needle):
+        solve(kwargs.pop("counts"), **kwargs)
 
 
-def test_cli_converge_and_phase(tmp_path, capsys):
-    assert main(["ufm", "converge", "--k", "4", "--imbalance", "1", "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
-    assert out["dr"]["iterations"] is not None
-    png = tmp_path / "phase.png"
-    assert main(["ufm", "phase", "--ratios", "2,5", "--lams", "1e-3:1e-2:4", "--out",
-                 str(png), "--json"]) == 0  # fmt: skip
-    res = json.loads(capsys.readouterr().out)
-    assert png.stat().st_size > 1000
-    # theory boundary sqrt(n_B)/N: collapsed above, not below (ratio 2: N = 1500, lam* = 0.00667)
-    row = res["minority_collapse_means"][0]
-    assert row[0] < 0.5 and row[-1] > 0.999
+def test_bad_threshold_arguments():
+    with pytest.raises(UserError, match="n_B < n_A"):
+        threshold(5, 100, 5, 100)
+    with pytest.raises(UserError, match="rel_tol"):
+        threshold(5, 500, 5, 100, rel_tol=0)
+    with pytest.raises(UserError, match="rel_tol must be >= 1e-12"):
+        threshold(5, 500, 5, 100, rel_tol=1e-20)

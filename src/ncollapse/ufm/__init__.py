@@ -1,24 +1,24 @@
-"""Unconstrained feature model (UFM, "layer-peeled model") simulator: SPEC section 7.
+"""Unconstrained feature model (UFM, "layer-peeled model") simulator.
 
 Library entry points::
 
-    from ncollapse.ufm import solve, threshold, converge, phase_diagram
+    from ncollapse.ufm import solve, threshold, converge, phase_diagram, sample_size_sweep
 
-See ``docs/ufm.md`` for the model, the per-class reduction, the nuclear-norm form and the
-measured figures.
+Modules: ``problem`` (counts, checks, limits), ``solvers`` (:func:`solve`, the front door),
+``factored`` / ``convex`` / ``descent`` (one solver family each), ``solution`` (the result and
+its metrics), ``threshold``, ``rates``, ``phase``, ``samples`` (the experiments). Throughout,
+``ratio`` is the imbalance ratio n_max / n_min >= 1. See ``docs/ufm.md`` for the model, the
+reductions and the measured figures.
 """
 
 from __future__ import annotations
 
-from .experiments import (
-    DEFAULT_STEPS,
-    converge,
-    minority_collapse_state,
-    phase_diagram,
-    theoretical_threshold,
-    threshold,
-)
+from .convex import factor_convex, solve_convex
+from .descent import sphere_gradient_descent
+from .factored import solve_factored
+from .phase import phase_diagram
 from .problem import (
+    MAX_CLASSES,
     default_tail,
     long_tail_profile,
     minority_index,
@@ -27,22 +27,20 @@ from .problem import (
     parse_counts,
     two_group_counts,
 )
-from .solvers import (
-    UFMSolution,
-    collapse_report,
-    etf_classifier,
-    factor_convex,
-    solve,
-    solve_convex,
-    solve_factored,
-    sphere_gradient_descent,
-)
+from .rates import BEST_STEP_GRID, DEFAULT_STEPS, converge, convergence_rate
+from .samples import prediction_etf_distance, sample_size_sweep
+from .solution import UFMSolution, collapse_report
+from .solvers import etf_classifier, solve
+from .threshold import minority_collapse_state, theoretical_threshold, threshold
 
 __all__ = [
+    "BEST_STEP_GRID",
     "DEFAULT_STEPS",
+    "MAX_CLASSES",
     "UFMSolution",
     "collapse_report",
     "converge",
+    "convergence_rate",
     "default_tail",
     "etf_classifier",
     "factor_convex",
@@ -53,6 +51,8 @@ __all__ = [
     "nc3",
     "parse_counts",
     "phase_diagram",
+    "prediction_etf_distance",
+    "sample_size_sweep",
     "solve",
     "solve_convex",
     "solve_factored",

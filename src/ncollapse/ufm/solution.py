@@ -82,10 +82,10 @@ def collapse_report(sol: UFMSolution, tail: list[int] | None = None) -> dict[str
             )
         )
     else:
-        means = sol.class_features
+        means, w = _reduced(sol.class_features, sol.W)
         d = means.shape[1]
         n = np.asarray(counts, dtype=np.float64)
-        out = metrics_from_statistics(n, means, np.zeros((d, d)), np.zeros(k), sol.W, tail)
+        out = metrics_from_statistics(n, means, np.zeros((d, d)), np.zeros(k), w, tail)
         # NC4: every sample of class k sits on mu_k; its nearest mean is mu_k itself (the
         # lowest index among coinciding means, as the streaming kernel breaks ties)
         d2 = ((means[:, None, :] - means[None, :, :]) ** 2).sum(axis=2)
@@ -95,3 +95,13 @@ def collapse_report(sol: UFMSolution, tail: list[int] | None = None) -> dict[str
     out["minority_spread"] = minority_spread(sol.Z, tail)
     out["logit_norm"] = float(np.linalg.norm(sol.Z))  # 0: every class collapsed to one point
     return out
+
+
+def _reduced(means: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The same vectors in an orthonormal basis of their span when d > 2K: every metric
+    depends on inner products only, and the (d, d) scatter would otherwise dominate the cost."""
+    k, d = means.shape
+    if d <= 2 * k:
+        return means, w
+    q, _ = np.linalg.qr(np.concatenate([means, w]).T)  # (d, 2K)
+    return means @ q, w @ q
