@@ -6,7 +6,6 @@ so this is safe on headless machines and inside other programs.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +16,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ..errors import UserError
-from ..metrics import collapse_metrics
 from .runs import Run, read_run
 
 __all__ = [
@@ -291,87 +289,14 @@ def analyze_runs(run_dirs: Sequence[str | Path], out_dir: str | Path | None = No
     return {"runs": summaries, "out_dir": str(out), "files": [str(p) for p in [*plots, md]]}
 
 
-def _require(z: Any, key: str, path: Path) -> np.ndarray:
-    if key not in z.files:
-        raise UserError(f"{path}: missing array '{key}' (found: {', '.join(z.files) or 'none'})")
-    return z[key]
-
-
 def analyze_features(
     npz_path: str | Path,
     out_dir: str | Path,
     tail_classes: Sequence[int] | None = None,
+    train_counts: Sequence[int] | None = None,
 ) -> dict:
-    """Collapse metrics of a user's own features.
+    """Collapse metrics, cosine plot and summary of a user's own features ``.npz``; see
+    :func:`ncollapse.report.features.analyze_features`."""
+    from .features import analyze_features as analyze
 
-    ``npz_path``: a ``.npz`` with ``features`` (N, d) float, ``labels`` (N,) integer in
-    [0, K), optional ``classifier`` (K, d) and ``bias`` (K,). Writes ``features_metrics.json``,
-    ``features_cosine.png`` and ``features_analysis.md`` to ``out_dir``; returns the metrics.
-    """
-    path = Path(npz_path)
-    if not path.is_file():
-        raise UserError(f"features file {path} does not exist")
-    try:
-        z = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path} is not a readable .npz file ({exc})") from None
-    with z:
-        feats = _require(z, "features", path)
-        labels = _require(z, "labels", path)
-        classifier = z["classifier"] if "classifier" in z.files else None
-        bias = z["bias"] if "bias" in z.files else None
-    if feats.ndim != 2 or not np.issubdtype(feats.dtype, np.number):
-        raise UserError(f"{path}: array 'features' must be numeric (N, d), got shape {feats.shape}")
-    n, d = feats.shape
-    if labels.ndim != 1 or labels.shape[0] != n:
-        raise UserError(
-            f"{path}: array 'labels' must be 1-D with one label per feature row ({n}), "
-            f"got shape {labels.shape}"
-        )
-    if not np.issubdtype(labels.dtype, np.integer):
-        if np.issubdtype(labels.dtype, np.floating) and np.all(labels == np.round(labels)):
-            labels = labels.astype(np.int64)
-        else:
-            raise UserError(f"{path}: array 'labels' must hold integers, got dtype {labels.dtype}")
-    if labels.size and labels.min() < 0:
-        raise UserError(f"{path}: array 'labels' has negative values")
-    k = int(labels.max()) + 1 if labels.size else 0
-    if classifier is not None:
-        if classifier.ndim != 2 or classifier.shape[1] != d or classifier.shape[0] < k:
-            raise UserError(
-                f"{path}: array 'classifier' must be (K, d) = (K >= {k}, {d}), "
-                f"got shape {classifier.shape}"
-            )
-        k = classifier.shape[0]
-    if bias is not None and bias.shape != (k,):
-        raise UserError(f"{path}: array 'bias' must be ({k},), got shape {bias.shape}")
-    if int((np.bincount(labels, minlength=k) > 0).sum()) < 2:
-        raise UserError(f"{path}: need samples of at least two classes")
-    metrics = collapse_metrics(
-        feats, labels, classifier=classifier, bias=bias, num_classes=k, tail_classes=tail_classes
-    )
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "features_metrics.json").write_text(json.dumps(metrics, indent=1))
-    counts = np.bincount(labels, minlength=k)
-    means = np.zeros((k, d))
-    np.add.at(means, labels, feats.astype(np.float64))
-    means /= np.maximum(counts, 1)[:, None]
-    state = {"class_means": means, "class_counts": counts}
-    if classifier is not None:
-        state["classifier"] = classifier.astype(np.float64)
-    pseudo = Run(path=path, name=path.stem, method="features", state=state)
-    files = [out / "features_metrics.json"]
-    png = plot_cosine_matrices([pseudo], out / "features_cosine.png")
-    if png:
-        files.append(png)
-    lines = [f"# Collapse metrics of {path.name}", "", f"N = {n}, d = {d}, K = {k}", ""]
-    lines += ["| quantity | value |", "|---|---|"]
-    lines += [
-        f"| {key} | {_fmt(val)} |" for key, val in metrics.items() if not isinstance(val, list)
-    ]
-    if png:
-        lines += ["", f"![cosines]({png.name})"]
-    (out / "features_analysis.md").write_text("\n".join(lines) + "\n")
-    files.append(out / "features_analysis.md")
-    return {"metrics": metrics, "out_dir": str(out), "files": [str(f) for f in files]}
+    return analyze(npz_path, out_dir, tail_classes=tail_classes, train_counts=train_counts)
