@@ -1,4 +1,4 @@
-"""Long-tailed accuracy splits (SPEC section 4).
+"""Long-tailed accuracy splits, as in the LDAM-DRW protocol (Cao et al., 2019).
 
 Two splits are reported side by side:
 
