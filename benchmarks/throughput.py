@@ -21,13 +21,12 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ncollapse.build import build_criterion, build_network
-from ncollapse.config import load_config
+from ncollapse.build import build_network
+from ncollapse.composition import compose
 from ncollapse.data import load_data
 from ncollapse.data.base import ArrayDataset, DataBundle
-from ncollapse.engine.loop import Trainer, resolve_device
-from ncollapse.engine.progress import Progress
-from ncollapse.engine.rundir import RunDir
+from ncollapse.engine.loop import resolve_device
+from ncollapse.runner import build_trainer
 
 
 def _bundle(args: argparse.Namespace, cfg) -> DataBundle:
@@ -63,11 +62,8 @@ def _subset(bundle: DataBundle, n: int) -> DataBundle:
     )
 
 
-def engine_rate(cfg, bundle: DataBundle, device: torch.device, tmp: str) -> float:
-    torch.manual_seed(0)
-    net = build_network(cfg, 10, 3)
-    crit = build_criterion(cfg, net, bundle.class_counts)
-    trainer = Trainer(cfg, net, crit, bundle, RunDir(tmp), device, Progress(1, "none"))
+def engine_rate(cfg, bundle: DataBundle, device: torch.device) -> float:
+    trainer = build_trainer(cfg, bundle, device)
     trainer.train_epoch(0)  # warm-up (allocator, oneDNN primitive cache)
     return trainer.train_epoch(1)["images_per_s"]
 
@@ -116,8 +112,6 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    import tempfile
-
     base = [
         "optim.epochs=2",
         "run.progress=none",
@@ -125,17 +119,14 @@ def main() -> None:
         "optim.warmup_epochs=0",
         f"run.device={device}",
     ]
-    cfg = load_config("configs/cifar10_lt_r100_etf_dr.yaml", overrides=base)
-    cfg_nchw = load_config(
-        "configs/cifar10_lt_r100_etf_dr.yaml", overrides=[*base, "run.channels_last=false"]
-    )
+    cfg = compose("cifar10_lt_r100_etf_dr", overrides=base)
+    cfg_nchw = compose("cifar10_lt_r100_etf_dr", overrides=[*base, "run.channels_last=false"])
     bundle = _subset(_bundle(args, cfg), args.batches * cfg.optim.batch_size)
     rates: dict[str, list[float]] = {"engine": [], "engine_nchw": [], "plain": []}
-    with tempfile.TemporaryDirectory() as tmp:
-        for _ in range(args.repeats):
-            rates["plain"].append(plain_rate(cfg, bundle, device))
-            rates["engine"].append(engine_rate(cfg, bundle, device, tmp))
-            rates["engine_nchw"].append(engine_rate(cfg_nchw, bundle, device, tmp))
+    for _ in range(args.repeats):
+        rates["plain"].append(plain_rate(cfg, bundle, device))
+        rates["engine"].append(engine_rate(cfg, bundle, device))
+        rates["engine_nchw"].append(engine_rate(cfg_nchw, bundle, device))
     best = {k: max(v) for k, v in rates.items()}
     result = {
         "device": str(device),

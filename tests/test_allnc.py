@@ -9,7 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ncollapse.allnc import (
+from ncollapse.geometry import simplex_etf
+from ncollapse.heads import CosineHead, LinearHead
+from ncollapse.losses import (
     AllNCObjective,
     ClassMeanMemory,
     HyConLoss,
@@ -20,8 +22,6 @@ from ncollapse.allnc import (
     reversed_class_probabilities,
     reversed_sampling_weights,
 )
-from ncollapse.geometry import simplex_etf
-from ncollapse.heads import CosineHead, LinearHead
 
 D, K, B = 8, 4, 16
 
@@ -311,22 +311,34 @@ class _Net(torch.nn.Module):
 
 @pytest.mark.parametrize("head_cls", [LinearHead, CosineHead])
 def test_build_allnc_criterion_engine_protocol(head_cls):
-    from ncollapse.allnc import AllNCCriterion, build_allnc_criterion
     from ncollapse.config import Config
+    from ncollapse.criterion import Batch
+    from ncollapse.losses import LOSSES, AllNCCriterion, LossContext
 
     cfg = Config()
     cfg.optim.epochs = 10
     torch.manual_seed(0)
     net = _Net(head_cls)
-    crit = build_allnc_criterion(cfg, net, [7, 5, 3, 1])
-    assert isinstance(crit, AllNCCriterion) and crit.needs_reversed_batch
+    counts = [7, 5, 3, 1]
+    labels = torch.repeat_interleave(torch.arange(K), torch.tensor(counts))
+    crit = LOSSES.get("allnc")(LossContext(cfg, net, counts, labels))
+    assert isinstance(crit, AllNCCriterion)
+    assert set(crit.sampling_weights) == {"reversed"}  # the engine draws a class-reversed batch
+    assert torch.allclose(
+        crit.sampling_weights["reversed"].double(), reversed_sampling_weights(counts, labels)
+    )
     crit.to("cpu").set_epoch(4)
     x, y = torch.randn(B, 6), _labels()
     xr, yr = torch.randn(B, 6), torch.arange(B) % K
-    both = net(torch.cat([x, xr]))
-    out = type(both)(*(t[:B] for t in both))
-    out_rev = type(both)(*(t[B:] for t in both))
-    loss = crit(out, y, y, 1.0, rev=(out_rev, yr), network=net)
+
+    def outputs():
+        both = net(torch.cat([x, xr]))
+        out = type(both)(*(t[:B] for t in both))
+        out_rev = type(both)(*(t[B:] for t in both))
+        return out, Batch(y, y, 1.0, extra={"reversed": (out_rev, yr)})
+
+    out, batch = outputs()
+    loss = crit(batch, out)
     assert crit.last_terms["alpha"] == gbbn_alpha(4, 10)
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in net.parameters())
@@ -337,10 +349,9 @@ def test_build_allnc_criterion_engine_protocol(head_cls):
     for detach in (False, True):
         net.zero_grad()
         crit.loss.gbbn_detach = detach
-        both = net(torch.cat([x, xr]))
-        out = type(both)(*(t[:B] for t in both))
-        out_rev = type(both)(*(t[B:] for t in both))
-        crit(out, y, None, 1.0, rev=(out_rev, yr), network=net).backward()
+        out, batch = outputs()
+        batch.y_b = None
+        crit(batch, out).backward()
         g = net.backbone.weight.grad
         backbone_grad = 0.0 if g is None else float(g.abs().sum())
         assert (backbone_grad == 0.0) if detach else (backbone_grad > 0.0)
@@ -349,11 +360,11 @@ def test_build_allnc_criterion_engine_protocol(head_cls):
     crit.loss.gbbn_detach = False
     state = crit.state_dict()
     assert "memory.mean" in state and bool(state["memory.seen"].all())
-    fresh = build_allnc_criterion(cfg, _Net(), [7, 5, 3, 1])
+    fresh = LOSSES.get("allnc")(LossContext(cfg, _Net(), counts, labels))
     fresh.load_state_dict(state)
     assert torch.equal(fresh.loss.memory.mean, crit.loss.memory.mean)
     with pytest.raises(ValueError, match="class_counts"):
-        build_allnc_criterion(cfg, net, [1, 2, 3])
+        LOSSES.get("allnc")(LossContext(cfg, net, [1, 2, 3], labels))
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@ import warnings
 
 import pytest
 
+from ncollapse.composition import compose
 from ncollapse.config import (
     config_diff,
     config_to_dict,
@@ -43,8 +44,8 @@ def test_types_are_checked_and_coerced():
     assert cfg.optim.lr == 0.05 and cfg.optim.milestones == [10, 20] and cfg.run.amp is False
     with pytest.raises(ConfigError, match="optim.epochs"):
         load_config(overrides=["optim.epochs=ten"])
-    with pytest.raises(ConfigError, match="must be one of"):
-        load_config(overrides=["model.head=etff"])
+    with pytest.raises(ConfigError, match="did you mean 'etf'"):
+        compose(overrides=["model.head=etff"])
 
 
 def test_dr_needs_etf_head():

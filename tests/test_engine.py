@@ -12,9 +12,10 @@ from ncollapse.config import digits_defaults, load_config
 from ncollapse.engine import lr_at_epoch
 from ncollapse.engine.loop import Trainer, epoch_generators
 from ncollapse.engine.mixup import mixup_batch
-from ncollapse.engine.rundir import RunDir, read_metrics
 from ncollapse.engine.tensorboard import EventWriter, crc32c, read_scalars
 from ncollapse.errors import ConfigError, UserError
+from ncollapse.rundir import Run as RunDir
+from ncollapse.rundir import read_metrics
 from ncollapse.runner import run_training
 
 
@@ -72,7 +73,7 @@ def test_tensorboard_event_file_round_trip(tmp_path):
 
 def test_rundir_never_overwrites(tmp_path):
     a = RunDir.create(tmp_path, "x", explicit=False)
-    a.write_json("summary.json", {"acc": 1.0})
+    a.write_summary({"acc": 1.0})
     b = RunDir.create(tmp_path, "x", explicit=False)
     assert b.path.name == "x-2" and (a.path / "summary.json").exists()
     with pytest.raises(UserError, match="--resume"):
@@ -238,12 +239,12 @@ def test_collapse_splits_option(tmp_path):
 def test_ldam_drw_preset_trains_and_switches_drw_on(tmp_path):
     """LDAM-DRW as the sweep runs it: cosine head, margins and scale 30, DRW at the first decay.
     (On a plain linear head the same constants diverge: about 19% accuracy on digits.)"""
-    from ncollapse.build import build_criterion, method_overrides
+    from ncollapse.build import build_criterion
+    from ncollapse.composition import compose
     from ncollapse.losses import drw_weights
 
-    cfg = load_config(
-        base=digits_defaults(),
-        extra=method_overrides("ldam_drw"),
+    cfg = compose(
+        method="ldam_drw",
         overrides=[
             f"run.out_dir={tmp_path}",
             "run.progress=none",

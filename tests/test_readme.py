@@ -31,8 +31,7 @@ def test_setup_commands_are_make_targets():
 
 
 def test_readme_commands_name_existing_recipes_and_methods():
-    from ncollapse.build import METHODS
-    from ncollapse.config import config_to_dict, find_config, load_config
+    from ncollapse.config import METHODS, config_to_dict, find_config, load_config
 
     blocks = "\n".join(re.findall(r"```bash\n(.*?)```", README, flags=re.S))
     configs = re.findall(r"--config (\S+)", blocks)

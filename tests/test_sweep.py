@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -22,15 +20,16 @@ from pathlib import Path
 import pytest
 
 import ncollapse.runner as runner_mod
-from ncollapse.build import METHODS
 from ncollapse.cli import main
-from ncollapse.config import config_to_dict, drw_start, load_config
-from ncollapse.engine.rundir import RunDir
+from ncollapse.config import METHODS, config_to_dict, drw_start, load_config
+from ncollapse.errors import UserError
+from ncollapse.rundir import Run as RunDir
 from ncollapse.sweep import (
     COLLAPSE_KEYS,
     SweepSpec,
     cell_name,
     parse_imbalance,
+    parse_ratios,
     run_sweep,
     write_results,
 )
@@ -55,7 +54,7 @@ def real_sweep(tmp_path_factory):
             "sweep",
             "--methods",
             "ce,etf_dr",
-            "--imbalance",
+            "--ratio",
             "50",
             "--seeds",
             "0,1",
@@ -141,7 +140,7 @@ def test_real_resume_of_a_cell_without_summary(real_sweep, tmp_path, monkeypatch
     spec = SweepSpec(
         methods=["ce", "etf_dr"],
         seeds=[0, 1],
-        imbalance="50",
+        imbalance="0.02",
         epochs=1,
         overrides=["run.tensorboard=false", "run.progress=none", "run.threads=1"],
     )
@@ -169,8 +168,8 @@ class FakeRunner:
         assert bundle is not None
         if resume is None:
             rd = RunDir.create(cfg.run.out_dir, cfg.run.name, explicit=True)
-            rd.write_yaml("config.yaml", config_to_dict(cfg))
-            rd.write_json("data.json", {"class_counts": list(bundle.class_counts)})
+            rd.write_config(config_to_dict(cfg))
+            rd.write_data({"class_counts": list(bundle.class_counts)})
             (rd.path / "checkpoint.pt").write_bytes(b"x")
         else:
             rd = RunDir(resume)
@@ -190,7 +189,7 @@ class FakeRunner:
             "train_seconds": 1.0 + seed,
             "wall_seconds": 2.0 + seed,
         }
-        rd.write_json("summary.json", summary)
+        rd.write_summary(summary)
         return runner_mod.RunResult(rd.path, summary)
 
 
@@ -202,7 +201,7 @@ def fake(monkeypatch):
 
 
 def _spec(**kw):
-    base = dict(methods="ce,la", seeds="0,1", imbalance="20", epochs=2)
+    base = dict(methods="ce,la", seeds="0,1", imbalance="0.05", epochs=2)
     base.update(kw)
     return SweepSpec(**base)
 
@@ -240,46 +239,97 @@ def test_interrupted_sweep_resumes_and_skips_finished(tmp_path, monkeypatch):
     assert h.calls == []
 
 
-def _lock(out: Path, name: str, host: str, pid: int) -> Path:
+def _hold(out: Path, name: str) -> subprocess.Popen:
+    """Another live process holding the cell's lock (an OS file lock, as a sweep takes it)."""
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f".{name}.lock"
-    path.write_text(json.dumps({"host": host, "pid": pid, "since": "then"}))
-    return path
+    code = (
+        "import sys, time; from filelock import FileLock; "
+        f"lock = FileLock({str(out / f'.{name}.lock')!r}); lock.acquire(); print('held', flush=True); "
+        "sys.stdin.read()"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline().strip() == "held"
+    return proc
 
 
-def _dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
+def _release(proc: subprocess.Popen) -> None:
+    proc.stdin.close()
+    proc.wait(timeout=30)
 
 
 def test_cells_held_by_other_processes_are_left_to_them(tmp_path, fake):
     out = tmp_path / "sw"
-    here = socket.gethostname()
-    live = _lock(out, "ce-ir20-s0", here, os.getpid())  # a live process on this host
-    remote = _lock(out, "la-ir20-s0", "another-host", 1)  # cannot be checked: trusted
-    dead = _lock(out, "ce-ir20-s1", here, _dead_pid())  # its process is gone: taken over
+    live = _hold(out, "ce-ir20-s0")
+    other = _hold(out, "la-ir20-s0")
+    dead = _hold(out, "ce-ir20-s1")
+    dead.kill()  # its process is gone: the operating system released the lock
+    dead.wait()
     msgs: list[str] = []
-    result = run_sweep(_spec(), out, log=msgs.append)
-    assert result["busy"] == ["ce-ir20-s0", "la-ir20-s0"]
-    assert [c[0] for c in fake.calls] == ["ce-ir20-s1", "la-ir20-s1"]
-    assert any("being trained by process" in m and str(live) in m for m in msgs)
-    assert live.is_file() and remote.is_file() and not dead.exists()  # ours are released
-    assert [r["n"] for r in _read_csv(out / "results.csv")] == ["1", "1"]
+    try:
+        result = run_sweep(_spec(), out, log=msgs.append)
+        assert result["busy"] == ["ce-ir20-s0", "la-ir20-s0"]
+        assert [c[0] for c in fake.calls] == ["ce-ir20-s1", "la-ir20-s1"]
+        assert sum("being trained by process" in m for m in msgs) == 2
+        assert result["missing"] == ["ce-ir20-s0", "la-ir20-s0"]
+        assert [r["n"] for r in _read_csv(out / "results.csv")] == ["1", "1"]
+    finally:
+        _release(live)
+        _release(other)
     # once the holders are gone the same command finishes the grid
-    live.unlink()
-    remote.unlink()
     result = run_sweep(_spec(), out, log=None)
     assert result["busy"] == [] and sorted(result["ran"]) == ["ce-ir20-s0", "la-ir20-s0"]
-    assert not list(out.glob(".*.lock"))
+    assert result["missing"] == [] and not list(out.glob(".*.owner"))
 
 
 def test_lock_is_released_when_a_cell_fails(tmp_path, monkeypatch):
+    from ncollapse.sweep.execute import CellLock
+
     out = tmp_path / "sw"
     monkeypatch.setattr(runner_mod, "run_training", FakeRunner(fail_at=1))
     with pytest.raises(KeyboardInterrupt):
         run_sweep(_spec(), out, log=None)
-    assert not list(out.glob(".*.lock"))
+    assert not list(out.glob(".*.owner"))
+    lock = CellLock(out, "ce-ir20-s0")
+    assert lock.acquire()  # free again
+    lock.release()
+
+
+def test_job_array_cells_and_collect(tmp_path, fake, capsys):
+    """--list numbers the cells, --cell I trains exactly that one (one cluster array job each),
+    --collect tabulates what has finished and names the rest; the cells run one by one give the
+    same results.md as one sweep process."""
+    out = tmp_path / "sw"
+    args = ["sweep", "--methods", "ce,la", "--seeds", "0,1", "--ratio", "20", "--out", str(out)]
+    assert main([*args, "--list", "--json"]) == 0
+    cells = json.loads(capsys.readouterr().out)
+    assert [c["cell"] for c in cells] == ["ce-ir20-s0", "la-ir20-s0", "ce-ir20-s1", "la-ir20-s1"]
+    assert [c["index"] for c in cells] == [0, 1, 2, 3] and {c["status"] for c in cells} == {"new"}
+    assert main([*args, "--cell", "2"]) == 0
+    assert [c[0] for c in fake.calls] == ["ce-ir20-s1"]
+    capsys.readouterr()
+    assert main([*args, "--collect"]) == 0
+    text = capsys.readouterr().out
+    assert "not finished yet (3): ce-ir20-s0, la-ir20-s0, la-ir20-s1" in text
+    for i in (0, 1, 3):
+        assert main([*args, "--cell", str(i)]) == 0
+    assert sorted(c[0] for c in fake.calls) == sorted(c["cell"] for c in cells)
+    by_cells = (out / "results.md").read_text()
+    one = tmp_path / "one"
+    assert main([*args[:-1], str(one)]) == 0
+    assert (one / "results.md").read_text() == by_cells.replace(str(out), str(one))
+    assert main([*args, "--cell", "4"]) == 2
+    assert "outside the grid" in capsys.readouterr().err
+
+
+def test_sweep_refuses_a_training_run_directory(tmp_path, fake, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("seed: 0\n")
+    assert main(["sweep", "--out", str(run)]) == 2
+    assert "training run's directory" in capsys.readouterr().err
+    assert fake.calls == []
 
 
 @pytest.mark.slow
@@ -303,7 +353,7 @@ def test_two_processes_share_one_sweep_without_training_a_cell_twice(tmp_path):
     for name in everything:  # exactly one training pass per run: two epochs logged, no resume
         recs = [json.loads(x) for x in (out / name / "metrics.jsonl").read_text().splitlines()]
         assert [r["epoch"] for r in recs if r["kind"] == "train"] == [1, 2]
-    assert not list(out.glob(".*.lock"))
+    assert not list(out.glob(".*.owner"))
     rows = _read_csv(out / "results.csv")
     assert [r["n"] for r in rows] == ["3", "3"]
 
@@ -328,7 +378,7 @@ def test_grid_axes_may_change_settings_may_not(tmp_path, fake, capsys):
     assert (out / "bs-ir20-s2" / "summary.json").is_file()
     assert len(fake.calls) == 9
     # another schedule would mix incomparable runs: refused, naming the difference
-    rc = main(["sweep", "--methods", "ce,la", "--seeds", "0,1", "--imbalance", "20",
+    rc = main(["sweep", "--methods", "ce,la", "--seeds", "0,1", "--ratio", "20",
                "--epochs", "3", "--out", str(out)])  # fmt: skip
     err = capsys.readouterr().err
     assert rc == 2 and "epochs: 2 -> 3" in err and "another --out" in err
@@ -380,7 +430,9 @@ def test_cli_json_and_table(tmp_path, fake, capsys, monkeypatch):
 
 
 def test_epochs_scale_the_schedule_and_drw(tmp_path):
-    spec = SweepSpec(methods="ldam_drw", seeds="0", imbalance="100", recipe="cifar10_lt", epochs=30)
+    spec = SweepSpec(
+        methods="ldam_drw", seeds="0", imbalance="0.01", recipe="cifar10_lt", epochs=30
+    )
     spec = spec.resolve()
     cfg = spec.cell_config("ldam_drw", 0.01, 0, tmp_path)
     assert cfg.optim.epochs == 30 and cfg.optim.milestones == [24, 27]
@@ -392,9 +444,13 @@ def test_epochs_scale_the_schedule_and_drw(tmp_path):
     assert drw_start(digits.cell_config("ldam_drw", 0.05, 0, tmp_path)) == 24
 
 
-def test_parse_imbalance_ratios_and_factors():
-    assert parse_imbalance("100,10") == [0.01, 0.1]
+def test_parse_imbalance_factors_and_ratios():
     assert parse_imbalance("0.01, 1") == [0.01, 1.0]
+    assert parse_ratios("100,10") == [0.01, 0.1]
+    with pytest.raises(UserError, match="--ratio 100"):
+        parse_imbalance("100")
+    with pytest.raises(UserError, match="--imbalance 0.01"):
+        parse_ratios("0.01")
     assert cell_name("ce", 0.01, 2) == "ce-ir100-s2"
 
 
@@ -406,9 +462,11 @@ def test_parse_imbalance_ratios_and_factors():
         (["--seeds", ""], "--seeds is empty"),
         (["--seeds", "0,a"], "--seeds takes integers"),
         (["--seeds", "1,1"], "seed twice"),
-        (["--imbalance", "0"], "--imbalance values must be > 0"),
+        (["--imbalance", "0"], "--imbalance values must be finite and > 0"),
         (["--imbalance", "abc"], "--imbalance takes numbers"),
-        (["--imbalance", "100,0.01"], "twice"),
+        (["--imbalance", "100"], "use --ratio 100"),
+        (["--ratio", "100,100"], "twice"),
+        (["--ratio", "inf"], "finite"),
         (["--set", "seed=3"], "use --seeds"),
         (["--set", "data.imbalance=0.1"], "use --imbalance"),
         (["--recipe", "cifar10_ltt"], "did you mean 'cifar10_lt'"),
@@ -442,7 +500,7 @@ def test_every_recipe_loads(path):
 def test_method_recipes_match_the_presets(ds, method):
     cfg = config_to_dict(load_config(CONFIGS / f"{ds}_lt_{method}.yaml"))
     assert cfg["data"]["imbalance"] == 0.01 and cfg["data"]["name"] == ds
-    for section, values in METHODS[method].items():
+    for section, values in METHODS.get(method).items():
         for key, value in values.items():
             assert cfg[section][key] == value, (section, key)
     base = config_to_dict(load_config(CONFIGS / f"{ds}_lt.yaml"))

@@ -4,6 +4,7 @@ the unconstrained feature model, for long-tailed classification.
 The public names below are imported lazily, so ``import ncollapse`` (and the CLI) stays fast::
 
     from ncollapse import ETFHead, DotRegressionLoss, simplex_etf
+    result = ncollapse.train(epochs=10)   # ETF + DR on the embedded long-tailed digits
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ _EXPORTS = {
     "HeadOutput": "heads",
     "ETFHead": "heads",
     "LinearHead": "heads",
+    "CosineHead": "heads",
     "build_head": "heads",
+    "register_head": "heads",
     # losses
     "DotRegressionLoss": "losses",
     "MixupCrossEntropy": "losses",
@@ -32,6 +35,9 @@ _EXPORTS = {
     "FocalLoss": "losses",
     "LDAMLoss": "losses",
     "posthoc_logit_adjust": "losses",
+    "register_loss": "losses",
+    "Criterion": "criterion",
+    "Batch": "criterion",
     # metrics
     "collapse_metrics": "metrics",
     "CollapseAccumulator": "metrics",
@@ -41,9 +47,13 @@ _EXPORTS = {
     "load_digits_lt": "data",
     # models
     "build_backbone": "models",
-    # config
+    # config and training
     "Config": "config",
-    "load_config": "config",
+    "compose": "composition",
+    "load_config": "composition",  # the same composition as the CLI (digits defaults without a recipe)
+    "train": "runner",
+    "RunResult": "runner",
+    "Run": "rundir",
     # errors
     "UserError": "errors",
     "ConfigError": "errors",
@@ -53,11 +63,15 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 
+#: exported under another name than the module's own
+_ALIASES = {"load_config": "compose"}
+
+
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'ncollapse' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    value = getattr(importlib.import_module(f".{module}", __name__), _ALIASES.get(name, name))
     globals()[name] = value
     return value
 

@@ -6,6 +6,8 @@ Every head maps ``f`` of shape ``(B, d)`` to a :class:`HeadOutput` ``(features, 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import torch
@@ -13,19 +15,22 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .geometry import simplex_etf
+from .registry import Registry
 
 __all__ = [
     "FEATURE_NORMS",
     "HEADS",
     "CosineHead",
     "ETFHead",
+    "HeadEntry",
     "HeadOutput",
     "LinearHead",
     "build_head",
+    "build_head_from_config",
+    "register_head",
 ]
 
 FEATURE_NORMS: tuple[str, ...] = ("bn_l2", "bn", "none")
-HEADS: tuple[str, ...] = ("linear", "linear-frozen", "cosine", "etf")
 
 
 class HeadOutput(NamedTuple):
@@ -192,18 +197,52 @@ class CosineHead(nn.Module):
         )
 
 
-def build_head(name: str, in_features: int, num_classes: int, **kw: Any) -> nn.Module:
-    """Build a head by name: ``"linear"``, ``"linear-frozen"``, ``"cosine"`` or ``"etf"``.
+@dataclass
+class HeadEntry:
+    """A registered head: its class, fixed keyword arguments, and which ``model.*`` options it
+    takes from a config (``options(model_cfg) -> kwargs``)."""
 
-    Keyword arguments go to the head's constructor (``ETFHead``: ``feature_norm``, ``scale``,
-    ``seed``; ``CosineHead``: ``scale``; ``LinearHead``: ``bias``).
-    """
-    if name == "linear":
-        return LinearHead(in_features, num_classes, **kw)
-    if name == "linear-frozen":
-        return LinearHead(in_features, num_classes, frozen=True, **kw)
-    if name == "cosine":
-        return CosineHead(in_features, num_classes, **kw)
-    if name == "etf":
-        return ETFHead(in_features, num_classes, **kw)
-    raise ValueError(f"unknown head {name!r}; valid: {', '.join(HEADS)}")
+    cls: Callable[..., nn.Module]
+    fixed: dict[str, Any] = field(default_factory=dict)
+    options: Callable[[Any], dict[str, Any]] = lambda m: {}
+
+
+#: head name (``model.head``) -> :class:`HeadEntry`
+HEADS: Registry[HeadEntry] = Registry("head", "model.head")
+
+
+def register_head(
+    name: str,
+    cls: Callable[..., nn.Module],
+    *,
+    options: Callable[[Any], dict[str, Any]] | None = None,
+    **fixed: Any,
+) -> None:
+    """Register ``cls(in_features, num_classes, **fixed, **options(model_cfg))`` as head
+    ``name``. The module must return a :class:`HeadOutput` and have ``classifier_weight()``."""
+    HEADS.register(name, HeadEntry(cls, fixed, options or (lambda m: {})))
+
+
+register_head("linear", LinearHead)
+register_head("linear-frozen", LinearHead, frozen=True)
+register_head("cosine", CosineHead, options=lambda m: {"scale": m.scale})
+register_head(
+    "etf",
+    ETFHead,
+    options=lambda m: {"feature_norm": m.feature_norm, "scale": m.scale, "seed": m.etf_seed},
+)
+
+
+def build_head(name: str, in_features: int, num_classes: int, **kw: Any) -> nn.Module:
+    """Build a head by name (``"linear"``, ``"linear-frozen"``, ``"cosine"``, ``"etf"`` or one
+    registered with :func:`register_head`); keyword arguments go to its constructor
+    (``ETFHead``: ``feature_norm``, ``scale``, ``seed``; ``CosineHead``: ``scale``;
+    ``LinearHead``: ``bias``). An unknown name raises a ConfigError naming the closest one."""
+    entry = HEADS.get(name)
+    return entry.cls(in_features, num_classes, **entry.fixed, **kw)
+
+
+def build_head_from_config(model: Any, in_features: int, num_classes: int) -> nn.Module:
+    """The head ``model.head`` names, with the ``model.*`` options it takes."""
+    entry = HEADS.get(model.head)
+    return entry.cls(in_features, num_classes, **entry.fixed, **entry.options(model))

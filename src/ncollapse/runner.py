@@ -1,10 +1,16 @@
-"""Run a config end to end: load data, build the network and loss, create or resume the run
-directory, train, and return the summary. The CLI commands are thin calls into this module."""
+"""Run a config end to end: load the data, build the network, criterion, augmentation and
+evaluator, create or resume the run directory, train, and return the summary.
+
+:func:`train` is the Python API (the same composition as the ``ncollapse train`` command);
+:func:`run_training` takes a config already composed.
+"""
 
 from __future__ import annotations
 
 import datetime
+import os
 import platform
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,27 +19,17 @@ from typing import Any
 import torch
 
 from . import __version__
-from .build import build_criterion, build_network
-from .config import Config, config_diff, config_from_dict, config_to_dict
+from .build import build_augment, build_criterion, build_evaluator, build_network
+from .composition import compose
+from .config import Config, config_diff, config_from_dict, config_to_dict, is_run_key
 from .data import load_data
 from .data.base import DataBundle
 from .engine.loop import Trainer, resolve_device
 from .engine.progress import Progress
-from .engine.rundir import RunDir
 from .errors import UserError
+from .rundir import Run, check_run_name
 
-__all__ = ["RunResult", "collapse_for_split", "run_training"]
-
-#: config keys a resume may change (where and how to run, not what is computed)
-RESUME_FREE = (
-    "run.device",
-    "run.progress",
-    "run.threads",
-    "run.out_dir",
-    "run.name",
-    "run.amp",
-    "run.tensorboard",
-)
+__all__ = ["RunResult", "build_trainer", "cpu_info", "run_training", "train"]
 
 
 @dataclass
@@ -43,25 +39,33 @@ class RunResult:
     run_dir: Path
     summary: dict[str, Any]
 
+    @property
+    def run(self) -> Run:
+        """The run directory, for reading its files (:class:`ncollapse.rundir.Run`)."""
+        return Run(self.run_dir)
 
-def collapse_for_split(trainer: Trainer, split: str) -> dict[str, Any]:
-    """Neural-collapse metrics of ``trainer``'s network on one split: two streaming passes (class
-    statistics, then NC4 against those means). The train split's accumulator is kept on the
-    trainer (``collapse_state``) so the run can save the final class means for plots."""
-    from .metrics import CollapseAccumulator, default_tail_classes
 
-    net = trainer.network
-    weight = net.classifier_weight().detach().float()
-    bias = net.classifier_bias()
-    counts = trainer.bundle.class_counts
-    acc = CollapseAccumulator(len(counts), weight.shape[1], device=trainer.device)
-    for feats, _, labels in trainer.iterate_outputs(split):
-        acc.update(feats, labels)
-    for feats, logits, labels in trainer.iterate_outputs(split):
-        acc.update_nc4(feats, labels, logits=logits)
-    if split == "train":
-        trainer.collapse_state = acc
-    return acc.compute(classifier=weight, bias=bias, tail_classes=default_tail_classes(counts))
+def cpu_info() -> dict[str, Any]:
+    """The CPU a run used: model name, the instruction-set features its speed and its rounding
+    depend on, and the kernels PyTorch picked. Training on another CPU gives other numbers."""
+    model, flags = platform.processor() or None, set()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name") and model in (None, "", "x86_64"):
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni")
+    return {
+        "model": model,
+        "features": [f for f in wanted if f in flags],
+        "torch_capability": torch.backends.cpu.get_cpu_capability(),
+        "cores": os.cpu_count(),
+    }
 
 
 def _env_record(device: torch.device) -> dict[str, Any]:
@@ -72,6 +76,8 @@ def _env_record(device: torch.device) -> dict[str, Any]:
         "platform": platform.platform(),
         "device": str(device),
         "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "cpu": cpu_info(),
+        "threads": torch.get_num_threads(),
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "argv": sys.argv,
     }
@@ -94,11 +100,13 @@ def _data_record(cfg: Config, bundle: DataBundle) -> dict[str, Any]:
     }
 
 
-def _apply_resume_overrides(saved: dict[str, Any], given: Config | None) -> Config:
+def _resume_config(saved: dict[str, Any], given: Config | None) -> Config:
+    """The saved config, with the ``run.*`` keys of ``given`` (where and how to run); any other
+    difference is refused."""
     if given is None:
         return config_from_dict(saved)
     new = config_to_dict(given)
-    diff = [d for d in config_diff(saved, new) if not d.startswith(RESUME_FREE)]
+    diff = [d for d in config_diff(saved, new) if not is_run_key(d)]
     if diff:
         raise UserError(
             "the given config differs from the run being resumed; refusing to mix them:\n  "
@@ -110,6 +118,35 @@ def _apply_resume_overrides(saved: dict[str, Any], given: Config | None) -> Conf
     return config_from_dict(merged)
 
 
+def build_trainer(
+    cfg: Config,
+    bundle: DataBundle,
+    device: torch.device,
+    run: Run | None = None,
+    progress: Progress | None = None,
+) -> Trainer:
+    """Everything a run trains with, built from ``cfg`` (the training seed set first, so the
+    initial weights depend on it alone): network, criterion, augmentation, evaluator, trainer."""
+    torch.manual_seed(cfg.seed)
+    network = build_network(cfg, len(bundle.class_counts), in_channels=bundle.in_channels)
+    criterion = build_criterion(cfg, network, bundle.class_counts, bundle.train.labels)
+    return Trainer(
+        network,
+        criterion,
+        bundle,
+        optim=cfg.optim,
+        evaluation=cfg.eval,
+        run=cfg.run,
+        seed=cfg.seed,
+        augment=build_augment(cfg, bundle),
+        run_dir=run,
+        device=device,
+        evaluator=build_evaluator(cfg, bundle),
+        progress=progress or Progress(cfg.optim.epochs, "none"),
+        name=cfg.name,
+    )
+
+
 def run_training(
     cfg: Config | None = None,
     *,
@@ -118,68 +155,89 @@ def run_training(
     prefix: str = "",
 ) -> RunResult:
     """Train ``cfg`` into a new run directory, or resume the run at ``resume`` (``cfg``, when
-    given with ``resume``, must match the saved config except for where/how it runs)."""
+    given with ``resume``, must match the saved config except for its ``run.*`` keys)."""
+    run: Run | None = None
     if resume is not None:
-        run_dir = RunDir(resume)
-        if not run_dir.path.is_dir():
-            raise UserError(f"cannot resume: {run_dir.path} does not exist")
-        cfg = _apply_resume_overrides(run_dir.read_config_dict(), cfg)
+        run = Run.load(resume)
+        cfg = _resume_config(run.config_dict(), cfg)
     elif cfg is None:
         raise ValueError("run_training needs a config or a run directory to resume")
 
     if resume is None and cfg.run.name is not None:  # refuse a taken name before loading data
+        check_run_name(cfg.run.name)
         taken = Path(cfg.run.out_dir) / cfg.run.name
-        if taken.exists() and any(taken.iterdir()):
-            RunDir.create(cfg.run.out_dir, cfg.run.name, explicit=True)  # raises, naming --resume
+        if taken.is_dir() and any(taken.iterdir()):
+            Run.create(cfg.run.out_dir, cfg.run.name, explicit=True)  # raises, naming --resume
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     device = resolve_device(cfg.run.device)
     if bundle is None:
         bundle = load_data(cfg.data)
-    num_classes = len(bundle.class_counts)
-
-    torch.manual_seed(cfg.seed)
-    network = build_network(cfg, num_classes, in_channels=bundle.train.images.shape[1])
-    if cfg.loss.name == "allnc":
-        from .allnc import build_allnc_criterion
-
-        criterion = build_allnc_criterion(cfg, network, bundle.class_counts)
-    else:
-        criterion = build_criterion(cfg, network, bundle.class_counts)
+    trainer = build_trainer(cfg, bundle, device)
     # the run directory is made only once everything that can be refused has been built
-    if resume is None:
-        run_dir = RunDir.create(
+    created = run is None
+    if run is None:
+        run = Run.create(
             cfg.run.out_dir, cfg.run.name or cfg.name, explicit=cfg.run.name is not None
         )
     else:
-        saved_counts = run_dir.read_json("data.json")["class_counts"]
+        saved_counts = run.data()["class_counts"]
         if list(saved_counts) != list(bundle.class_counts):
             raise UserError(
                 f"the data found now gives class counts {list(bundle.class_counts)}, but the run in "
-                f"{run_dir.path} trained on {saved_counts}; resume with the same data"
+                f"{run.path} trained on {saved_counts}; resume with the same data"
             )
 
     progress = Progress(cfg.optim.epochs, cfg.run.progress, prefix=prefix)
-    trainer = Trainer(
-        cfg, network, criterion, bundle, run_dir, device, progress, collapse_fn=collapse_for_split
-    )
+    trainer.progress = progress
+    trainer.run_dir = run
+    if created:
+        run.write_config(config_to_dict(cfg))
+        run.write_data(_data_record(cfg, bundle))
+        run.write_env(_env_record(device))
+        progress.message(f"run directory: {run.path}")
+    elif run.checkpoint_path.is_file():
+        trainer.load_state_dict(run.load_checkpoint())
+        run.truncate_metrics(trainer.state.epoch)
+        progress.message(f"resuming {run.path} after epoch {trainer.state.epoch}")
+    else:  # stopped before its first checkpoint: nothing to keep, start from epoch 0
+        run.truncate_metrics(0)
+        progress.message(f"{run.path} has no checkpoint yet: training it from epoch 0")
+    try:
+        summary = trainer.fit()
+    except BaseException as exc:
+        if created and not run.checkpoint_path.is_file():
+            # no epoch was kept: leave nothing behind, so the same command can simply be rerun
+            shutil.rmtree(run.path, ignore_errors=True)
+            if isinstance(exc, UserError):
+                raise UserError(f"{exc} (no epoch finished: {run.path} was removed)") from None
+        raise
+    return RunResult(run.path, summary)
 
-    if resume is None:
-        run_dir.write_yaml("config.yaml", config_to_dict(cfg))
-        run_dir.write_json("data.json", _data_record(cfg, bundle))
-        run_dir.write_json("env.json", _env_record(device))
-        progress.message(f"run directory: {run_dir.path}")
-    else:
-        ckpt = run_dir.load_checkpoint()
-        trainer.load_state_dict(ckpt)
-        run_dir.truncate_metrics(trainer.state.epoch)
-        progress.message(f"resuming {run_dir.path} after epoch {trainer.state.epoch}")
-    summary = trainer.fit()
-    state = getattr(trainer, "collapse_state", None)
-    if state is not None:  # final class means and classifier, for `ncollapse analyze`
-        from .report import save_collapse_state
 
-        save_collapse_state(
-            run_dir.path, state, classifier=network.classifier_weight().detach().cpu()
-        )
-    return RunResult(run_dir.path, summary)
+def train(
+    recipe: str | Path | None = None,
+    method: str | None = None,
+    overrides: Any = (),
+    *,
+    resume: str | Path | None = None,
+    bundle: DataBundle | None = None,
+    **typed: Any,
+) -> RunResult:
+    """Train from Python exactly as ``ncollapse train`` does, and return the run.
+
+    ``recipe``, ``method``, ``overrides`` (``["optim.lr=0.05"]`` or a nested dict) and the
+    typed keywords (``epochs``, ``seed``, ``imbalance``, ``device``, ``out``, ``name``, ...) go
+    to :func:`ncollapse.composition.compose`; with no recipe this trains ETF + DR on the embedded
+    long-tailed digits in seconds. ``resume`` continues a run directory instead (only
+    ``run.*`` overrides are allowed then)::
+
+        result = ncollapse.train("cifar10_lt_r100_etf_dr", epochs=30, out="runs")
+        result.summary["final"]["acc"]
+    """
+    if resume is not None:
+        saved = Run.load(resume).config_dict()
+        cfg = compose(base=saved, overrides=overrides, **typed)
+        return run_training(cfg, resume=resume, bundle=bundle)
+    cfg = compose(recipe, method, overrides, **typed)
+    return run_training(cfg, bundle=bundle)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import add_run_options, make_config, print_json
+from .common import add_run_options, print_json, typed_options
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -54,26 +54,32 @@ def format_table(rows: list[dict[str, Any]], split: str = "count") -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..build import method_overrides
+    from ..composition import compose
     from ..config import config_diff, config_to_dict
     from ..data import load_data
     from ..errors import UserError
     from ..runner import run_training
 
+    typed = typed_options(args)
     if bool(args.config_a) != bool(args.config_b):
         raise UserError("--config-a and --config-b go together (or use --recipe with --methods)")
     if args.config_a:
         configs = [
-            (n, make_config(args, c)) for n, c in (("A", args.config_a), ("B", args.config_b))
+            (n, compose(c, overrides=args.overrides, **typed))
+            for n, c in (("A", args.config_a), ("B", args.config_b))
         ]
         configs = [(cfg.name if cfg.name != "run" else n, cfg) for n, cfg in configs]
     else:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
         if not methods:
             raise UserError("--methods is empty; give e.g. --methods ce,etf_dr")
+        twice = sorted({m for m in methods if methods.count(m) > 1})
+        if twice:
+            raise UserError(
+                f"--methods lists {', '.join(twice)} twice; each method is trained once"
+            )
         configs = [
-            (m, make_config(args, args.recipe, method=method_overrides(m), extra={"name": m}))
-            for m in methods
+            (m, compose(args.recipe, m, [*args.overrides, f"name={m}"], **typed)) for m in methods
         ]
     first = configs[0][1]
     for name, cfg in configs[1:]:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .common import add_schedule_options, print_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from ..build import METHODS
+    from ..config import METHODS
 
     p = sub.add_parser(
         "sweep",
@@ -28,7 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "runs are reused); a different recipe, --epochs, --set or --subset-seed is refused "
             "because the runs would not be comparable: use another --out. Several processes may "
             "run the same command on one directory at once (one per GPU or core): each cell is "
-            "claimed with a lock file and trained by one of them only."
+            "claimed with a lock file and trained by one of them only. On a cluster, run one cell "
+            "per array job with --cell $SLURM_ARRAY_TASK_ID (see --list), then --collect."
         ),
     )
     p.add_argument(
@@ -39,16 +41,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--methods",
         default="ce,etf_dr",
-        help=f"comma-separated method presets, from: {', '.join(METHODS)} (default: ce,etf_dr)",
+        help=f"comma-separated method presets, from: {', '.join(METHODS.names())} (default: ce,etf_dr)",
     )
-    p.add_argument(
+    grid = p.add_mutually_exclusive_group()
+    grid.add_argument(
         "--imbalance",
         default=None,
-        help=(
-            "comma-separated imbalance values: a value > 1 is an imbalance RATIO (100 = n_max/n_min), "
-            "a value <= 1 an imbalance FACTOR r = 1/ratio (0.01); e.g. 100,10 or 0.01,0.1 "
-            "(default: the recipe's)"
-        ),
+        help="comma-separated imbalance FACTORS r in (0, 1], e.g. 0.01,0.1 (default: the recipe's)",
+    )
+    grid.add_argument(
+        "--ratio",
+        default=None,
+        help="comma-separated imbalance RATIOS n_max/n_min >= 1, e.g. 100,10 (r = 1/ratio)",
     )
     p.add_argument(
         "--seeds",
@@ -67,27 +71,69 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--json", action="store_true", help="print the aggregated rows as JSON (not the table)"
     )
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--list", action="store_true", help="print the grid's cells with their index and status"
+    )
+    mode.add_argument(
+        "--cell",
+        default=None,
+        metavar="I",
+        help="run only cell I (an index from --list, or a cell name): one cluster array job",
+    )
+    mode.add_argument(
+        "--collect",
+        action="store_true",
+        help="write results.md/csv from the finished cells and list the missing ones; trains nothing",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..sweep import SweepSpec, format_markdown, run_sweep
+    from ..sweep import (
+        SweepSpec,
+        format_markdown,
+        list_cells,
+        missing_cells,
+        parse_ratios,
+        read_spec,
+        run_sweep,
+        write_results,
+    )
 
+    imbalance = parse_ratios(args.ratio) if args.ratio is not None else args.imbalance
     spec = SweepSpec(
         methods=args.methods,
         seeds=args.seeds,
-        imbalance=args.imbalance,
+        imbalance=imbalance,
         recipe=args.recipe,
         epochs=args.epochs,
         subset_seed=args.subset_seed,
         overrides=list(args.overrides),
         device=args.device,
     )
-    result = run_sweep(spec, args.out, log=lambda m: print(m, file=sys.stderr))
+    out = Path(args.out) if args.out else Path("runs") / f"sweep-{spec.recipe_label()}"
+    if args.list:
+        cells = list_cells(spec, out)
+        if args.json:
+            print_json(cells)
+        else:
+            for c in cells:
+                print(f"{c['index']:>4}  {c['cell']:<32} {c['status']}")
+        return 0
+    if args.collect:
+        spec_json = read_spec(out)
+        rows = write_results(out, spec_json)
+        missing = missing_cells(out, spec_json)
+        result = {"out_dir": str(out), "spec": spec_json, "rows": rows, "missing": missing}
+    else:
+        result = run_sweep(spec, out, cell=args.cell, log=lambda m: print(m, file=sys.stderr))
     if args.json:
-        print_json({"out_dir": result["out_dir"], "spec": result["spec"], "rows": result["rows"]})
+        print_json({k: result[k] for k in ("out_dir", "spec", "rows", "missing") if k in result})
     else:
         print()
         print(format_markdown(result["rows"], result["spec"]), end="")
         print(f"\nwritten: {result['out_dir']}/results.md and results.csv")
+        if result.get("missing"):
+            print(f"not finished yet ({len(result['missing'])}): {', '.join(result['missing'])}")
     return 0

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_run_options, make_config, print_json
+from .common import add_run_options, print_json, typed_options
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from ..config import METHODS
+
     p = sub.add_parser(
         "train",
         help="train one recipe (default: ETF + DR on long-tailed digits)",
@@ -21,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--method",
         default=None,
-        help="method preset: ce, etf_dr, etf_ce, la, bs, focal, ldam_drw, allnc, ce_frozen",
+        help=f"method preset: {', '.join(METHODS.names())}",
     )
     p.add_argument(
         "--name", default=None, help="run directory name (default: derived from the recipe)"
@@ -30,34 +32,52 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--resume",
         default=None,
         metavar="RUN_DIR",
-        help="continue the run in RUN_DIR from its last checkpoint",
+        help="continue the run in RUN_DIR from its last checkpoint (only run.* keys may change)",
+    )
+    p.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config (recipe, method, --set, --epochs) as YAML and exit",
     )
     add_run_options(p)
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..build import method_overrides
-    from ..config import load_config, scale_schedule
-    from ..engine.rundir import RunDir
-    from ..runner import run_training
-    from .common import shortcut_overrides
+#: options that choose what a run computes or where it goes: a resume keeps the run's own
+_NOT_WITH_RESUME = ("config", "method", "name", "out", "seed", "imbalance", "epochs", "download")
 
-    method = method_overrides(args.method) if args.method else None
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import UserError
+    from ..rundir import Run
+    from ..runner import train
+
     if args.resume is not None:
-        # start from the saved config; the runner refuses any change to what is computed
-        saved = RunDir(args.resume).read_config_dict()
-        cfg = load_config(
-            base=saved, extra=method, overrides=[*args.overrides, *shortcut_overrides(args)]
+        Run.load(args.resume)  # a clear error first when it is not a run directory
+        given = [f"--{k}" for k in _NOT_WITH_RESUME if getattr(args, k, None) not in (None, False)]
+        if given:
+            raise UserError(
+                f"--resume continues {args.resume} as it was configured; {', '.join(given)} "
+                "would be ignored: drop them (only --set run.KEY=... and --device may change "
+                "on a resume), or start a new run without --resume"
+            )
+        device = {"device": args.device} if args.device else {}
+        result = train(resume=args.resume, overrides=args.overrides, **device)
+    elif args.print_config:
+        import yaml
+
+        from ..composition import compose
+        from ..config import config_to_dict
+
+        cfg = compose(
+            args.config, args.method, args.overrides, name=args.name, **typed_options(args)
         )
-        if args.epochs is not None:
-            cfg = scale_schedule(cfg, args.epochs)
+        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
+        return 0
     else:
-        extra = {"run": {"name": args.name}} if args.name else {}
-        if args.method and not args.config:
-            extra["name"] = args.method
-        cfg = make_config(args, args.config, method=method, extra=extra)
-    result = run_training(cfg, resume=args.resume)
+        result = train(
+            args.config, args.method, args.overrides, name=args.name, **typed_options(args)
+        )
     final = result.summary["final"]
     if args.json:
         print_json({"run_dir": str(result.run_dir), **result.summary})

@@ -1,7 +1,7 @@
-"""The training engine: loop, schedule, mixup, checkpoints, run directory, logging."""
+"""The training engine: loop, evaluation, schedule, mixup, progress and TensorBoard logging."""
 
+from .evaluate import Evaluator
 from .loop import Trainer, resolve_device
-from .rundir import RunDir, read_metrics
 from .schedule import lr_at_epoch
 
-__all__ = ["RunDir", "Trainer", "lr_at_epoch", "read_metrics", "resolve_device"]
+__all__ = ["Evaluator", "Trainer", "lr_at_epoch", "resolve_device"]

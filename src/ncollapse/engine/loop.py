@@ -1,8 +1,17 @@
 """The training and evaluation loop.
 
-The loop knows nothing about heads or losses: it gets a network (``x -> HeadOutput``) and a
-criterion (``(out, y_a, y_b, lam) -> loss``) already built. Data stays resident as uint8 tensors
-on the training device; each batch is one gather, one batched augmentation and one forward.
+The loop knows no head, no loss and no method. It gets, already built by the composition layer:
+
+- a network: ``network(x) -> HeadOutput(features, logits)``, with ``classifier_weight()`` and
+  ``classifier_bias()`` for the collapse metrics;
+- a criterion (:class:`ncollapse.losses.Criterion`): ``criterion(batch, out) -> loss``, with
+  ``set_epoch``, ``state_dict``/``load_state_dict`` and ``sampling_weights`` for extra batches;
+- the data bundle and the resolved augmentation (a :class:`~ncollapse.data.BatchAugment`);
+- small settings objects: the ``optim``, ``eval`` and ``run`` sections of the config;
+- an :class:`~ncollapse.engine.evaluate.Evaluator` and the :class:`~ncollapse.rundir.Run`.
+
+Data stays resident as uint8 tensors on the training device; each batch is one gather, one
+batched augmentation and one forward (extra batches are forwarded together with the main one).
 
 Randomness is derived per epoch from the training seed (data order, crops, flips, mixup), so a
 run resumed from its epoch-``e`` checkpoint draws exactly what the uninterrupted run drew.
@@ -13,7 +22,7 @@ from __future__ import annotations
 import math
 import platform
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,13 +30,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import Config, config_to_dict
+from ..criterion import Batch, Criterion
 from ..data.augment import BatchAugment
 from ..data.base import DataBundle
-from ..metrics import long_tail_accuracy
+from ..rundir import Run
+from .evaluate import Evaluator
 from .mixup import mixup_batch
 from .progress import Progress
-from .rundir import RunDir
 from .schedule import lr_at_epoch, ramps_per_batch
 from .tensorboard import EventWriter
 
@@ -69,71 +78,79 @@ class TrainState:
 
 
 class Trainer:
-    """Runs ``cfg.optim.epochs`` epochs of SGD on ``bundle.train`` and evaluates on ``bundle.test``."""
+    """Runs ``optim.epochs`` epochs of SGD on ``data.train`` and evaluates on ``data.test``."""
 
     def __init__(
         self,
-        cfg: Config,
         network: nn.Module,
-        criterion: Any,
-        bundle: DataBundle,
-        run_dir: RunDir,
+        criterion: Criterion,
+        data: DataBundle,
+        *,
+        optim: Any,
+        evaluation: Any,
+        run: Any,
+        seed: int,
+        augment: BatchAugment,
+        run_dir: Run | None,
         device: torch.device,
+        evaluator: Evaluator,
         progress: Progress | None = None,
-        collapse_fn: Callable[..., dict[str, Any]] | None = None,
+        name: str = "run",
     ) -> None:
-        self.cfg = cfg
+        self.name = name
+        self.optim = optim
+        self.eval_cfg = evaluation
+        self.run_cfg = run
+        self.seed = int(seed)
         self.device = device
         self.network = network.to(device)
-        self.criterion = criterion.to(device) if hasattr(criterion, "to") else criterion
-        self.bundle = bundle
+        self.criterion = criterion.to(device)
+        self.data = data
         self.run_dir = run_dir
-        self.progress = progress or Progress(cfg.optim.epochs, cfg.run.progress)
-        self.collapse_fn = collapse_fn
+        self.evaluator = evaluator
+        self.progress = progress or Progress(optim.epochs, run.progress)
         self.state = TrainState()
 
-        self.train_x = bundle.train.images.to(device)
-        self.train_y = bundle.train.labels.to(device)
-        self.test_x = bundle.test.images.to(device)
-        self.test_y = bundle.test.labels.to(device)
-        augment = cfg.data.augment if cfg.data.augment != "auto" else bundle.augment
-        self.augment = BatchAugment(bundle.mean, bundle.std, crop_padding=4, flip=True)
-        self.use_augment = augment == "standard"
+        self.train_x = data.train.images.to(device)
+        self.train_y = data.train.labels.to(device)
+        self.test_x = data.test.images.to(device)
+        self.test_y = data.test.labels.to(device)
+        self.augment = augment
 
         # NHWC layout: oneDNN (CPU) and cuDNN (AMP) run 3x3 convolutions much faster in it
         self.memory_format = torch.preserve_format
-        if cfg.run.channels_last and self.train_x.dim() == 4:
+        if run.channels_last and self.train_x.dim() == 4:
             self.memory_format = torch.channels_last
             self.network.to(memory_format=torch.channels_last)
         params = [p for p in self.network.parameters() if p.requires_grad]
-        o = cfg.optim
+        o = optim
         self.optimizer = torch.optim.SGD(
             params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov
         )
         self.amp_dtype: torch.dtype | None = None
-        if device.type == "cuda" and cfg.run.amp:
+        if device.type == "cuda" and run.amp:
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.tb = EventWriter(run_dir.path / "tb") if cfg.run.tensorboard else None
-        self._reversed_weights: torch.Tensor | None = None
-        if getattr(self.criterion, "needs_reversed_batch", False):
-            # a criterion that trains on a second, re-sampled batch says how to sample it
-            weights = self.criterion.sampling_weights(bundle.class_counts, bundle.train.labels)
-            self._reversed_weights = torch.as_tensor(weights, dtype=torch.float32)
+        self.tb: EventWriter | None = None  # opened by fit(), in the run directory
+        # extra batches the criterion asked for (name -> per-sample weights, with replacement)
+        self.extra_weights = {
+            name: torch.as_tensor(w, dtype=torch.float32)
+            for name, w in (criterion.sampling_weights or {}).items()
+        }
+        self.collapse_state: Any = None  # the train split's last accumulator (for the plots)
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
-        crit_state = self.criterion.state_dict() if hasattr(self.criterion, "state_dict") else None
         rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}  # noqa: NPY002
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
-            "format": 1,
+            "format": 2,
             "epoch": self.state.epoch,
             "model": self.network.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "criterion": crit_state,
+            "criterion": self.criterion.state_dict(),
             "trainer": {
                 "best_acc": self.state.best_acc,
                 "best_epoch": self.state.best_epoch,
@@ -141,14 +158,13 @@ class Trainer:
                 "wall_seconds": self.state.wall_seconds,
             },
             "rng": rng,
-            "config": config_to_dict(self.cfg),
         }
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
         self.network.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scaler.load_state_dict(ckpt["scaler"])
-        if ckpt.get("criterion") is not None and hasattr(self.criterion, "load_state_dict"):
+        if ckpt.get("criterion"):
             self.criterion.load_state_dict(ckpt["criterion"])
         t = ckpt["trainer"]
         self.state.epoch = int(ckpt["epoch"])
@@ -163,27 +179,26 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
     def _set_lr(self, epoch: int, progress: float = 1.0) -> float:
-        o = self.cfg.optim
+        o = self.optim
         lr = lr_at_epoch(epoch, o.lr, o.warmup_epochs, o.milestones, o.gamma, progress)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         return lr
 
     def _prepare(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        x = self.augment(x, g) if self.use_augment else self.augment.normalize(x)
+        x = self.augment(x, g)
         return x.contiguous(memory_format=self.memory_format)
 
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         """One pass over the training set (0-based ``epoch``); returns the train record."""
         self.network.train()
-        if hasattr(self.criterion, "set_epoch"):
-            self.criterion.set_epoch(epoch)
-        g, rng = epoch_generators(self.cfg.seed, epoch)
+        self.criterion.set_epoch(epoch)
+        g, rng = epoch_generators(self.seed, epoch)
         n = self.train_x.shape[0]
-        bs = self.cfg.optim.batch_size
+        bs = self.optim.batch_size
         perm = torch.randperm(n, generator=g).to(self.device)
         num_batches = math.ceil(n / bs)
-        per_batch = ramps_per_batch(epoch, self.cfg.optim.warmup_epochs)
+        per_batch = ramps_per_batch(epoch, self.optim.warmup_epochs)
         lr = self._set_lr(epoch)
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         seen = 0
@@ -194,15 +209,13 @@ class Trainer:
             idx = perm[b * bs : (b + 1) * bs]
             x = self._prepare(self.train_x[idx], g)
             y = self.train_y[idx]
-            x, y_a, y_b, lam = mixup_batch(x, y, self.cfg.optim.mixup_alpha, g, rng)
-            rev = None
-            if self._reversed_weights is not None:
-                ridx = torch.multinomial(
-                    self._reversed_weights, idx.numel(), replacement=True, generator=g
-                )
-                ridx = ridx.to(self.device)
-                rev = (self._prepare(self.train_x[ridx], g), self.train_y[ridx])
-            loss = self._step(x, y_a, y_b, lam, rev, epoch)
+            x, y_a, y_b, lam = mixup_batch(x, y, self.optim.mixup_alpha, g, rng)
+            extra = {}
+            for name, weights in self.extra_weights.items():
+                eidx = torch.multinomial(weights, idx.numel(), replacement=True, generator=g)
+                eidx = eidx.to(self.device)
+                extra[name] = (self._prepare(self.train_x[eidx], g), self.train_y[eidx])
+            loss = self._step(x, Batch(y_a, y_b, lam), extra)
             loss_sum += loss.detach().double() * idx.numel()
             seen += idx.numel()
             if self.progress.mode == "bar":
@@ -224,7 +237,7 @@ class Trainer:
 
             raise UserError(
                 f"the training loss became {mean_loss} in epoch {epoch + 1}; lower optim.lr "
-                f"(now {self.cfg.optim.lr}) or check the data (the last good checkpoint is kept)"
+                f"(now {self.optim.lr}) or check the data (the last good checkpoint is kept)"
             )
         return {
             "kind": "train",
@@ -235,24 +248,25 @@ class Trainer:
             "images_per_s": seen / max(seconds, 1e-9),
         }
 
-    def _step(self, x, y_a, y_b, lam, rev, epoch) -> torch.Tensor:
+    def _step(
+        self, x: torch.Tensor, batch: Batch, extra: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    ) -> torch.Tensor:
+        """Forward the batch (and any extra batches, in one forward), the loss, one SGD step."""
         autocast = torch.autocast(
             self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None
         )
         with autocast:
-            if rev is None:
+            if not extra:
                 out = self.network(x)
             else:
-                both = self.network(torch.cat([x, rev[0]]))
-                k = x.shape[0]
-                out = type(both)(*(t[:k] for t in both))
-                out_rev = type(both)(*(t[k:] for t in both))
+                sizes = [x.shape[0], *(ex[0].shape[0] for ex in extra.values())]
+                both = self.network(torch.cat([x, *(ex[0] for ex in extra.values())]))
+                parts = list(zip(*(t.split(sizes) for t in both)))
+                out = type(both)(*parts[0])
+                for (name, (_, y_extra)), part in zip(extra.items(), parts[1:]):
+                    batch.extra[name] = (type(both)(*(t.float() for t in part)), y_extra)
         out = type(out)(*(t.float() for t in out))
-        if rev is None:
-            loss = self.criterion(out, y_a, y_b, lam)
-        else:
-            out_rev = type(out_rev)(*(t.float() for t in out_rev))
-            loss = self.criterion(out, y_a, y_b, lam, rev=(out_rev, rev[1]), network=self.network)
+        loss = self.criterion(batch, out)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -267,7 +281,7 @@ class Trainer:
         """Yield ``(features, logits, labels)`` over a split in eval mode, without augmentation."""
         self.network.eval()
         xs, ys = (self.train_x, self.train_y) if split == "train" else (self.test_x, self.test_y)
-        bs = self.cfg.eval.batch_size
+        bs = self.eval_cfg.batch_size
         autocast = torch.autocast(
             self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None
         )
@@ -281,26 +295,22 @@ class Trainer:
 
     def evaluate(self, epoch: int) -> dict[str, Any]:
         """Test-set accuracy record: overall, per class, many/medium/few by count and by index."""
-        preds, labels = [], []
-        for _, logits, y in self.iterate_outputs("test"):
-            if self.cfg.loss.posthoc_tau is not None:
-                from ..losses import posthoc_logit_adjust
-
-                logits = posthoc_logit_adjust(
-                    logits, self.bundle.class_counts, self.cfg.loss.posthoc_tau
-                )
-            preds.append(logits.argmax(1).cpu())
-            labels.append(y.cpu())
-        acc = long_tail_accuracy(torch.cat(preds), torch.cat(labels), self.bundle.class_counts)
+        acc = self.evaluator.accuracy(self.iterate_outputs("test"))
         return {"kind": "eval", "epoch": epoch, "split": "test", **acc}
 
     def collapse(self, epoch: int) -> list[dict[str, Any]]:
-        """Neural-collapse records on the train set and the test set (eval mode, no augmentation)."""
-        if self.collapse_fn is None:
-            return []
+        """Neural-collapse records on the splits asked for (eval mode, no augmentation)."""
+        net = self.network
         out = []
-        for split in self.cfg.eval.collapse_splits:
-            values = self.collapse_fn(self, split)
+        for split in self.eval_cfg.collapse_splits:
+            values, acc = self.evaluator.collapse(
+                lambda s=split: self.iterate_outputs(s),
+                net.classifier_weight(),
+                net.classifier_bias(),
+                device=self.device,
+            )
+            if split == "train":
+                self.collapse_state = acc
             out.append({"kind": "collapse", "epoch": epoch, "split": split, **values})
         return out
 
@@ -317,8 +327,11 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         """Train from ``self.state.epoch`` to the end; returns the summary written to summary.json."""
-        cfg = self.cfg
-        epochs = cfg.optim.epochs
+        epochs = self.optim.epochs
+        if self.run_dir is None:
+            raise ValueError("Trainer.fit needs a run directory (run_dir) to write to")
+        if self.run_cfg.tensorboard and self.tb is None:
+            self.tb = EventWriter(self.run_dir.tensorboard_dir)
         last_eval: dict[str, Any] | None = None
         last_collapse: list[dict[str, Any]] = []
         for epoch in range(self.state.epoch, epochs):
@@ -328,20 +341,20 @@ class Trainer:
             self._log(rec)
             e1 = epoch + 1
             summary = f"loss {rec['loss']:.4f} lr {rec['lr']:.4g} {rec['images_per_s']:,.0f} img/s"
-            if e1 % cfg.eval.every == 0 or e1 == epochs:
+            if e1 % self.eval_cfg.every == 0 or e1 == epochs:
                 last_eval = self.evaluate(e1)
                 self._log(last_eval)
                 if last_eval["acc"] > self.state.best_acc:
                     self.state.best_acc, self.state.best_epoch = last_eval["acc"], e1
                 summary += f" | test acc {100 * last_eval['acc']:.2f}%"
-            ce = cfg.eval.collapse_every
+            ce = self.eval_cfg.collapse_every
             if (ce and e1 % ce == 0) or e1 == epochs:
                 last_collapse = self.collapse(e1)
                 for r in last_collapse:
                     self._log(r)
             self.state.epoch = e1
             self.state.wall_seconds += time.perf_counter() - epoch_start
-            if e1 % cfg.run.checkpoint_every == 0 or e1 == epochs:
+            if e1 % self.run_cfg.checkpoint_every == 0 or e1 == epochs:
                 self.run_dir.save_checkpoint(self.state_dict())
             self.progress.epoch(epoch, rec["seconds"], summary)
         if last_eval is None:  # resumed a finished run: report what it has
@@ -353,7 +366,7 @@ class Trainer:
                 if r.get("kind") == "collapse" and r["epoch"] == last_eval["epoch"]
             ]
         summary = {
-            "name": cfg.name,
+            "name": self.name,
             "epochs": epochs,
             "final": {k: v for k, v in last_eval.items() if k not in ("kind", "split")},
             "best_test_selected": {
@@ -370,8 +383,12 @@ class Trainer:
             "device": str(self.device),
             "host": platform.node(),
         }
-        self.run_dir.write_json("summary.json", summary)
-        torch.save(self.network.state_dict(), self.run_dir.path / "model.pt")
+        self.run_dir.write_summary(summary)
+        self.run_dir.save_model(self.network.state_dict())
+        if self.collapse_state is not None:  # final class means and classifier, for plots
+            self.run_dir.save_collapse_state(
+                self.collapse_state, classifier=self.network.classifier_weight().detach().cpu()
+            )
         if self.tb is not None:
             self.tb.close()
         return summary

@@ -10,6 +10,9 @@ import sys
 import time
 from typing import TextIO
 
+#: the values of ``run.progress``
+PROGRESS_MODES = ("auto", "bar", "log", "none")
+
 
 def _fmt_time(seconds: float) -> str:
     seconds = max(0, int(seconds))

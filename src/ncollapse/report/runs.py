@@ -1,17 +1,17 @@
-"""Reading run directories (docs/architecture.md, "Run directory")."""
+"""A run directory parsed for the report: records by kind, the final state, the class counts.
+
+Reading goes through :class:`ncollapse.rundir.Run`, which owns the files."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from ..errors import UserError
-from .state import COLLAPSE_STATE_FILE, load_collapse_state
+from ..rundir import Run as RunDir
 
 __all__ = ["Run", "read_run"]
 
@@ -71,45 +71,23 @@ def read_run(run_dir: str | Path) -> Run:
         raise UserError(f"run directory {path} does not exist")
     if not path.is_dir():
         raise UserError(f"{path} is not a directory (expected a run directory)")
-    metrics_file = path / "metrics.jsonl"
-    if not metrics_file.is_file():
+    run = RunDir(path)
+    if not run.metrics_path.is_file():
         raise UserError(
             f"{path} has no metrics.jsonl: not a run directory, or the run has not logged an "
             f"epoch yet"
         )
-    records: list[dict[str, Any]] = []
-    for lineno, line in enumerate(metrics_file.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            # a run killed mid-write leaves a partial last line: skip it, fail on others
-            if lineno == len(metrics_file.read_text().splitlines()):
-                continue
-            raise UserError(f"{metrics_file}:{lineno}: not valid JSON ({exc.msg})") from None
-    config: dict[str, Any] = {}
-    if (path / "config.yaml").is_file():
-        try:
-            config = yaml.safe_load((path / "config.yaml").read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise UserError(f"{path / 'config.yaml'} is not valid YAML: {exc}") from None
-    data: dict[str, Any] = {}
-    if (path / "data.json").is_file():
-        data = json.loads((path / "data.json").read_text())
-    summary = None
-    if (path / "summary.json").is_file():
-        summary = json.loads((path / "summary.json").read_text())
-    state = None
-    if (path / COLLAPSE_STATE_FILE).is_file():
-        state = load_collapse_state(path / COLLAPSE_STATE_FILE)
+    config = run.raw_config() if run.config_path.is_file() else {}
+    if run.config_path.is_file() and not config:
+        run.config_dict()  # raises the one-line error naming the damaged file
+    data = run.data() if (path / "data.json").is_file() else {}
     return Run(
         path=path,
-        name=path.resolve().name,  # the directory name: what the user typed, and unique
+        name=run.name,  # the directory name: what the user typed, and unique
         method=_method(config),
         config=config,
         data=data,
-        records=records,
-        summary=summary,
-        state=state,
+        records=run.metrics(),
+        summary=run.summary(),
+        state=run.collapse_state(),
     )

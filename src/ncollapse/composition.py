@@ -1,0 +1,132 @@
+"""The one way to build a run's config: :func:`compose`, used by every command and by the
+Python API (``ncollapse.train``, ``ncollapse.compose``).
+
+Layers, lowest first:
+
+1. the defaults: the official CIFAR-LT recipe in the dataclasses, with the embedded digits
+   data and its short schedule when no recipe is given (or ``base``, e.g. a saved config);
+2. the recipe file (``configs/*.yaml`` or any path), with its ``extends:`` chain and its own
+   ``method:`` preset;
+3. ``method``: a method preset (``ce``, ``etf_dr``, ...) over the recipe, replacing the recipe's;
+4. ``overrides``: ``key=value`` strings (the command line's ``--set``), or a nested dict;
+5. the typed shortcuts (``seed``, ``imbalance``, ``device``, ``out``, ``name``, ...);
+6. ``epochs``: the schedule shortened or lengthened proportionally (warm-up, milestones, DRW).
+
+Every key is checked, and every name that selects a registered thing (dataset, backbone,
+head, loss, method) is checked against its registry, before any data is loaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from .config import (
+    Config,
+    deep_merge,
+    dict_to_config,
+    digits_defaults,
+    find_config,
+    method_preset,
+    parse_override,
+    read_config_file,
+    scale_schedule,
+    validate,
+)
+from .errors import ConfigError, did_you_mean
+
+__all__ = ["check_choices", "compose"]
+
+
+def compose(
+    recipe: str | Path | None = None,
+    method: str | None = None,
+    overrides: Iterable[str] | Mapping[str, Any] = (),
+    *,
+    base: Mapping[str, Any] | None = None,
+    epochs: int | None = None,
+    seed: int | None = None,
+    imbalance: float | None = None,
+    subset_seed: int | None = None,
+    device: str | None = None,
+    out: str | Path | None = None,
+    name: str | None = None,
+    download: bool | None = None,
+    threads: int | None = None,
+    progress: str | None = None,
+) -> Config:
+    """A validated :class:`~ncollapse.config.Config` (see the module docstring for the order).
+
+    ``recipe``: a recipe name (``cifar10_lt_r100_etf_dr``) or a YAML file; None gives the
+    embedded long-tailed digits with their short schedule (unless ``base`` is given).
+    ``imbalance`` is the imbalance factor r in (0, 1] (0.01 = imbalance ratio 100).
+    """
+    path = find_config(recipe) if recipe is not None else None
+    data: dict[str, Any] = dict(base) if base is not None else {}
+    if base is None and path is None:
+        data = digits_defaults()
+    if path is not None:
+        data = deep_merge(data, read_config_file(path, method=method))
+    elif method is not None:
+        data = deep_merge(data, method_preset(method))
+        data["name"] = method
+    if isinstance(overrides, Mapping):
+        data = deep_merge(data, dict(overrides))
+    else:
+        for text in overrides:
+            data = deep_merge(data, parse_override(text))
+    typed: dict[str, Any] = {}
+    for key, value in (
+        ("seed", seed),
+        ("data.imbalance", imbalance),
+        ("data.subset_seed", subset_seed),
+        ("data.download", download),
+        ("run.device", device),
+        ("run.out_dir", None if out is None else str(out)),
+        ("run.name", name),
+        ("run.threads", threads),
+        ("run.progress", progress),
+    ):
+        if value is not None:
+            section, _, leaf = key.rpartition(".")
+            typed = deep_merge(typed, {section: {leaf: value}} if section else {leaf: value})
+    data = deep_merge(data, typed)
+    cfg = dict_to_config(data)
+    check_choices(cfg)
+    validate(cfg)
+    if epochs is not None:
+        cfg = scale_schedule(cfg, epochs)
+    return cfg
+
+
+def _check(key: str, value: Any, allowed: Iterable[str]) -> None:
+    allowed = list(allowed)
+    if value not in allowed:
+        raise ConfigError(
+            f"config key '{key}' must be one of {', '.join(allowed)}; got {value!r}"
+            + did_you_mean(str(value), allowed)
+        )
+
+
+def check_choices(cfg: Config) -> None:
+    """Every name that selects something is checked against the list its owner keeps (the
+    registries of datasets, backbones, heads and losses; the modes of the data and losses)."""
+    from .data import DATASETS, VAL_MODES
+    from .data.augment import AUGMENTS
+    from .data.longtail import PROFILES
+    from .engine.progress import PROGRESS_MODES
+    from .heads import FEATURE_NORMS, HEADS
+    from .losses import BALANCE_MODES, LOSSES
+    from .models import BACKBONES
+
+    _check("data.name", cfg.data.name, DATASETS)
+    _check("data.val", cfg.data.val, VAL_MODES)
+    _check("run.progress", cfg.run.progress, PROGRESS_MODES)
+    _check("data.profile", cfg.data.profile, PROFILES)
+    _check("data.augment", cfg.data.augment, ("auto", *AUGMENTS))
+    _check("model.backbone", cfg.model.backbone, BACKBONES)
+    _check("model.head", cfg.model.head, HEADS)
+    _check("model.feature_norm", cfg.model.feature_norm, FEATURE_NORMS)
+    _check("loss.name", cfg.loss.name, LOSSES)
+    _check("loss.balance", cfg.loss.balance, BALANCE_MODES)

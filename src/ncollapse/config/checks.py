@@ -1,0 +1,143 @@
+"""Range checks of a config, the deferred re-weighting epoch, and schedule scaling.
+
+Names that select a registered thing (a loss, a head, a dataset, ...) are checked against their
+registries where the config is composed (:func:`ncollapse.composition.compose`); this module checks
+values and the combinations the config alone can judge.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+
+from ..errors import ConfigError
+from .schema import Config
+
+__all__ = ["drw_start", "scale_schedule", "validate"]
+
+
+def validate(cfg: Config) -> None:
+    """Range and choice checks, each with a message that names the fix."""
+    r = cfg.data.imbalance
+    if not (0.0 < r <= 1.0) or math.isnan(r):
+        hint = f" (for an imbalance ratio of {r:g} use r = {1 / r:g})" if r > 1 else ""
+        raise ConfigError(
+            f"imbalance factor data.imbalance must be in (0, 1] (r = n_min/n_max; 1 is balanced, "
+            f"0.01 is imbalance ratio 100), got {r:g}{hint}"
+        )
+    o = cfg.optim
+    if o.epochs < 1:
+        raise ConfigError(f"optim.epochs must be >= 1, got {o.epochs}")
+    if o.batch_size < 1:
+        raise ConfigError(f"optim.batch_size must be >= 1, got {o.batch_size}")
+    if not (math.isfinite(o.lr) and o.lr > 0):
+        raise ConfigError(f"optim.lr must be a finite number > 0, got {o.lr}")
+    if not 0.0 <= o.momentum < 1.0:
+        raise ConfigError(f"optim.momentum must be in [0, 1), got {o.momentum}")
+    for key in ("weight_decay", "mixup_alpha", "gamma"):
+        v = getattr(o, key)
+        if not (math.isfinite(v) and v >= 0):
+            raise ConfigError(f"optim.{key} must be a finite number >= 0, got {v}")
+    if o.warmup_epochs < 0:
+        raise ConfigError(f"optim.warmup_epochs must be >= 0, got {o.warmup_epochs}")
+    if list(o.milestones) != sorted(o.milestones):
+        raise ConfigError(f"optim.milestones must be increasing, got {o.milestones}")
+    if cfg.model.scale <= 0:
+        raise ConfigError(f"model.scale must be > 0, got {cfg.model.scale}")
+    if cfg.model.width < 1:
+        raise ConfigError(f"model.width must be >= 1, got {cfg.model.width}")
+    bad = [x for x in cfg.eval.collapse_splits if x not in ("train", "test")]
+    if bad:
+        raise ConfigError(f"eval.collapse_splits takes train and/or test, got {bad}")
+    for key, least in (("every", 1), ("collapse_every", 0), ("batch_size", 1)):
+        if getattr(cfg.eval, key) < least:
+            raise ConfigError(f"eval.{key} must be >= {least}, got {getattr(cfg.eval, key)}")
+    if cfg.run.checkpoint_every < 1:
+        raise ConfigError(
+            f"run.checkpoint_every must be >= 1 (epochs between checkpoints), got "
+            f"{cfg.run.checkpoint_every}"
+        )
+    if cfg.run.threads is not None and cfg.run.threads < 1:
+        raise ConfigError(
+            f"run.threads must be >= 1 (or null for torch's default), got {cfg.run.threads}"
+        )
+    d = cfg.data
+    if d.val_per_class < 1:
+        raise ConfigError(f"data.val_per_class must be >= 1, got {d.val_per_class}")
+    if d.size is not None and d.size < 1:
+        raise ConfigError(f"data.size must be >= 1 pixels (or null to keep the size), got {d.size}")
+    if d.workers < 0:
+        raise ConfigError(f"data.workers must be >= 0, got {d.workers}")
+    if cfg.loss.name == "dr" and cfg.model.head != "etf":
+        raise ConfigError(
+            "loss.name=dr regresses onto the fixed ETF and needs model.head=etf "
+            f"(got model.head={cfg.model.head})"
+        )
+    start = drw_start(cfg)
+    if start is not None and start < 0:
+        raise ConfigError(f"loss.drw_epoch must be >= 0, got {start}")
+    if start is not None and cfg.loss.name in ("dr", "allnc"):
+        raise ConfigError(
+            f"deferred re-weighting (loss.drw / loss.drw_epoch) weights a logit loss (ce, la, bs, "
+            f"focal, ldam); loss.name={cfg.loss.name} has none: unset loss.drw and loss.drw_epoch"
+        )
+    if start is not None and start >= o.epochs:
+        warnings.warn(
+            f"deferred re-weighting starts at epoch {start} but the run has {o.epochs} epochs, "
+            "so it never switches on; lower loss.drw_epoch (or the first of optim.milestones)",
+            stacklevel=2,
+        )
+    if cfg.loss.name == "ldam" and cfg.model.head in ("linear", "linear-frozen"):
+        warnings.warn(
+            f"loss.name=ldam on model.head={cfg.model.head}: LDAM's margins and scale "
+            f"(loss.ldam_max_margin={cfg.loss.ldam_max_margin:g}, "
+            f"loss.ldam_scale={cfg.loss.ldam_scale:g}) are sized for cosine logits in [-1, 1] "
+            "and usually make a plain linear classifier diverge; set model.head=cosine",
+            stacklevel=2,
+        )
+
+
+def drw_start(cfg: Config) -> int | None:
+    """The 0-based epoch from which deferred re-weighting is on, or None when it is off:
+    ``loss.drw_epoch`` when set (setting it turns DRW on), else the first lr milestone when
+    ``loss.drw`` is true (LDAM-DRW re-weights from the first decay: epoch 160 of 200)."""
+    if cfg.loss.drw_epoch is not None:
+        return cfg.loss.drw_epoch
+    if not cfg.loss.drw:
+        return None
+    if not cfg.optim.milestones:
+        raise ConfigError(
+            "loss.drw=true starts re-weighting at the first lr milestone, but optim.milestones "
+            "is empty; set loss.drw_epoch=N"
+        )
+    return int(cfg.optim.milestones[0])
+
+
+def _whole_if_whole(x: float) -> float | int:
+    return int(x) if float(x).is_integer() else x
+
+
+def scale_schedule(cfg: Config, epochs: int) -> Config:
+    """A copy of ``cfg`` shortened (or lengthened) to ``epochs``, with the warm-up, the decay
+    milestones and the DRW epoch scaled proportionally, so a short run is a faithful miniature."""
+    if epochs < 1:
+        raise ConfigError(f"epochs must be >= 1, got {epochs}")
+    old = cfg.optim.epochs
+    f = epochs / old
+
+    def scaled(e: int, least: int) -> int:  # halves round up (Python's round() would go to even)
+        return max(least, math.floor(e * f + 0.5))
+
+    new = dataclasses.replace(cfg)
+    new.optim = dataclasses.replace(
+        cfg.optim,
+        epochs=epochs,
+        # the warm-up scales exactly (5 of 200 -> 0.5 of 20 epochs, ramped per batch): rounded
+        # to a whole epoch it would be 0 or 1, and a one-epoch ramp is already the full rate
+        warmup_epochs=_whole_if_whole(round(cfg.optim.warmup_epochs * f, 6)),
+        milestones=[scaled(m, 1) for m in cfg.optim.milestones],
+    )
+    if cfg.loss.drw_epoch is not None:
+        new.loss = dataclasses.replace(cfg.loss, drw_epoch=scaled(cfg.loss.drw_epoch, 0))
+    return new

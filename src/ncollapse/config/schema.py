@@ -1,0 +1,179 @@
+"""The run configuration: one typed tree of dataclasses.
+
+A recipe file lists only what differs from the defaults below. The defaults are the official
+CIFAR-LT recipe of Yang et al. (NeurIPS 2022) where one exists; the embedded default data
+(long-tailed digits) gets its own small schedule, :func:`digits_defaults`. Every field is listed,
+with its meaning, in ``docs/config.md`` (generated from this file).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "RUN_KEYS",
+    "AllNCConfig",
+    "Config",
+    "DataConfig",
+    "EvalConfig",
+    "LossConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RunConfig",
+    "digits_defaults",
+]
+
+#: config keys that say where and how a run executes, not what it computes: a resumed run may
+#: change them, and a sweep rerun may change them between invocations
+RUN_KEYS = ("run.",)
+
+
+@dataclass
+class DataConfig:
+    """What to train on. ``name``: digits | cifar10 | cifar100 | imagefolder."""
+
+    name: str = "digits"
+    root: str | None = None  # where the files are; None searches the usual places
+    imbalance: float = 0.01  # imbalance factor r in (0, 1]; imbalance ratio = 1/r
+    profile: str = "exp"  # exp | step
+    subset_seed: int = 0  # seed of the long-tail subset choice (kept apart from `seed`)
+    download: bool = False  # fetch the official archives when missing (needs a network)
+    augment: str = "auto"  # auto | standard (crop+flip) | none
+    class_order: list[str] | None = None  # imagefolder: explicit class order (label = index)
+    cache_dir: str | None = None  # where decoded uint8 arrays are cached; None: beside the data
+    test_fraction: float = 0.3  # digits only: share of each class held out (balanced) for test
+    # validation split: `unused` holds out up to val_per_class training images per class that
+    # the long-tail subset leaves unused (never the test set); `none` has no validation set
+    val: str = "none"  # none | unused
+    val_per_class: int = 1000
+    val_seed: int = 0  # seed of the validation draw (kept apart from the other seeds)
+    size: int | None = None  # resize images to size x size at decode time (None: keep)
+    train_list: str | None = None  # list-file datasets: "<relative path> <label>" per line
+    test_list: str | None = None
+    val_list: str | None = None
+    workers: int = 4  # streaming datasets: DataLoader worker processes
+
+
+@dataclass
+class ModelConfig:
+    """Backbone and head. ``head``: linear | linear-frozen | cosine | etf."""
+
+    backbone: str = "resnet32"
+    width: int = 1  # width multiplier (CIFAR ResNets: 1 -> 16/32/64, 2 -> 32/64/128)
+    head: str = "etf"
+    feature_norm: str = "bn_l2"  # etf head: bn_l2 | bn | none
+    scale: float = 1.0  # etf and cosine heads: logit scale s (logits = s M^T h)
+    etf_seed: int = 0  # seed of the fixed frame (kept apart from `seed`)
+    pretrained: str | None = None  # backbone weights from a local file (torchvision key names)
+
+
+@dataclass
+class LossConfig:
+    """Training loss. ``name``: ce | dr | la | bs | focal | ldam | allnc."""
+
+    name: str = "dr"
+    balance: str = "batch"  # dr: batch (official) | none | global
+    reg_lam: float = 0.0  # dr: weight of the mean feature norm
+    tau: float = 1.0  # la: logit-adjustment temperature
+    focal_gamma: float = 1.0  # focal: focusing parameter
+    ldam_max_margin: float = 0.5  # ldam: largest per-class margin
+    ldam_scale: float = 30.0  # ldam: logit scale s
+    drw: bool = False  # deferred re-weighting (class weights switched on late in training)
+    drw_epoch: int | None = None  # drw from this epoch (None: the first lr milestone); sets drw
+    drw_beta: float = 0.9999  # drw: effective-number beta
+    posthoc_tau: float | None = None  # post-hoc logit adjustment at evaluation (None: off)
+
+
+@dataclass
+class OptimConfig:
+    """SGD and the per-epoch schedule: linear warm-up, then steps at ``milestones``."""
+
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 2e-4
+    nesterov: bool = False
+    batch_size: int = 128
+    epochs: int = 200
+    # whole epochs ramp once per epoch (official); a fraction (a shortened schedule) per batch
+    warmup_epochs: float = 5
+    milestones: list[int] = field(default_factory=lambda: [160, 180])
+    gamma: float = 0.1
+    mixup_alpha: float = 1.0  # 0 turns mixup off
+
+
+@dataclass
+class EvalConfig:
+    """When and what to evaluate."""
+
+    every: int = 1  # evaluate on the test set every N epochs (and always at the last)
+    collapse_every: int = 0  # neural-collapse metrics every N epochs (0: only at the end)
+    collapse_splits: list[str] = field(
+        default_factory=lambda: ["train", "test"]
+    )  # where to measure
+    batch_size: int = 512
+
+
+@dataclass
+class RunConfig:
+    """Where outputs go and how the loop runs."""
+
+    out_dir: str = "runs"
+    name: str | None = None  # run directory name; None derives one from the recipe
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = True  # automatic mixed precision (CUDA only)
+    threads: int | None = None  # torch CPU threads; None leaves torch's default
+    channels_last: bool = True  # NHWC memory layout for image batches (about 1.5-2x faster convs)
+    checkpoint_every: int = 1
+    tensorboard: bool = True
+    progress: str = "auto"  # auto | bar | log | none
+
+
+@dataclass
+class AllNCConfig:
+    """AllNC components (SPEC section 8); each can be switched off for ablation."""
+
+    hycon: bool = True
+    hycon_weight: float = 1.0
+    hycon_temperature: float = 0.1
+    p2p: bool = True
+    p2p_weight: float = 1.0
+    p2p_temperature: float = 0.5
+    p2p_symmetric: bool = True
+    gbbn: bool = True
+    mean_momentum: float = 0.9
+    batch_weight: float = 0.5  # class prototype = mix of in-batch mean (this share) and memory
+    centre: bool = True  # HyCon/P2P on directions about the class-balanced centre of the means
+    gbbn_detach: bool = False  # ablation: the reversed batch trains only the classifier
+
+
+@dataclass
+class Config:
+    """The whole run. ``seed`` drives initialisation and data order; the subset and ETF seeds
+    live in ``data.subset_seed`` and ``model.etf_seed``."""
+
+    name: str = "run"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    allnc: AllNCConfig = field(default_factory=AllNCConfig)
+
+
+def digits_defaults() -> dict[str, Any]:
+    """Overrides that make the embedded digits data train in seconds (a dict for :func:`load_config`)."""
+    return {
+        "data": {"name": "digits", "imbalance": 0.05},
+        "model": {"backbone": "digits_cnn"},
+        "optim": {
+            "epochs": 30,
+            "batch_size": 64,
+            "warmup_epochs": 2,
+            "milestones": [24, 28],
+            "weight_decay": 5e-4,
+            "mixup_alpha": 0.0,
+        },
+    }

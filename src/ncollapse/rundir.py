@@ -1,0 +1,331 @@
+"""The run directory: one module owns every file in it, for writing and for reading.
+
+A run directory holds (``docs/architecture.md``, "Run directory"):
+
+    config.yaml          the resolved config (every key)
+    data.json            class names and counts, subset information, the three seeds
+    env.json             versions, device, CPU features, precision, command line
+    metrics.jsonl        one JSON record per line: train / eval / collapse, by epoch
+    summary.json         the final result (written at the end)
+    checkpoint.pt        everything a resume needs (written every run.checkpoint_every epochs)
+    model.pt             the final weights (state_dict)
+    collapse_final.npz   final class means and classifier, for plots (see below)
+    tb/                  TensorBoard event files
+
+Writes are atomic (a temporary file, then ``os.replace``), so an interrupted run never leaves a
+half-written file behind, and an existing run is never overwritten. Trainer, runner, report and
+sweep all go through :class:`Run`.
+
+``collapse_final.npz``: ``class_means`` (K, d) float64 *uncentred* class means of the measured
+features, ``global_mean`` (d,), ``class_counts`` (K,) int64 and optionally ``classifier``
+(K, d) float64, the classifier rows (M^T for the ETF head).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import re
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from .collapse_file import COLLAPSE_STATE_FILE, load_collapse_state, save_collapse_state
+from .errors import UserError
+
+__all__ = [
+    "COLLAPSE_STATE_FILE",
+    "Run",
+    "atomic_write_bytes",
+    "check_run_name",
+    "load_collapse_state",
+    "read_metrics",
+    "save_collapse_state",
+]
+
+CONFIG_FILE = "config.yaml"
+DATA_FILE = "data.json"
+ENV_FILE = "env.json"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+MODEL_FILE = "model.pt"
+
+TB_DIR = "tb"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return _jsonable(value.tolist())
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        return _jsonable(value.item())
+    if hasattr(value, "tolist"):
+        return _jsonable(value.tolist())
+    return value
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """All records of a ``metrics.jsonl`` (a torn last line from a crash is skipped)."""
+    out = []
+    p = Path(path)
+    if not p.exists():
+        return out
+    for line in p.read_text().splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+_NAME = re.compile(r"^[A-Za-z0-9_.+=@,-]+$")
+
+
+def check_run_name(name: str) -> str:
+    """A run name is a plain directory name: no path separators, not ``.`` or ``..``."""
+    if not name or name in (".", "..") or not _NAME.match(name):
+        raise UserError(
+            f"run name {name!r} must be a plain directory name (letters, digits and . _ - + = @ ,; "
+            "no '/'); choose where runs go with --out"
+        )
+    return name
+
+
+class Run:
+    """One run directory: its paths, writers and readers."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
+
+    # --------------------------------------------------------------- creation and loading
+    @classmethod
+    def create(cls, out_dir: str | Path, name: str, explicit: bool) -> Run:
+        """Make a new run directory ``out_dir/name``. An explicitly named one that already holds
+        a run is refused (resume it instead); a derived name gets a numeric suffix."""
+        check_run_name(name)
+        base = Path(out_dir)
+        if base.exists() and not base.is_dir():
+            raise UserError(f"--out {base} is a file, not a directory; choose a directory")
+        path = base / name
+        if path.exists() and not path.is_dir():
+            raise UserError(f"{path} is a file, not a run directory; choose another --name")
+        if path.exists() and any(path.iterdir()):
+            if explicit:
+                raise UserError(
+                    f"run directory {path} already holds a run; resume it with "
+                    f"`ncollapse train --resume {path}` or choose another --name"
+                )
+            i = 2
+            while (base / f"{name}-{i}").exists():
+                i += 1
+            path = base / f"{name}-{i}"
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(
+                f"cannot create the run directory {path}: {exc.strerror}; choose another --out"
+            ) from None
+        return cls(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Run:
+        """An existing run directory (it has a ``config.yaml``); UserError otherwise."""
+        run = cls(path)
+        if not run.path.exists():
+            raise UserError(f"{run.path} is not a run directory: it does not exist")
+        if not run.path.is_dir():
+            raise UserError(f"{run.path} is not a directory (expected a run directory)")
+        if not run.config_path.is_file():
+            raise UserError(f"{run.path} is not a run directory: it has no {CONFIG_FILE}")
+        return run
+
+    @staticmethod
+    def is_run(path: str | Path) -> bool:
+        """Whether ``path`` is a run directory (holds a ``config.yaml``)."""
+        return (Path(path) / CONFIG_FILE).is_file()
+
+    # --------------------------------------------------------------- paths
+    @property
+    def name(self) -> str:
+        return self.path.resolve().name
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / METRICS_FILE
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / CHECKPOINT_FILE
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / SUMMARY_FILE
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.path / TB_DIR
+
+    @property
+    def collapse_state_path(self) -> Path:
+        return self.path / COLLAPSE_STATE_FILE
+
+    def status(self) -> str:
+        """``done`` (has a summary), ``resumable`` (has a checkpoint), ``started`` (a directory
+        with neither: stopped before its first checkpoint) or ``new`` (no directory)."""
+        if self.summary_path.is_file():
+            return "done"
+        if self.checkpoint_path.is_file():
+            return "resumable"
+        return "started" if self.path.exists() else "new"
+
+    # --------------------------------------------------------------- writers
+    def _write_yaml(self, name: str, data: dict[str, Any]) -> None:
+        atomic_write_bytes(
+            self.path / name, yaml.safe_dump(_jsonable(data), sort_keys=False).encode()
+        )
+
+    def _write_json(self, name: str, data: Any) -> None:
+        atomic_write_bytes(
+            self.path / name, (json.dumps(_jsonable(data), indent=2) + "\n").encode()
+        )
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        self._write_yaml(CONFIG_FILE, config)
+
+    def write_data(self, data: dict[str, Any]) -> None:
+        self._write_json(DATA_FILE, data)
+
+    def write_env(self, env: dict[str, Any]) -> None:
+        self._write_json(ENV_FILE, env)
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        self._write_json(SUMMARY_FILE, summary)
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        with open(self.metrics_path, "a") as fh:
+            fh.write(json.dumps(_jsonable(record)) + "\n")
+
+    def truncate_metrics(self, last_epoch: int) -> None:
+        """Drop records after ``last_epoch`` (written after the checkpoint a resume starts from)."""
+        keep = [r for r in self.metrics() if int(r.get("epoch", 0)) <= last_epoch]
+        atomic_write_bytes(self.metrics_path, "".join(json.dumps(r) + "\n" for r in keep).encode())
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        atomic_write_bytes(self.checkpoint_path, buffer.getvalue())
+
+    def save_model(self, state_dict: dict[str, Any]) -> None:
+        buffer = io.BytesIO()
+        torch.save(state_dict, buffer)
+        atomic_write_bytes(self.path / MODEL_FILE, buffer.getvalue())
+
+    def save_collapse_state(self, source: Any = None, **arrays: Any) -> Path:
+        """Write ``collapse_final.npz`` (see :func:`save_collapse_state`)."""
+        return save_collapse_state(self.collapse_state_path, source, **arrays)
+
+    # --------------------------------------------------------------- readers
+    def _read_json(self, name: str) -> Any:
+        p = self.path / name
+        try:
+            return json.loads(p.read_text())
+        except FileNotFoundError:
+            raise UserError(f"{self.path} has no {name}") from None
+        except (ValueError, UnicodeDecodeError):
+            raise UserError(
+                f"{p} is damaged (not valid JSON); restore it or start a new run"
+            ) from None
+
+    def config_dict(self) -> dict[str, Any]:
+        """The saved config, completed with the defaults of keys added since it was written (so
+        an older run compares equal to the same config today)."""
+        from .config import complete_config_dict
+
+        if not self.config_path.is_file():
+            raise UserError(f"{self.path} is not a run directory: it has no {CONFIG_FILE}")
+        try:
+            raw = yaml.safe_load(self.config_path.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError):
+            raise UserError(
+                f"{self.config_path} is damaged (not valid YAML); restore it or start a new run"
+            ) from None
+        if raw is not None and not isinstance(raw, dict):
+            raise UserError(f"{self.config_path} is damaged (not a mapping)")
+        return complete_config_dict(raw or {})
+
+    def raw_config(self) -> dict[str, Any]:
+        """The saved config exactly as written (no defaults filled in); {} when unreadable."""
+        try:
+            raw = yaml.safe_load(self.config_path.read_text())
+        except (OSError, yaml.YAMLError, UnicodeDecodeError):
+            return {}
+        return raw if isinstance(raw, dict) else {}
+
+    def data(self) -> dict[str, Any]:
+        return self._read_json(DATA_FILE)
+
+    def env(self) -> dict[str, Any]:
+        return self._read_json(ENV_FILE)
+
+    def summary(self) -> dict[str, Any] | None:
+        """The summary, or None when the run has not finished."""
+        if not self.summary_path.is_file():
+            return None
+        return self._read_json(SUMMARY_FILE)
+
+    def metrics(self) -> list[dict[str, Any]]:
+        return read_metrics(self.metrics_path)
+
+    def load_checkpoint(self) -> dict[str, Any]:
+        if not self.checkpoint_path.is_file():
+            raise UserError(f"{self.path} has no {CHECKPOINT_FILE} to resume from")
+        try:
+            return torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
+        except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
+            raise UserError(
+                f"{self.checkpoint_path} is damaged and cannot be read ({type(exc).__name__}); "
+                "the run cannot be resumed from it: start a new run"
+            ) from None
+
+    def collapse_state(self) -> dict[str, np.ndarray] | None:
+        """The arrays of ``collapse_final.npz``, or None when the run has none."""
+        if not self.collapse_state_path.is_file():
+            return None
+        return load_collapse_state(self.collapse_state_path)

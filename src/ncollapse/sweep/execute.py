@@ -1,0 +1,224 @@
+"""Running a sweep: every cell in one process, several processes sharing one directory, or
+exactly one cell per invocation (a cluster job array), and listing the grid.
+
+A process claims a cell with an operating-system file lock (``filelock``) on ``.<cell>.lock``
+before training it: another process skips a locked cell, and a lock held by a process that
+died is released by the operating system, so its cell is taken over by the next process. The
+holder's host and pid are written beside the lock (``.<cell>.owner``) for messages.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from ..config import Config, config_diff, config_to_dict, is_run_key
+from ..errors import UserError
+from ..rundir import Run, atomic_write_bytes
+from .results import missing_cells, write_results
+from .spec import SPEC_FILE, SweepSpec, cell_name, check_spec
+
+__all__ = ["list_cells", "run_sweep"]
+
+
+def _say(msg: str, log: Callable[[str], None] | None) -> None:
+    if log is not None:
+        log(msg)
+
+
+class CellLock:
+    """The claim on one cell: ``acquire()`` is False when another live process holds it."""
+
+    def __init__(self, out: Path, name: str) -> None:
+        self.path = out / f".{name}.lock"
+        self.owner_path = out / f".{name}.owner"
+        self._lock = FileLock(self.path)
+
+    def acquire(self) -> bool:
+        try:
+            self._lock.acquire(timeout=0)
+        except Timeout:
+            return False
+        me = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "since": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+        atomic_write_bytes(self.owner_path, (json.dumps(me) + "\n").encode())
+        return True
+
+    def holder(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.owner_path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def release(self) -> None:
+        self.owner_path.unlink(missing_ok=True)
+        self._lock.release()
+
+
+def _check_cell_config(run: Run, cfg: Config) -> None:
+    """A finished cell must have been trained with the config asked for now."""
+    diff = [d for d in config_diff(run.config_dict(), config_to_dict(cfg)) if not is_run_key(d)]
+    if diff:
+        raise UserError(
+            f"the finished run {run.path} was trained with another config than this sweep asks "
+            "for (was the recipe file edited?):\n  "
+            + "\n  ".join(diff)
+            + "\n(choose another --out, or delete that run directory to retrain it)"
+        )
+
+
+def _prepare_dir(spec: SweepSpec, out: Path, log: Callable[[str], None] | None) -> dict[str, Any]:
+    """Check ``out`` and record the grid in ``sweep.json``; returns that record."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a directory; choose a directory")
+    if Run.is_run(out):
+        raise UserError(f"{out} is a training run's directory, not a sweep's; choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the sweep directory {out}: {exc.strerror}") from None
+    spec_json = spec.to_json()
+    spec_path = out / SPEC_FILE
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    record = {**spec_json, "updated": now, "created": now}
+    if spec_path.is_file():
+        for note in check_spec(spec_path, spec_json):
+            _say(f"sweep: grid changed, {note}", log)
+        try:
+            record["created"] = json.loads(spec_path.read_text()).get("created", now)
+        except ValueError:
+            pass
+    atomic_write_bytes(spec_path, (json.dumps(record, indent=2) + "\n").encode())
+    return spec_json
+
+
+def list_cells(spec: SweepSpec, out_dir: str | Path) -> list[dict[str, Any]]:
+    """The grid's cells in run order, each with its index (for ``--cell``) and status."""
+    spec = spec.resolve()
+    out = Path(out_dir)
+    return [
+        {
+            "index": i,
+            "cell": cell_name(m, r, s),
+            "method": m,
+            "imbalance": r,
+            "seed": s,
+            "status": Run(out / cell_name(m, r, s)).status(),
+        }
+        for i, (r, s, m) in enumerate(spec.cells())
+    ]
+
+
+def run_sweep(
+    spec: SweepSpec,
+    out_dir: str | Path | None = None,
+    *,
+    cell: int | str | None = None,
+    log: Callable[[str], None] | None = print,
+) -> dict[str, Any]:
+    """Run (or continue) the grid of ``spec`` in ``out_dir`` (default ``runs/sweep-<recipe>``),
+    rewriting ``results.csv``/``results.md`` after every finished cell; with ``cell`` (an index
+    of :func:`list_cells` or a cell name) only that cell. Returns ``{"out_dir", "spec", "rows",
+    "ran", "resumed", "skipped", "busy", "missing"}``; ``busy`` are the cells other processes
+    were training (left to them), ``missing`` the cells of the grid not finished yet."""
+    from ..data import load_data
+    from ..runner import run_training
+
+    spec = spec.resolve()
+    out = Path(out_dir) if out_dir is not None else Path("runs") / f"sweep-{spec.recipe_label()}"
+    cells = spec.cells()
+    if cell is not None:
+        names = [cell_name(m, r, s) for r, s, m in cells]
+        if isinstance(cell, str) and not cell.lstrip("-").isdigit():
+            if cell not in names:
+                raise UserError(f"--cell {cell!r} is not a cell of this grid (see --list)")
+            cells = [cells[names.index(cell)]]
+        else:
+            i = int(cell)
+            if not 0 <= i < len(cells):
+                raise UserError(
+                    f"--cell {i} is outside the grid: it has {len(cells)} cells, indices 0.."
+                    f"{len(cells) - 1} (see --list)"
+                )
+            cells = [cells[i]]
+    spec_json = _prepare_dir(spec, out, log)
+    configs = {(r, s, m): spec.cell_config(m, r, s, out) for r, s, m in cells}
+    for (r, s, m), cfg in configs.items():
+        run = Run(out / cell_name(m, r, s))
+        if run.status() == "done":
+            _check_cell_config(run, cfg)
+    write_results(out, spec_json)
+
+    ran, resumed, skipped, busy = [], [], [], []
+    bundle, bundle_key = None, None
+    for i, (r, s, m) in enumerate(cells, 1):
+        name = cell_name(m, r, s)
+        cfg = configs[(r, s, m)]
+        run = Run(out / name)
+        tag = f"[{i}/{len(cells)}] {name}"
+        if run.status() == "done":
+            skipped.append(name)
+            _say(f"sweep: {tag}: finished earlier, skipped", log)
+            continue
+        lock = CellLock(out, name)
+        if not lock.acquire():
+            holder = lock.holder()
+            busy.append(name)
+            _say(
+                f"sweep: {tag}: being trained by process {holder.get('pid', '?')} on "
+                f"{holder.get('host', '?')}, left to it",
+                log,
+            )
+            continue
+        try:
+            state = run.status()  # again, now that it is ours
+            if state == "done":  # another process finished it meanwhile
+                skipped.append(name)
+                _say(f"sweep: {tag}: finished by another process, skipped", log)
+                continue
+            if state == "started":  # stopped before its first checkpoint: nothing to keep
+                shutil.rmtree(run.path)
+            key = json.dumps(config_to_dict(cfg.data), sort_keys=True)
+            if key != bundle_key:
+                bundle = None  # free the previous data before loading the next
+                bundle = load_data(cfg.data)
+                bundle_key = key
+            if state == "resumable":
+                _say(f"sweep: {tag}: resuming from its checkpoint", log)
+                run_training(cfg, resume=run.path, bundle=bundle, prefix=f"{tag} ")
+                resumed.append(name)
+            else:
+                _say(f"sweep: {tag}: training", log)
+                run_training(cfg, bundle=bundle, prefix=f"{tag} ")
+                ran.append(name)
+        finally:
+            lock.release()
+        write_results(out, spec_json)
+    rows = write_results(out, spec_json)
+    if busy:
+        _say(
+            f"sweep: {len(busy)} cell(s) were being trained by other processes; results.* cover "
+            "them once those finish (rerun this command, or --collect, to rebuild the tables)",
+            log,
+        )
+    return {
+        "out_dir": str(out),
+        "spec": spec_json,
+        "rows": rows,
+        "ran": ran,
+        "resumed": resumed,
+        "skipped": skipped,
+        "busy": busy,
+        "missing": missing_cells(out, spec_json),
+    }

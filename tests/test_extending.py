@@ -1,0 +1,98 @@
+"""Adding a loss, a head or a method from outside the package: one definition and one registry
+line each, and the CLI, the config checks and the engine take them up (docs/architecture.md)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ncollapse
+from ncollapse.cli import main
+from ncollapse.config import METHODS
+from ncollapse.criterion import Batch, Criterion
+from ncollapse.errors import ConfigError
+from ncollapse.heads import HEADS, HeadOutput, register_head
+from ncollapse.losses import LOSSES, LossContext, register_loss
+
+QUIET = {"run": {"progress": "none", "tensorboard": False, "threads": 1}}
+
+
+class SquaredError(Criterion):
+    """A toy loss: squared distance of the softmax to the one-hot label (with mixup)."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+
+    def __call__(self, batch: Batch, out: HeadOutput) -> torch.Tensor:
+        p = out.logits.softmax(1)
+
+        def err(y: torch.Tensor) -> torch.Tensor:
+            return (p - F.one_hot(y, self.num_classes).to(p.dtype)).pow(2).sum(1).mean()
+
+        return batch.lam * err(batch.y) + (1 - batch.lam) * err(batch.y_b)
+
+
+@pytest.fixture
+def toy_loss():
+    @register_loss("toy_squared")
+    def build(ctx: LossContext) -> Criterion:
+        return SquaredError(len(ctx.class_counts))
+
+    yield "toy_squared"
+    LOSSES.unregister("toy_squared")
+
+
+def test_a_loss_registered_from_outside_trains_an_epoch(tmp_path, toy_loss):
+    result = ncollapse.train(
+        overrides={**QUIET, "model": {"head": "linear"}, "loss": {"name": toy_loss}},
+        epochs=1,
+        out=tmp_path,
+        name="toy",
+    )
+    assert result.run.config_dict()["loss"]["name"] == "toy_squared"
+    train = [r for r in result.run.metrics() if r["kind"] == "train"]
+    assert len(train) == 1 and 0 < train[0]["loss"] < 2
+    assert 0.0 <= result.summary["final"]["acc"] <= 1.0
+
+
+def test_a_registered_loss_is_a_valid_choice_on_the_command_line(tmp_path, toy_loss, capsys):
+    argv = ["train", "--epochs", "1", "--out", str(tmp_path), "--json"]
+    sets = ["--set", "model.head=linear", "--set", "run.progress=none"]
+    assert main([*argv, *sets, "--set", f"loss.name={toy_loss}"]) == 0
+    assert json.loads(capsys.readouterr().out)["final"]["acc"] >= 0
+    assert main([*argv, *sets, "--set", "loss.name=toy_squard"]) == 2
+    assert "did you mean 'toy_squared'" in capsys.readouterr().err
+
+
+class DoubleLinear(torch.nn.Module):
+    """A toy head: two stacked linear maps (the features are the hidden layer)."""
+
+    def __init__(self, in_features: int, num_classes: int, hidden: int = 16) -> None:
+        super().__init__()
+        self.hidden = torch.nn.Linear(in_features, hidden)
+        self.out = torch.nn.Linear(hidden, num_classes)
+
+    def forward(self, f: torch.Tensor) -> HeadOutput:
+        h = torch.relu(self.hidden(f))
+        return HeadOutput(h, self.out(h))
+
+    def classifier_weight(self) -> torch.Tensor:
+        return self.out.weight
+
+
+def test_a_head_and_a_method_registered_from_outside(tmp_path):
+    register_head("toy_double", DoubleLinear, options=lambda m: {"hidden": 8 * m.width})
+    METHODS.register("toy_method", {"model": {"head": "toy_double"}, "loss": {"name": "ce"}})
+    try:
+        cfg = ncollapse.compose(method="toy_method", overrides=QUIET, out=tmp_path)
+        assert cfg.model.head == "toy_double" and cfg.name == "toy_method"
+        result = ncollapse.train(method="toy_method", overrides=QUIET, epochs=1, out=tmp_path)
+        assert result.summary["collapse"]["train"]["nc1"] is not None  # 8-d hidden features
+    finally:
+        HEADS.unregister("toy_double")
+        METHODS.unregister("toy_method")
+    with pytest.raises(ConfigError, match="unknown method 'toy_method'"):
+        ncollapse.compose(method="toy_method")
