@@ -67,7 +67,6 @@ def test_minority_separated_below_and_coincide_above(ka, kb):
     assert above["spread"] < 1e-9 and above["minority_collapse_means"] > 0.999
 
 
-@pytest.mark.slow  # factored L-BFGS: 1-5 s each on a loaded 2-core machine
 @pytest.mark.parametrize("factor", [0.5, 2.0])
 @pytest.mark.parametrize("bias", [False, True])
 def test_factored_and_convex_forms_agree_away_from_threshold(factor, bias):
@@ -138,7 +137,6 @@ def test_balanced_learnable_ce_reaches_simplex_etf(method):
     assert norms.std() / norms.mean() < 1e-4
 
 
-@pytest.mark.slow
 def test_k100_solves_take_seconds():
     import time
 

@@ -120,6 +120,8 @@ def read_features(path: str | Path) -> FeatureArrays:
     class indices 0..K-1, optional ``classifier`` (K, d) and ``bias`` (K,). Every problem is a
     :class:`~ncollapse.errors.UserError` naming the array and the fix."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"features file {path} is a folder; give the .npz file inside it")
     if not path.is_file():
         raise UserError(f"features file {path} does not exist")
     headers = _headers(path)
