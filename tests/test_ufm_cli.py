@@ -161,3 +161,18 @@ def test_phase_help_names_its_options(capsys):
     for line in out.splitlines():
         if line.strip().startswith(("--ka", "--kb", "--nb", "--bias")):
             assert len(line.split()) > 2, line  # an option and its help, not a bare flag
+
+
+def test_cli_phase_streams_progress_on_large_grids(tmp_path, capsys, monkeypatch):
+    import ncollapse.ufm.phase as phase
+
+    fake = {"converged": True, "spread": 0.5, "minority_collapse_means": 0.1,
+            "minority_collapse_w": 0.1}  # fmt: skip
+    monkeypatch.setattr(phase, "minority_collapse_state", lambda *a, **k: fake)
+    rc, _, err = _run(["ufm", "phase", "--ratios", "2:10:40", "--lams", "1e-3:1e-2:30",
+                       "--out", str(tmp_path / "p.png")], capsys)  # fmt: skip
+    lines = err.strip().splitlines()
+    assert rc == 0 and len(lines) == 40 and lines[-1].endswith("1200/1200 cells")
+    rc, _, err = _run(["ufm", "phase", "--ratios", "2,3", "--lams", "1e-3,1e-2",
+                       "--out", str(tmp_path / "q.png")], capsys)  # fmt: skip
+    assert rc == 0 and err == ""  # small grids stay quiet
