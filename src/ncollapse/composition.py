@@ -116,6 +116,7 @@ def check_choices(cfg: Config) -> None:
     from .data.augment import AUGMENTS
     from .data.longtail import PROFILES
     from .engine.progress import PROGRESS_MODES
+    from .engine.schedule import SCHEDULES
     from .heads import FEATURE_NORMS, HEADS
     from .losses import BALANCE_MODES, LOSSES
     from .models import BACKBONES
@@ -123,6 +124,7 @@ def check_choices(cfg: Config) -> None:
     _check("data.name", cfg.data.name, DATASETS)
     _check("data.val", cfg.data.val, VAL_MODES)
     _check("run.progress", cfg.run.progress, PROGRESS_MODES)
+    _check("optim.schedule", cfg.optim.schedule, SCHEDULES)
     _check("data.profile", cfg.data.profile, PROFILES)
     _check("data.augment", cfg.data.augment, ("auto", *AUGMENTS))
     _check("model.backbone", cfg.model.backbone, BACKBONES)

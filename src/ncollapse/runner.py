@@ -24,8 +24,10 @@ from .composition import compose
 from .config import Config, config_diff, config_from_dict, config_to_dict, is_run_key
 from .data import load_data
 from .data.base import DataBundle
-from .engine.loop import Trainer, resolve_device
+from .engine.loop import Trainer
+from .engine.precision import autocast_dtype
 from .engine.progress import Progress
+from .engine.state import resolve_device
 from .errors import UserError
 from .rundir import Run, check_run_name
 
@@ -68,7 +70,7 @@ def cpu_info() -> dict[str, Any]:
     }
 
 
-def _env_record(device: torch.device) -> dict[str, Any]:
+def _env_record(device: torch.device, amp: bool = True) -> dict[str, Any]:
     return {
         "ncollapse": __version__,
         "python": sys.version.split()[0],
@@ -78,19 +80,25 @@ def _env_record(device: torch.device) -> dict[str, Any]:
         "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "cpu": cpu_info(),
         "threads": torch.get_num_threads(),
+        "precision": {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[
+            autocast_dtype(device, amp)
+        ],
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "argv": sys.argv,
     }
 
 
 def _data_record(cfg: Config, bundle: DataBundle) -> dict[str, Any]:
-    test_counts = torch.bincount(bundle.test.labels, minlength=len(bundle.class_counts)).tolist()
+    k = len(bundle.class_counts)
+    test_counts = torch.bincount(bundle.test.labels, minlength=k).tolist()
+    val = getattr(bundle, "val", None)
     return {
         "classes": list(bundle.train.classes),
         "class_counts": list(bundle.class_counts),
         "test_counts": test_counts,
         "num_train": int(bundle.train.labels.numel()),
         "num_test": int(bundle.test.labels.numel()),
+        "val_counts": None if val is None else torch.bincount(val.labels, minlength=k).tolist(),
         "seeds": {
             "seed": cfg.seed,
             "subset_seed": cfg.data.subset_seed,
@@ -194,7 +202,7 @@ def run_training(
     if created:
         run.write_config(config_to_dict(cfg))
         run.write_data(_data_record(cfg, bundle))
-        run.write_env(_env_record(device))
+        run.write_env(_env_record(device, cfg.run.amp))
         progress.message(f"run directory: {run.path}")
     elif run.checkpoint_path.is_file():
         trainer.load_state_dict(run.load_checkpoint())

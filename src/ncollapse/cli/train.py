@@ -78,15 +78,24 @@ def run(args: argparse.Namespace) -> int:
         result = train(
             args.config, args.method, args.overrides, name=args.name, **typed_options(args)
         )
-    final = result.summary["final"]
     if args.json:
         print_json({"run_dir": str(result.run_dir), **result.summary})
-    else:
-        print(
-            f"{result.run_dir}: final test accuracy {100 * final['acc']:.2f}% "
-            f"(many {_pct(final.get('many'))}, medium {_pct(final.get('medium'))}, few {_pct(final.get('few'))}) "
-            f"in {result.summary['train_seconds']:.1f}s"
-        )
+        return 0
+    for split, rec in (
+        ("validation", result.summary.get("val")),
+        ("test", result.summary["final"]),
+    ):
+        if rec:
+            print(
+                f"{result.run_dir}: final {split} accuracy {100 * rec['acc']:.2f}% (many "
+                f"{_pct(rec.get('many'))}, medium {_pct(rec.get('medium'))}, few "
+                f"{_pct(rec.get('few'))}; classes by index head/mid/tail {_pct(rec.get('many_idx'))}"
+                f"/{_pct(rec.get('medium_idx'))}/{_pct(rec.get('few_idx'))})"
+            )
+    print(
+        f"{result.run_dir}: {result.summary['train_seconds']:.1f}s training, "
+        f"{result.summary['wall_seconds']:.1f}s in all ({result.summary.get('precision', 'fp32')})"
+    )
     return 0
 
 

@@ -39,8 +39,12 @@ def validate(cfg: Config) -> None:
         v = getattr(o, key)
         if not (math.isfinite(v) and v >= 0):
             raise ConfigError(f"optim.{key} must be a finite number >= 0, got {v}")
-    if o.warmup_epochs < 0:
-        raise ConfigError(f"optim.warmup_epochs must be >= 0, got {o.warmup_epochs}")
+    if not (math.isfinite(o.warmup_epochs) and 0 <= o.warmup_epochs < max(o.epochs, 1) + 1e-9):
+        raise ConfigError(
+            f"optim.warmup_epochs must be in [0, optim.epochs], got {o.warmup_epochs}"
+        )
+    if o.schedule != "step" and o.warmup_epochs >= o.epochs:
+        raise ConfigError("optim.warmup_epochs must be shorter than optim.epochs")
     if list(o.milestones) != sorted(o.milestones):
         raise ConfigError(f"optim.milestones must be increasing, got {o.milestones}")
     if cfg.model.scale <= 0:
@@ -50,7 +54,29 @@ def validate(cfg: Config) -> None:
     bad = [x for x in cfg.eval.collapse_splits if x not in ("train", "test")]
     if bad:
         raise ConfigError(f"eval.collapse_splits takes train and/or test, got {bad}")
-    for key, least in (("every", 1), ("collapse_every", 0), ("batch_size", 1)):
+    if not 0.0 <= o.final_lr <= 1.0:
+        raise ConfigError(f"optim.final_lr is a fraction of optim.lr in [0, 1], got {o.final_lr}")
+    if o.lr_factors is not None and (
+        not o.lr_factors or any(not (math.isfinite(f) and f > 0) for f in o.lr_factors)
+    ):
+        raise ConfigError(
+            f"optim.lr_factors takes positive factors, one per milestone, got {o.lr_factors}"
+        )
+    if not 0.0 <= o.ema < 1.0:
+        raise ConfigError(f"optim.ema is a decay per step in [0, 1) (0: off), got {o.ema}")
+    for key in ("mixup_epochs", "ema_start"):
+        v = getattr(o, key)
+        if v is not None and not (math.isfinite(v) and v >= 0):
+            raise ConfigError(f"optim.{key} must be >= 0 epochs, got {v}")
+    bad = [x for x in cfg.eval.splits if x not in ("test", "val")]
+    if bad or not cfg.eval.splits:
+        raise ConfigError(f"eval.splits takes test and/or val, got {cfg.eval.splits}")
+    if "val" in cfg.eval.splits and cfg.data.val == "none":
+        raise ConfigError(
+            "eval.splits asks for val but there is no validation split: set data.val=unused "
+            "(images the long-tail subset leaves unused) or drop val from eval.splits"
+        )
+    for key, least in (("every", 0), ("collapse_every", 0), ("batch_size", 1)):
         if getattr(cfg.eval, key) < least:
             raise ConfigError(f"eval.{key} must be >= {least}, got {getattr(cfg.eval, key)}")
     if cfg.run.checkpoint_every < 1:
@@ -137,6 +163,10 @@ def scale_schedule(cfg: Config, epochs: int) -> Config:
         # to a whole epoch it would be 0 or 1, and a one-epoch ramp is already the full rate
         warmup_epochs=_whole_if_whole(round(cfg.optim.warmup_epochs * f, 6)),
         milestones=[scaled(m, 1) for m in cfg.optim.milestones],
+        mixup_epochs=None
+        if cfg.optim.mixup_epochs is None
+        else _whole_if_whole(round(cfg.optim.mixup_epochs * f, 6)),
+        ema_start=_whole_if_whole(round(cfg.optim.ema_start * f, 6)),
     )
     if cfg.loss.drw_epoch is not None:
         new.loss = dataclasses.replace(cfg.loss, drw_epoch=scaled(cfg.loss.drw_epoch, 0))

@@ -87,7 +87,8 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
-    """SGD and the per-epoch schedule: linear warm-up, then steps at ``milestones``."""
+    """SGD and its schedule (official: linear warm-up, then steps at ``milestones``), mixup and
+    weight averaging."""
 
     lr: float = 0.1
     momentum: float = 0.9
@@ -99,14 +100,27 @@ class OptimConfig:
     warmup_epochs: float = 5
     milestones: list[int] = field(default_factory=lambda: [160, 180])
     gamma: float = 0.1
+    # step schedule: the rate after the m-th milestone is lr * lr_factors[m-1] (None: gamma**m)
+    lr_factors: list[float] | None = None
+    schedule: str = "step"  # step (official) | cosine | linear (decay to final_lr * lr)
+    final_lr: float = 0.0  # cosine and linear: the last rate, as a fraction of lr
     mixup_alpha: float = 1.0  # 0 turns mixup off
+    mixup_epochs: float | None = None  # mixup only in the first N epochs (None: all of them)
+    # exponential moving average of the weights (and BatchNorm statistics), per step: 0 is off;
+    # evaluation, the collapse metrics and model.pt use the average
+    ema: float = 0.0
+    ema_start: float = 0.0  # the epoch from which the average runs (earlier weights are skipped)
 
 
 @dataclass
 class EvalConfig:
     """When and what to evaluate."""
 
-    every: int = 1  # evaluate on the test set every N epochs (and always at the last)
+    every: int = 1  # measure accuracy every N epochs (0: only at the end; always at the end)
+    # where accuracy is measured: test and/or val (the validation split of data.val); choose
+    # hyper-parameters on val and look at test once
+    splits: list[str] = field(default_factory=lambda: ["test"])
+    tta: bool = False  # average the logits of every image and its mirror image
     collapse_every: int = 0  # neural-collapse metrics every N epochs (0: only at the end)
     collapse_splits: list[str] = field(
         default_factory=lambda: ["train", "test"]
@@ -121,7 +135,9 @@ class RunConfig:
     out_dir: str = "runs"
     name: str | None = None  # run directory name; None derives one from the recipe
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: bool = True  # automatic mixed precision (CUDA only)
+    # mixed precision where the hardware runs it natively: CUDA (bf16 or fp16), CPUs with bf16
+    # instructions (avx512_bf16, amx_bf16); fp32 elsewhere. Evaluation is always fp32.
+    amp: bool = True
     threads: int | None = None  # torch CPU threads; None leaves torch's default
     channels_last: bool = True  # NHWC memory layout for image batches (about 1.5-2x faster convs)
     checkpoint_every: int = 1

@@ -7,7 +7,7 @@ trainer feeds it ``(features, logits, labels)`` batches in eval mode, always in 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -15,7 +15,7 @@ from torch import Tensor
 
 from ..metrics import CollapseAccumulator, default_tail_classes, long_tail_accuracy
 
-__all__ = ["Evaluator"]
+__all__ = ["Evaluator", "network_outputs", "resident_batches"]
 
 Outputs = Iterable[tuple[Tensor, Tensor, Tensor]]
 
@@ -75,3 +75,32 @@ class Evaluator:
             acc.update_nc4(feats, labels, logits=logits)
         values = acc.compute(classifier=weight, bias=bias, tail_classes=self.tail_classes)
         return values, acc
+
+
+@torch.no_grad()
+def network_outputs(
+    network: torch.nn.Module, batches: Iterable[tuple[Tensor, Tensor]], tta: bool = False
+) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    """``(features, logits, labels)`` of ``network`` in eval mode over normalised ``batches``,
+    in float32 (no autocast: what is measured is measured in full precision). With ``tta`` the
+    logits are the mean of the image's and its mirror image's; the features are the image's."""
+    network.eval()
+    for x, y in batches:
+        out = network(x)
+        logits = out.logits.float()
+        if tta:
+            logits = 0.5 * (logits + network(x.flip(3)).logits.float())
+        yield out.features.float(), logits, y
+
+
+def resident_batches(
+    images: Tensor,
+    labels: Tensor,
+    normalize: Callable[[Tensor], Tensor],
+    batch_size: int,
+    memory_format: torch.memory_format = torch.preserve_format,
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """Normalised batches, in order, from resident uint8 ``images``."""
+    for i in range(0, images.shape[0], batch_size):
+        x = normalize(images[i : i + batch_size]).contiguous(memory_format=memory_format)
+        yield x, labels[i : i + batch_size]

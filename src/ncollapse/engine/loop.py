@@ -4,7 +4,7 @@ The loop knows no head, no loss and no method. It gets, already built by the com
 
 - a network: ``network(x) -> HeadOutput(features, logits)``, with ``classifier_weight()`` and
   ``classifier_bias()`` for the collapse metrics;
-- a criterion (:class:`ncollapse.losses.Criterion`): ``criterion(batch, out) -> loss``, with
+- a criterion (:class:`ncollapse.criterion.Criterion`): ``criterion(batch, out) -> loss``, with
   ``set_epoch``, ``state_dict``/``load_state_dict`` and ``sampling_weights`` for extra batches;
 - the data bundle and the resolved augmentation (a :class:`~ncollapse.data.BatchAugment`);
 - small settings objects: the ``optim``, ``eval`` and ``run`` sections of the config;
@@ -12,9 +12,10 @@ The loop knows no head, no loss and no method. It gets, already built by the com
 
 Data stays resident as uint8 tensors on the training device; each batch is one gather, one
 batched augmentation and one forward (extra batches are forwarded together with the main one).
-
-Randomness is derived per epoch from the training seed (data order, crops, flips, mixup), so a
-run resumed from its epoch-``e`` checkpoint draws exactly what the uninterrupted run drew.
+Training runs in bf16 autocast where the hardware supports it (:mod:`.precision`); everything
+measured (accuracy, collapse statistics) is computed in float32. Randomness is derived per epoch
+from the training seed (data order, crops, flips, mixup), so a run resumed from its epoch-``e``
+checkpoint draws exactly what the uninterrupted run drew.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from __future__ import annotations
 import math
 import platform
 import time
+import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,52 +34,26 @@ from torch import nn
 from ..criterion import Batch, Criterion
 from ..data.augment import BatchAugment
 from ..data.base import DataBundle
+from ..errors import UserError
 from ..rundir import Run
-from .evaluate import Evaluator
+from .ema import WeightAverage
+from .evaluate import Evaluator, network_outputs, resident_batches
 from .mixup import mixup_batch
+from .precision import autocast_dtype
 from .progress import Progress
-from .schedule import lr_at_epoch, ramps_per_batch
+from .schedule import lr_at, ramps_per_batch
+from .state import TrainState, epoch_generators, resolve_device
 from .tensorboard import EventWriter
 
-__all__ = ["Trainer", "resolve_device"]
+__all__ = ["Trainer", "epoch_generators", "resolve_device"]
 
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present, else the CPU; ``cuda`` without a GPU is a clear error."""
-    from ..errors import UserError
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(
-            "run.device=cuda was asked for but no CUDA device is available; use --device cpu or auto"
-        )
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-
-
-def epoch_generators(seed: int, epoch: int) -> tuple[torch.Generator, np.random.Generator]:
-    """The CPU torch generator and NumPy generator of one epoch, derived from the seed alone."""
-    g = torch.Generator(device="cpu").manual_seed(int(seed) * 1_000_003 + int(epoch) + 1)
-    return g, np.random.default_rng([int(seed), int(epoch)])
-
-
-@dataclass
-class TrainState:
-    """What a checkpoint restores besides the weights."""
-
-    epoch: int = 0  # epochs completed
-    best_acc: float = -1.0
-    best_epoch: int = 0
-    train_seconds: float = 0.0  # training steps only
-    wall_seconds: float = 0.0  # whole epochs: training, evaluation and collapse metrics
-    history: list[dict[str, Any]] = field(default_factory=list)
+#: a mean loss this many times the first epoch's is reported as a blow-up
+BLOWUP_FACTOR = 1e3
 
 
 class Trainer:
-    """Runs ``optim.epochs`` epochs of SGD on ``data.train`` and evaluates on ``data.test``."""
+    """Runs ``optim.epochs`` epochs of SGD on ``data.train`` and evaluates on ``data.test``
+    (and ``data.val``)."""
 
     def __init__(
         self,
@@ -110,12 +85,13 @@ class Trainer:
         self.evaluator = evaluator
         self.progress = progress or Progress(optim.epochs, run.progress)
         self.state = TrainState()
-
-        self.train_x = data.train.images.to(device)
-        self.train_y = data.train.labels.to(device)
-        self.test_x = data.test.images.to(device)
-        self.test_y = data.test.labels.to(device)
         self.augment = augment
+
+        self.split_data = {"train": (data.train.images.to(device), data.train.labels.to(device))}
+        self.split_data["test"] = (data.test.images.to(device), data.test.labels.to(device))
+        if getattr(data, "val", None) is not None:
+            self.split_data["val"] = (data.val.images.to(device), data.val.labels.to(device))
+        self.train_x, self.train_y = self.split_data["train"]
 
         # NHWC layout: oneDNN (CPU) and cuDNN (AMP) run 3x3 convolutions much faster in it
         self.memory_format = torch.preserve_format
@@ -127,10 +103,11 @@ class Trainer:
         self.optimizer = torch.optim.SGD(
             params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov
         )
-        self.amp_dtype: torch.dtype | None = None
-        if device.type == "cuda" and run.amp:
-            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.amp_dtype = autocast_dtype(device, run.amp)
+        self.scaler = torch.amp.GradScaler(
+            "cuda", enabled=device.type == "cuda" and self.amp_dtype == torch.float16
+        )
+        self.ema = WeightAverage(self.network, o.ema) if o.ema > 0 else None
         self.tb: EventWriter | None = None  # opened by fit(), in the run directory
         # extra batches the criterion asked for (name -> per-sample weights, with replacement)
         self.extra_weights = {
@@ -138,6 +115,19 @@ class Trainer:
             for name, w in (criterion.sampling_weights or {}).items()
         }
         self.collapse_state: Any = None  # the train split's last accumulator (for the plots)
+        self._last_saved = 0  # the epoch of the last checkpoint written (0: none)
+
+    @property
+    def precision(self) -> str:
+        """What the training steps compute in: ``fp32``, ``bf16`` or ``fp16`` (autocast)."""
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
+
+    @property
+    def eval_network(self) -> nn.Module:
+        """The weights that are evaluated and saved: the running average when there is one."""
+        if self.ema is not None and self.ema.updates > 0:
+            return self.ema.module
+        return self.network
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -151,12 +141,8 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "criterion": self.criterion.state_dict(),
-            "trainer": {
-                "best_acc": self.state.best_acc,
-                "best_epoch": self.state.best_epoch,
-                "train_seconds": self.state.train_seconds,
-                "wall_seconds": self.state.wall_seconds,
-            },
+            "ema": None if self.ema is None else self.ema.state_dict(),
+            "trainer": self.state.to_dict(),
             "rng": rng,
         }
 
@@ -166,12 +152,10 @@ class Trainer:
         self.scaler.load_state_dict(ckpt["scaler"])
         if ckpt.get("criterion"):
             self.criterion.load_state_dict(ckpt["criterion"])
-        t = ckpt["trainer"]
-        self.state.epoch = int(ckpt["epoch"])
-        self.state.best_acc = float(t["best_acc"])
-        self.state.best_epoch = int(t["best_epoch"])
-        self.state.train_seconds = float(t["train_seconds"])
-        self.state.wall_seconds = float(t.get("wall_seconds", 0.0))  # absent from older checkpoints
+        if self.ema is not None and ckpt.get("ema"):
+            self.ema.load_state_dict(ckpt["ema"])
+        self.state.load(ckpt["epoch"], ckpt["trainer"])
+        self._last_saved = self.state.epoch
         torch.set_rng_state(ckpt["rng"]["torch"])
         np.random.set_state(ckpt["rng"]["numpy"])  # noqa: NPY002
         if "cuda" in ckpt["rng"] and self.device.type == "cuda":
@@ -179,8 +163,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
     def _set_lr(self, epoch: int, progress: float = 1.0) -> float:
-        o = self.optim
-        lr = lr_at_epoch(epoch, o.lr, o.warmup_epochs, o.milestones, o.gamma, progress)
+        lr = lr_at(self.optim, epoch, progress)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         return lr
@@ -188,6 +171,10 @@ class Trainer:
     def _prepare(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         x = self.augment(x, g)
         return x.contiguous(memory_format=self.memory_format)
+
+    def _mixup_alpha(self, epoch: int) -> float:
+        until = self.optim.mixup_epochs
+        return self.optim.mixup_alpha if until is None or epoch < until else 0.0
 
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         """One pass over the training set (0-based ``epoch``); returns the train record."""
@@ -198,8 +185,10 @@ class Trainer:
         bs = self.optim.batch_size
         perm = torch.randperm(n, generator=g).to(self.device)
         num_batches = math.ceil(n / bs)
-        per_batch = ramps_per_batch(epoch, self.optim.warmup_epochs)
-        lr = self._set_lr(epoch)
+        per_batch = ramps_per_batch(epoch, self.optim.warmup_epochs, self.optim.schedule)
+        alpha = self._mixup_alpha(epoch)
+        average = self.ema is not None and epoch >= self.optim.ema_start
+        lr = self._set_lr(epoch, 0.0 if self.optim.schedule != "step" else 1.0)
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         seen = 0
         start = time.perf_counter()
@@ -209,13 +198,17 @@ class Trainer:
             idx = perm[b * bs : (b + 1) * bs]
             x = self._prepare(self.train_x[idx], g)
             y = self.train_y[idx]
-            x, y_a, y_b, lam = mixup_batch(x, y, self.optim.mixup_alpha, g, rng)
+            x, y_a, y_b, lam = mixup_batch(x, y, alpha, g, rng)
             extra = {}
             for name, weights in self.extra_weights.items():
                 eidx = torch.multinomial(weights, idx.numel(), replacement=True, generator=g)
                 eidx = eidx.to(self.device)
                 extra[name] = (self._prepare(self.train_x[eidx], g), self.train_y[eidx])
             loss = self._step(x, Batch(y_a, y_b, lam), extra)
+            if average:
+                if self.ema.updates == 0:  # the average starts from the current weights
+                    self.ema.reset(self.network)
+                self.ema.update(self.network)
             loss_sum += loss.detach().double() * idx.numel()
             seen += idx.numel()
             if self.progress.mode == "bar":
@@ -231,18 +224,10 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - start
-        mean_loss = float(loss_sum) / max(seen, 1)
-        if not math.isfinite(mean_loss):
-            from ..errors import UserError
-
-            raise UserError(
-                f"the training loss became {mean_loss} in epoch {epoch + 1}; lower optim.lr "
-                f"(now {self.optim.lr}) or check the data (the last good checkpoint is kept)"
-            )
         return {
             "kind": "train",
             "epoch": epoch + 1,
-            "loss": mean_loss,
+            "loss": float(loss_sum) / max(seen, 1),
             "lr": lr,
             "seconds": seconds,
             "images_per_s": seen / max(seconds, 1e-9),
@@ -273,34 +258,69 @@ class Trainer:
         self.scaler.update()
         return loss
 
-    # ------------------------------------------------------------------ evaluation
-    @torch.no_grad()
-    def iterate_outputs(
-        self, split: str
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Yield ``(features, logits, labels)`` over a split in eval mode, without augmentation."""
-        self.network.eval()
-        xs, ys = (self.train_x, self.train_y) if split == "train" else (self.test_x, self.test_y)
-        bs = self.eval_cfg.batch_size
-        autocast = torch.autocast(
-            self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None
-        )
-        for i in range(0, xs.shape[0], bs):
-            with autocast:
-                x = self.augment.normalize(xs[i : i + bs]).contiguous(
-                    memory_format=self.memory_format
+    def _check_finite(self, rec: dict[str, Any]) -> None:
+        """Refuse to go on (and to checkpoint) from weights or statistics that are not finite;
+        warn once when the loss has grown by orders of magnitude."""
+        loss, e1 = rec["loss"], rec["epoch"]
+        bad = [
+            name
+            for name, t in (*self.network.named_parameters(), *self.network.named_buffers())
+            if t.is_floating_point() and not bool(torch.isfinite(t).all())
+        ]
+        if not math.isfinite(loss) or bad:
+            what = f"the training loss became {loss:g}" if not math.isfinite(loss) else ""
+            if bad:
+                what += (" and " if what else "") + (
+                    f"{len(bad)} weight/BatchNorm tensors hold NaN or inf ({', '.join(bad[:3])}"
+                    + (", ..." if len(bad) > 3 else "")
+                    + ")"
                 )
-                out = self.network(x)
-            yield out.features.float(), out.logits.float(), ys[i : i + bs]
+            kept = (
+                f"the last good checkpoint (epoch {self._last_saved}) is kept in {self.run_dir.path}"
+                if self._last_saved and self.run_dir is not None
+                else "no checkpoint was written before"
+            )
+            raise UserError(
+                f"training diverged in epoch {e1}: {what}; {kept}: lower optim.lr (now "
+                f"{self.optim.lr:g}) and start a new run (a resume would repeat the same steps)"
+            )
+        if self.state.first_loss is None:
+            self.state.first_loss = loss
+        elif loss > BLOWUP_FACTOR * max(self.state.first_loss, 1e-12) and not getattr(
+            self, "_warned", False
+        ):
+            self._warned = True
+            warnings.warn(
+                f"the training loss grew from {self.state.first_loss:.4g} (epoch 1) to "
+                f"{loss:.4g} (epoch {e1}): training is probably diverging; lower optim.lr (now "
+                f"{self.optim.lr:g})",
+                stacklevel=2,
+            )
 
-    def evaluate(self, epoch: int) -> dict[str, Any]:
-        """Test-set accuracy record: overall, per class, many/medium/few by count and by index."""
-        acc = self.evaluator.accuracy(self.iterate_outputs("test"))
-        return {"kind": "eval", "epoch": epoch, "split": "test", **acc}
+    # ------------------------------------------------------------------ evaluation
+    def iterate_outputs(
+        self, split: str, tta: bool = False
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """``(features, logits, labels)`` of the evaluated weights over a split (``train``,
+        ``test`` or ``val``) in eval mode, without augmentation, in float32."""
+        xs, ys = self.split_data[split]
+        batches = resident_batches(
+            xs, ys, self.augment.normalize, self.eval_cfg.batch_size, self.memory_format
+        )
+        return network_outputs(self.eval_network, batches, tta=tta)
+
+    def evaluate(self, epoch: int) -> list[dict[str, Any]]:
+        """Accuracy records (overall, per class, many/medium/few by count and by index) on the
+        splits of ``eval.splits``."""
+        out = []
+        for split in self.eval_cfg.splits:
+            acc = self.evaluator.accuracy(self.iterate_outputs(split, tta=self.eval_cfg.tta))
+            out.append({"kind": "eval", "epoch": epoch, "split": split, **acc})
+        return out
 
     def collapse(self, epoch: int) -> list[dict[str, Any]]:
         """Neural-collapse records on the splits asked for (eval mode, no augmentation)."""
-        net = self.network
+        net = self.eval_network
         out = []
         for split in self.eval_cfg.collapse_splits:
             values, acc = self.evaluator.collapse(
@@ -318,11 +338,8 @@ class Trainer:
     def _log(self, record: dict[str, Any]) -> None:
         self.run_dir.append_metrics(record)
         if self.tb is not None:
-            prefix = (
-                record["kind"]
-                if record["kind"] == "train"
-                else f"{record['kind']}_{record['split']}"
-            )
+            kind = record["kind"]
+            prefix = kind if kind == "train" else f"{kind}_{record['split']}"
             self.tb.add_scalars(prefix, record, record["epoch"])
 
     def fit(self) -> dict[str, Any]:
@@ -332,21 +349,25 @@ class Trainer:
             raise ValueError("Trainer.fit needs a run directory (run_dir) to write to")
         if self.run_cfg.tensorboard and self.tb is None:
             self.tb = EventWriter(self.run_dir.tensorboard_dir)
-        last_eval: dict[str, Any] | None = None
+        evals: dict[str, dict[str, Any]] = {}
         last_collapse: list[dict[str, Any]] = []
+        every = self.eval_cfg.every
         for epoch in range(self.state.epoch, epochs):
             epoch_start = time.perf_counter()
             rec = self.train_epoch(epoch)
+            self._check_finite(rec)
             self.state.train_seconds += rec["seconds"]
             self._log(rec)
             e1 = epoch + 1
             summary = f"loss {rec['loss']:.4f} lr {rec['lr']:.4g} {rec['images_per_s']:,.0f} img/s"
-            if e1 % self.eval_cfg.every == 0 or e1 == epochs:
-                last_eval = self.evaluate(e1)
-                self._log(last_eval)
-                if last_eval["acc"] > self.state.best_acc:
-                    self.state.best_acc, self.state.best_epoch = last_eval["acc"], e1
-                summary += f" | test acc {100 * last_eval['acc']:.2f}%"
+            if (every and e1 % every == 0) or e1 == epochs:
+                for r in self.evaluate(e1):
+                    self._log(r)
+                    evals[r["split"]] = r
+                    summary += f" | {r['split']} acc {100 * r['acc']:.2f}%"
+                test = evals.get("test")
+                if test is not None and test["epoch"] == e1 and test["acc"] > self.state.best_acc:
+                    self.state.best_acc, self.state.best_epoch = test["acc"], e1
             ce = self.eval_cfg.collapse_every
             if (ce and e1 % ce == 0) or e1 == epochs:
                 last_collapse = self.collapse(e1)
@@ -356,38 +377,52 @@ class Trainer:
             self.state.wall_seconds += time.perf_counter() - epoch_start
             if e1 % self.run_cfg.checkpoint_every == 0 or e1 == epochs:
                 self.run_dir.save_checkpoint(self.state_dict())
+                self._last_saved = e1
             self.progress.epoch(epoch, rec["seconds"], summary)
-        if last_eval is None:  # resumed a finished run: report what it has
-            evals = [r for r in self.run_dir.metrics() if r.get("kind") == "eval"]
-            last_eval = evals[-1] if evals else self.evaluate(self.state.epoch)
+        if not evals:  # resumed a finished run: report what it has
+            records = self.run_dir.metrics()
+            for r in records:
+                if r.get("kind") == "eval":
+                    evals[r.get("split", "test")] = r
+            if not evals:
+                evals = {r["split"]: r for r in self.evaluate(self.state.epoch)}
+            last = max(r["epoch"] for r in evals.values())
             last_collapse = [
-                r
-                for r in self.run_dir.metrics()
-                if r.get("kind") == "collapse" and r["epoch"] == last_eval["epoch"]
+                r for r in records if r.get("kind") == "collapse" and r["epoch"] == last
             ]
+        return self._finish(epochs, evals, last_collapse)
+
+    def _finish(
+        self, epochs: int, evals: dict[str, dict[str, Any]], collapse: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        def strip(r: dict[str, Any] | None) -> dict[str, Any] | None:
+            return None if r is None else {k: v for k, v in r.items() if k not in ("kind", "split")}
+
         summary = {
             "name": self.name,
             "epochs": epochs,
-            "final": {k: v for k, v in last_eval.items() if k not in ("kind", "split")},
+            "final": strip(evals.get("test")) or {},
             "best_test_selected": {
                 "note": "chosen on the test set; report 'final' as the result",
                 "epoch": self.state.best_epoch,
                 "acc": self.state.best_acc,
             },
-            "collapse": {
-                r["split"]: {k: v for k, v in r.items() if k not in ("kind", "split")}
-                for r in last_collapse
-            },
+            "collapse": {r["split"]: strip(r) for r in collapse},
             "train_seconds": self.state.train_seconds,
             "wall_seconds": self.state.wall_seconds,
             "device": str(self.device),
+            "precision": self.precision,
+            "weights": "average" if self.eval_network is not self.network else "last",
             "host": platform.node(),
         }
+        if "val" in evals:
+            summary["val"] = strip(evals["val"])
         self.run_dir.write_summary(summary)
-        self.run_dir.save_model(self.network.state_dict())
+        net = self.eval_network
+        self.run_dir.save_model(net.state_dict())
         if self.collapse_state is not None:  # final class means and classifier, for plots
             self.run_dir.save_collapse_state(
-                self.collapse_state, classifier=self.network.classifier_weight().detach().cpu()
+                self.collapse_state, classifier=net.classifier_weight().detach().cpu()
             )
         if self.tb is not None:
             self.tb.close()

@@ -1,14 +1,32 @@
-"""The official per-epoch learning-rate schedule: linear warm-up, then step decays (SPEC section 5)."""
+"""Learning-rate schedules: the official per-epoch step schedule, and the smooth schedules of
+short budgets (cosine, linear decay), all with a linear warm-up.
+
+``optim.schedule``:
+
+- ``step`` (official, SPEC section 5 of the paper's recipe): warm-up, then ``lr * gamma**m``
+  after the m-th milestone (or ``lr * lr_factors[m-1]`` when given, e.g. LDAM-DRW's 0.01 and
+  0.0001); set once per epoch, except during a fractional warm-up;
+- ``cosine``: warm-up, then a half cosine from ``lr`` to ``final_lr * lr``, set every batch;
+- ``linear``: warm-up, then a straight line to ``final_lr * lr``, set every batch (the
+  budget-aware schedule of Li, Yumer & Ramanan, ICLR 2020).
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
-__all__ = ["lr_at_epoch", "ramps_per_batch"]
+__all__ = ["SCHEDULES", "lr_at", "lr_at_epoch", "ramps_per_batch"]
+
+SCHEDULES = ("step", "cosine", "linear")
 
 
-def ramps_per_batch(epoch: int, warmup_epochs: float) -> bool:
-    """Whether ``epoch`` lies in a fractional warm-up, whose rate changes with every batch."""
+def ramps_per_batch(epoch: int, warmup_epochs: float, schedule: str = "step") -> bool:
+    """Whether the rate changes with every batch in ``epoch``: always for the smooth schedules,
+    and in a fractional warm-up of the step schedule."""
+    if schedule != "step":
+        return True
     return epoch < warmup_epochs and not float(warmup_epochs).is_integer()
 
 
@@ -19,20 +37,49 @@ def lr_at_epoch(
     milestones: Sequence[int] = (160, 180),
     gamma: float = 0.1,
     progress: float = 1.0,
+    factors: Sequence[float] | None = None,
 ) -> float:
-    """Learning rate for 0-based ``epoch``.
+    """Learning rate of the step schedule for 0-based ``epoch``.
 
     A warm-up of whole epochs ramps once per epoch (the official schedule): epochs
     ``0..warmup_epochs-1`` get ``base_lr * (epoch + 1) / warmup_epochs``. A fractional warm-up
     (a shortened schedule: 5 of 200 epochs is 0.5 of 20) ramps with every batch:
     ``base_lr * min(1, (epoch + progress) / warmup_epochs)``, ``progress`` in (0, 1] the share of
     the epoch done after the current batch. After the warm-up the rate is ``base_lr * gamma**m``
-    where ``m`` counts the milestones ``<= epoch``. With the defaults: 0.1 * (e+1)/5 for e < 5,
-    0.1 until epoch 160, 0.01 until 180, then 0.001.
+    (or ``base_lr * factors[m-1]``) where ``m`` counts the milestones ``<= epoch``. With the
+    defaults: 0.1 * (e+1)/5 for e < 5, 0.1 until epoch 160, 0.01 until 180, then 0.001.
     """
     if ramps_per_batch(epoch, warmup_epochs):
         return base_lr * min(1.0, (epoch + progress) / warmup_epochs)
     if epoch < warmup_epochs:
         return base_lr * (epoch + 1) / warmup_epochs
     passed = sum(1 for m in milestones if epoch >= m)
+    if factors is not None and passed:
+        return base_lr * factors[min(passed, len(factors)) - 1]
     return base_lr * gamma**passed
+
+
+def lr_at(optim: Any, epoch: int, progress: float = 1.0) -> float:
+    """The rate of the config's ``optim`` section (see the module docstring) in 0-based
+    ``epoch``, ``progress`` the share of it done after the current batch."""
+    if optim.schedule == "step":
+        return lr_at_epoch(
+            epoch,
+            optim.lr,
+            optim.warmup_epochs,
+            optim.milestones,
+            optim.gamma,
+            progress,
+            optim.lr_factors,
+        )
+    t = epoch + progress  # epochs done after this batch
+    warm = float(optim.warmup_epochs)
+    if t <= warm:
+        return optim.lr * t / warm
+    frac = min(1.0, (t - warm) / max(optim.epochs - warm, 1e-12))
+    floor = optim.final_lr
+    if optim.schedule == "cosine":
+        shape = 0.5 * (1.0 + math.cos(math.pi * frac))
+    else:
+        shape = 1.0 - frac
+    return optim.lr * (floor + (1.0 - floor) * shape)
