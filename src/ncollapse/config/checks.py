@@ -64,7 +64,7 @@ def validate(cfg: Config) -> None:
         )
     if not 0.0 <= o.ema < 1.0:
         raise ConfigError(f"optim.ema is a decay per step in [0, 1) (0: off), got {o.ema}")
-    for key in ("mixup_epochs", "ema_start"):
+    for key in ("mixup_epochs", "ema_start", "balanced_from"):
         v = getattr(o, key)
         if v is not None and not (math.isfinite(v) and v >= 0):
             raise ConfigError(f"optim.{key} must be >= 0 epochs, got {v}")
@@ -167,6 +167,9 @@ def scale_schedule(cfg: Config, epochs: int) -> Config:
         if cfg.optim.mixup_epochs is None
         else _whole_if_whole(round(cfg.optim.mixup_epochs * f, 6)),
         ema_start=_whole_if_whole(round(cfg.optim.ema_start * f, 6)),
+        balanced_from=None
+        if cfg.optim.balanced_from is None
+        else _whole_if_whole(round(cfg.optim.balanced_from * f, 6)),
     )
     if cfg.loss.drw_epoch is not None:
         new.loss = dataclasses.replace(cfg.loss, drw_epoch=scaled(cfg.loss.drw_epoch, 0))

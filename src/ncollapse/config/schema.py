@@ -110,6 +110,9 @@ class OptimConfig:
     # evaluation, the collapse metrics and model.pt use the average
     ema: float = 0.0
     ema_start: float = 0.0  # the epoch from which the average runs (earlier weights are skipped)
+    # deferred re-sampling: from this epoch on, each epoch draws its N samples class-balanced
+    # (every class equally likely, with replacement) instead of a permutation (None: never)
+    balanced_from: float | None = None
 
 
 @dataclass

@@ -20,10 +20,8 @@ checkpoint draws exactly what the uninterrupted run drew.
 
 from __future__ import annotations
 
-import math
 import platform
 import time
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,11 +32,11 @@ from torch import nn
 from ..criterion import Batch, Criterion
 from ..data.augment import BatchAugment
 from ..data.base import DataBundle
-from ..errors import UserError
 from ..rundir import Run
+from .batches import ResidentBatches
 from .ema import WeightAverage
 from .evaluate import Evaluator, network_outputs, resident_batches
-from .mixup import mixup_batch
+from .guard import check_finite
 from .precision import autocast_dtype
 from .progress import Progress
 from .schedule import lr_at, ramps_per_batch
@@ -46,9 +44,6 @@ from .state import TrainState, epoch_generators, resolve_device
 from .tensorboard import EventWriter
 
 __all__ = ["Trainer", "epoch_generators", "resolve_device"]
-
-#: a mean loss this many times the first epoch's is reported as a blow-up
-BLOWUP_FACTOR = 1e3
 
 
 class Trainer:
@@ -110,10 +105,18 @@ class Trainer:
         self.ema = WeightAverage(self.network, o.ema) if o.ema > 0 else None
         self.tb: EventWriter | None = None  # opened by fit(), in the run directory
         # extra batches the criterion asked for (name -> per-sample weights, with replacement)
-        self.extra_weights = {
-            name: torch.as_tensor(w, dtype=torch.float32)
-            for name, w in (criterion.sampling_weights or {}).items()
-        }
+        self.batches = ResidentBatches(
+            self.train_x,
+            self.train_y,
+            augment,
+            batch_size=o.batch_size,
+            memory_format=self.memory_format,
+            extra_weights={
+                name: torch.as_tensor(w, dtype=torch.float32)
+                for name, w in (criterion.sampling_weights or {}).items()
+            },
+            balanced_from=o.balanced_from,
+        )
         self.collapse_state: Any = None  # the train split's last accumulator (for the plots)
         self._last_saved = 0  # the epoch of the last checkpoint written (0: none)
 
@@ -168,10 +171,6 @@ class Trainer:
             group["lr"] = lr
         return lr
 
-    def _prepare(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        x = self.augment(x, g)
-        return x.contiguous(memory_format=self.memory_format)
-
     def _mixup_alpha(self, epoch: int) -> float:
         until = self.optim.mixup_epochs
         return self.optim.mixup_alpha if until is None or epoch < until else 0.0
@@ -180,37 +179,24 @@ class Trainer:
         """One pass over the training set (0-based ``epoch``); returns the train record."""
         self.network.train()
         self.criterion.set_epoch(epoch)
-        g, rng = epoch_generators(self.seed, epoch)
-        n = self.train_x.shape[0]
-        bs = self.optim.batch_size
-        perm = torch.randperm(n, generator=g).to(self.device)
-        num_batches = math.ceil(n / bs)
+        num_batches = len(self.batches)
         per_batch = ramps_per_batch(epoch, self.optim.warmup_epochs, self.optim.schedule)
-        alpha = self._mixup_alpha(epoch)
         average = self.ema is not None and epoch >= self.optim.ema_start
         lr = self._set_lr(epoch, 0.0 if self.optim.schedule != "step" else 1.0)
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         seen = 0
         start = time.perf_counter()
-        for b in range(num_batches):
+        steps = self.batches.epoch(epoch, self.seed, self._mixup_alpha(epoch))
+        for b, step in enumerate(steps):
             if per_batch:
                 lr = self._set_lr(epoch, (b + 1) / num_batches)
-            idx = perm[b * bs : (b + 1) * bs]
-            x = self._prepare(self.train_x[idx], g)
-            y = self.train_y[idx]
-            x, y_a, y_b, lam = mixup_batch(x, y, alpha, g, rng)
-            extra = {}
-            for name, weights in self.extra_weights.items():
-                eidx = torch.multinomial(weights, idx.numel(), replacement=True, generator=g)
-                eidx = eidx.to(self.device)
-                extra[name] = (self._prepare(self.train_x[eidx], g), self.train_y[eidx])
-            loss = self._step(x, Batch(y_a, y_b, lam), extra)
+            loss = self._step(step.x, step.batch, step.extra)
             if average:
                 if self.ema.updates == 0:  # the average starts from the current weights
                     self.ema.reset(self.network)
                 self.ema.update(self.network)
-            loss_sum += loss.detach().double() * idx.numel()
-            seen += idx.numel()
+            loss_sum += loss.detach().double() * step.size
+            seen += step.size
             if self.progress.mode == "bar":
                 elapsed = time.perf_counter() - start
                 self.progress.batch(
@@ -259,43 +245,7 @@ class Trainer:
         return loss
 
     def _check_finite(self, rec: dict[str, Any]) -> None:
-        """Refuse to go on (and to checkpoint) from weights or statistics that are not finite;
-        warn once when the loss has grown by orders of magnitude."""
-        loss, e1 = rec["loss"], rec["epoch"]
-        bad = [
-            name
-            for name, t in (*self.network.named_parameters(), *self.network.named_buffers())
-            if t.is_floating_point() and not bool(torch.isfinite(t).all())
-        ]
-        if not math.isfinite(loss) or bad:
-            what = f"the training loss became {loss:g}" if not math.isfinite(loss) else ""
-            if bad:
-                what += (" and " if what else "") + (
-                    f"{len(bad)} weight/BatchNorm tensors hold NaN or inf ({', '.join(bad[:3])}"
-                    + (", ..." if len(bad) > 3 else "")
-                    + ")"
-                )
-            kept = (
-                f"the last good checkpoint (epoch {self._last_saved}) is kept in {self.run_dir.path}"
-                if self._last_saved and self.run_dir is not None
-                else "no checkpoint was written before"
-            )
-            raise UserError(
-                f"training diverged in epoch {e1}: {what}; {kept}: lower optim.lr (now "
-                f"{self.optim.lr:g}) and start a new run (a resume would repeat the same steps)"
-            )
-        if self.state.first_loss is None:
-            self.state.first_loss = loss
-        elif loss > BLOWUP_FACTOR * max(self.state.first_loss, 1e-12) and not getattr(
-            self, "_warned", False
-        ):
-            self._warned = True
-            warnings.warn(
-                f"the training loss grew from {self.state.first_loss:.4g} (epoch 1) to "
-                f"{loss:.4g} (epoch {e1}): training is probably diverging; lower optim.lr (now "
-                f"{self.optim.lr:g})",
-                stacklevel=2,
-            )
+        check_finite(self, rec)
 
     # ------------------------------------------------------------------ evaluation
     def iterate_outputs(
