@@ -71,7 +71,7 @@ def _reset_peak() -> bool:
 
 
 def numpy_metrics(x: np.ndarray, y: np.ndarray, w: np.ndarray, k: int) -> dict:
-    """The textbook in-memory computation (SPEC section 6), float64 throughout."""
+    """The textbook in-memory computation (docs/metrics.md), float64 throughout."""
     x = x.astype(np.float64)
     w = w.astype(np.float64)
     counts = np.bincount(y, minlength=k)

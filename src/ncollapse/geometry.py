@@ -1,4 +1,4 @@
-"""Pure tensor math for simplex equiangular tight frames (SPEC section 1).
+"""Pure tensor math for simplex equiangular tight frames (docs/method.md).
 
 No ``nn``, no I/O: everything here is a function of its arguments.
 """

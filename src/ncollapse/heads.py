@@ -1,4 +1,4 @@
-"""Classifier heads: what sits after the backbone's pooled feature ``f`` (SPEC section 2).
+"""Classifier heads: what sits after the backbone's pooled feature ``f`` (docs/method.md).
 
 Every head maps ``f`` of shape ``(B, d)`` to a :class:`HeadOutput` ``(features, logits)`` and has
 ``classifier_weight() -> (K, d)`` (see ``docs/architecture.md``, "Heads").

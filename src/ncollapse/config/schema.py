@@ -150,7 +150,7 @@ class RunConfig:
 
 @dataclass
 class AllNCConfig:
-    """AllNC components (SPEC section 8); each can be switched off for ablation."""
+    """AllNC components (docs/allnc.md); each can be switched off for ablation."""
 
     hycon: bool = True
     hycon_weight: float = 1.0

@@ -38,7 +38,7 @@ __all__ = [
     "read_cifar_folder",
 ]
 
-# SPEC section 5: the official recipes normalise CIFAR-10 and CIFAR-100 with these values
+# the official recipes normalise CIFAR-10 and CIFAR-100 with these values
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
 
@@ -236,7 +236,7 @@ def _extract_archive(arch: Path, name: str, cache_dir: str | None) -> Path:
 @register_dataset("cifar100")
 @register_dataset("cifar10")
 def load_cifar_lt(cfg: Any) -> DataBundle:
-    """CIFAR-10/100-LT per SPEC section 4: long-tailed train set, full balanced test set."""
+    """CIFAR-10/100-LT by the LDAM protocol (Cao et al., 2019): long-tailed train set, full balanced test set."""
     name = cfg.name
     try:
         kind, path = find_cifar(name, cfg.root)

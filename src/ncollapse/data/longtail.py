@@ -1,5 +1,5 @@
 # ruff: noqa: NPY002  (the legacy global generator is the point: bit-exact with the official code)
-"""Long-tailed subsets, bit-exact with the LDAM / official protocol (SPEC section 4).
+"""Long-tailed subsets, bit-exact with the LDAM protocol (Cao et al., 2019), as the released code of Yang et al. draws them.
 
 :func:`long_tail_counts` gives the per-class sizes of the exponential or step profile and
 :func:`long_tail_indices` picks which images to keep: NumPy's *legacy global* generator is seeded

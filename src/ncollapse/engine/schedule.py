@@ -3,7 +3,7 @@ short budgets (cosine, linear decay), all with a linear warm-up.
 
 ``optim.schedule``:
 
-- ``step`` (official, SPEC section 5 of the paper's recipe): warm-up, then ``lr * gamma**m``
+- ``step`` (the official recipe of Yang et al., 2022): warm-up, then ``lr * gamma**m``
   after the m-th milestone (or ``lr * lr_factors[m-1]`` when given, e.g. LDAM-DRW's 0.01 and
   0.0001); set once per epoch, except during a fractional warm-up;
 - ``cosine``: warm-up, then a half cosine from ``lr`` to ``final_lr * lr``, set every batch;

@@ -120,7 +120,7 @@ def _prototype_parts(
     vmask = valid[:, None].to(z.dtype)
     origin = None
     if centre:
-        # every valid class once, as the collapse metrics centre (SPEC section 6)
+        # every valid class once, as the collapse metrics centre (docs/metrics.md)
         origin = (mixed * vmask).sum(0) / vmask.sum().clamp_min(1.0)
         mixed = mixed - origin
     return mixed * vmask, valid, origin

@@ -14,7 +14,7 @@ BALANCE_MODES: tuple[str, ...] = ("batch", "none", "global")
 
 
 class DotRegressionLoss(nn.Module):
-    """The dot-regression loss of Yang et al. (SPEC section 3).
+    """The dot-regression loss of Yang et al. (NeurIPS 2022; docs/method.md).
 
     For features ``h_i`` and target vertices ``w_i = frame[:, y_i]``::
 

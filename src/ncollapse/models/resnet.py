@@ -4,7 +4,7 @@
 (strides 1/2/2) -> global average pooling. Option-A shortcuts are parameter-free: stride-2
 subsampling ``x[:, :, ::2, ::2]`` plus zero channel padding. Kaiming-normal init as in the
 official LDAM/DR code. ``forward`` returns the pooled feature (B, 64w); no classifier here.
-ResNet-32 at width 1: 464,154 parameters with a 10-way fc, 463,504 without (SPEC: 0.46M).
+ResNet-32 at width 1: 464,154 parameters with a 10-way fc, 463,504 without (the 0.46M of the paper).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ convolution of a bottleneck), returning the globally pooled feature; no classifi
 ``resnet50``: stages of 3/4/6/3 bottlenecks at 64/128/256/512 planes (x4 expansion): a
 2048-dimensional feature, 23,508,032 parameters. ``resnet50_4096``: the same with 1024 planes in
 the last stage, a 4096-dimensional feature: the backbone of the official ImageNet-LT recipe of
-the fixed-ETF paper (SPEC section 5). ``width`` multiplies every stage's planes.
+the fixed-ETF paper (Yang et al., 2022). ``width`` multiplies every stage's planes.
 
 Parameter and buffer names are torchvision's (``conv1``, ``bn1``, ``layer1`` .. ``layer4``, each
 block ``conv1..3``/``bn1..3``/``downsample.0``/``downsample.1``), so a torchvision ResNet-50

@@ -247,7 +247,7 @@ def format_markdown(rows: list[dict[str, Any]], spec_json: dict[str, Any]) -> st
         "the mean alone (no standard deviation). Accuracy in % at the final epoch on the balanced "
         "test set; many/medium/few by training count (> 100 / 20-100 / < 20; n/a: no class in "
         "the group); head/mid/tail idx by class index, the official CIFAR tables' split (K = 10: "
-        "[0,3) / [3,7) / [7,10); K = 100: [0,36) / [36,71) / [71,100); else thirds). Collapse metrics on the training set at the final epoch (SPEC section 6): "
+        "[0,3) / [3,7) / [7,10); K = 100: [0,36) / [36,71) / [71,100); else thirds). Collapse metrics on the training set at the final epoch (docs/metrics.md): "
         "NC1 = tr(Sigma_W Sigma_B^+)/K; NC2 = ETF error of the centred class means and of the "
         "classifier rows (for ETF heads the classifier is the fixed frame); NC3 = self-duality; "
         "MC = minority-collapse index of the tail-class means and classifier rows (0: ETF, 1: "
