@@ -1,35 +1,42 @@
-"""Training throughput of ResNet-32 at batch 128: the ncollapse engine against a plain PyTorch loop.
+"""Training throughput of the official recipe's step (ResNet-32, batch 128, CIFAR-10-LT): the
+ncollapse engine against a plain PyTorch loop, measured in the same process, alternating.
 
-Both train the same model (ResNet-32 + ETF head) on the same resident uint8 CIFAR-10-LT tensors
-in the same process, alternating, best of ``--repeats``. The engine runs the full official recipe
-(random crop + flip, mixup, DR loss with per-batch class weights, SGD with momentum and weight
-decay); the plain loop is the minimal loop a user would write: gather the batch, convert and
-normalise, forward, cross-entropy, backward, step (no augmentation, no mixup). The ratio
-engine / plain must be >= 1.0: the engine adds no overhead, and its NHWC layout buys speed.
+The engine runs the full official recipe (random crop + flip, mixup, DR loss with per-batch
+class weights, SGD with momentum and weight decay) as `ncollapse train` runs it: NHWC layout and,
+on CPUs with bf16 instructions, bf16 autocast. The plain loop is the minimal loop a user would
+write: gather the batch, convert and normalise, forward in fp32 NCHW, cross-entropy, backward,
+step (no augmentation, no mixup). Also shown: the engine with each lever switched off, so every
+figure has its baseline beside it. The CPU and its features are printed: the ratio depends on
+them (bf16 needs avx512_bf16 or AMX; without them the engine trains in fp32).
 
-    python benchmarks/throughput.py                # CIFAR-10-LT from the JPEG copy when present
-    python benchmarks/throughput.py --synthetic    # random images of the same shape
-    python benchmarks/throughput.py --device cuda  # on a GPU (AMP on, as in training)
+    python benchmarks/throughput.py                  # CIFAR-10-LT from the JPEG copy when present
+    python benchmarks/throughput.py --synthetic      # random images of the same shape
+    python benchmarks/throughput.py --isa avx2       # as on an AVX2-only CPU (oneDNN and ATen
+                                                     # limited to AVX2, no bf16), same machine
+    python benchmarks/throughput.py --device cuda    # on a GPU (AMP as in training)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 import time
 
-import torch
-import torch.nn.functional as F
-
-from ncollapse.build import build_network
-from ncollapse.composition import compose
-from ncollapse.data import load_data
-from ncollapse.data.base import ArrayDataset, DataBundle
-from ncollapse.engine.loop import resolve_device
-from ncollapse.runner import build_trainer
+ISA_ENV = {  # what --isa sets before torch starts (oneDNN, ATen kernels, our bf16 switch)
+    "avx2": {"DNNL_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "NCOLLAPSE_CPU_BF16": "0"},
+    "avx512": {"DNNL_MAX_CPU_ISA": "AVX512_CORE", "NCOLLAPSE_CPU_BF16": "0"},
+}
 
 
-def _bundle(args: argparse.Namespace, cfg) -> DataBundle:
+def _bundle(args: argparse.Namespace, cfg):
+    import torch
+
+    from ncollapse.data import load_data
+    from ncollapse.data.base import ArrayDataset, DataBundle
+
     if not args.synthetic:
         try:
             return load_data(cfg.data)
@@ -46,29 +53,33 @@ def _bundle(args: argparse.Namespace, cfg) -> DataBundle:
     )
 
 
-def _subset(bundle: DataBundle, n: int) -> DataBundle:
-    idx = torch.randperm(bundle.train.labels.numel(), generator=torch.Generator().manual_seed(1))[
-        :n
-    ]
+def _subset(bundle, n: int):
+    import torch
+
+    from ncollapse.data.base import ArrayDataset, DataBundle
+
+    g = torch.Generator().manual_seed(1)
+    idx = torch.randperm(bundle.train.labels.numel(), generator=g)[:n]
     train = ArrayDataset(bundle.train.images[idx], bundle.train.labels[idx], bundle.train.classes)
     return DataBundle(
-        train,
-        bundle.test,
-        bundle.class_counts,
-        bundle.info,
-        bundle.mean,
-        bundle.std,
-        bundle.augment,
+        train, bundle.test, bundle.class_counts, bundle.info, bundle.mean, bundle.std, "standard"
     )
 
 
-def engine_rate(cfg, bundle: DataBundle, device: torch.device) -> float:
+def engine_rate(cfg, bundle, device) -> float:
+    from ncollapse.runner import build_trainer
+
     trainer = build_trainer(cfg, bundle, device)
     trainer.train_epoch(0)  # warm-up (allocator, oneDNN primitive cache)
     return trainer.train_epoch(1)["images_per_s"]
 
 
-def plain_rate(cfg, bundle: DataBundle, device: torch.device) -> float:
+def plain_rate(cfg, bundle, device) -> float:
+    import torch
+    import torch.nn.functional as F
+
+    from ncollapse.build import build_network
+
     torch.manual_seed(0)
     net = build_network(cfg, 10, 3).to(device)
     opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4)
@@ -100,15 +111,14 @@ def plain_rate(cfg, bundle: DataBundle, device: torch.device) -> float:
     return epoch()
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="auto")
-    p.add_argument("--batches", type=int, default=24, help="batches of 128 per timed pass")
-    p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--synthetic", action="store_true")
-    p.add_argument("--json", action="store_true")
-    args = p.parse_args()
+def measure(args: argparse.Namespace) -> dict:
+    import torch
+
+    from ncollapse.composition import compose
+    from ncollapse.engine.precision import autocast_dtype, cpu_flags
+    from ncollapse.engine.state import resolve_device
+    from ncollapse.runner import cpu_info
+
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -119,36 +129,83 @@ def main() -> None:
         "optim.warmup_epochs=0",
         f"run.device={device}",
     ]
-    cfg = compose("cifar10_lt_r100_etf_dr", overrides=base)
-    cfg_nchw = compose("cifar10_lt_r100_etf_dr", overrides=[*base, "run.channels_last=false"])
-    bundle = _subset(_bundle(args, cfg), args.batches * cfg.optim.batch_size)
-    rates: dict[str, list[float]] = {"engine": [], "engine_nchw": [], "plain": []}
+    variants = {
+        "engine": [],
+        "engine_fp32": ["run.amp=false"],
+        "engine_fp32_nchw": ["run.amp=false", "run.channels_last=false"],
+    }
+    if autocast_dtype(device, True) is None:  # no native bf16 here: the fp32 rows say it all
+        del variants["engine_fp32"]
+    cfgs = {
+        k: compose("cifar10_lt_r100_etf_dr", overrides=[*base, *v]) for k, v in variants.items()
+    }
+    bundle = _subset(_bundle(args, cfgs["engine"]), args.batches * 128)
+    rates: dict[str, list[float]] = {"plain": [], **{k: [] for k in cfgs}}
     for _ in range(args.repeats):
-        rates["plain"].append(plain_rate(cfg, bundle, device))
-        rates["engine"].append(engine_rate(cfg, bundle, device))
-        rates["engine_nchw"].append(engine_rate(cfg_nchw, bundle, device))
+        rates["plain"].append(plain_rate(cfgs["engine"], bundle, device))
+        for k, cfg in cfgs.items():
+            rates[k].append(engine_rate(cfg, bundle, device))
     best = {k: max(v) for k, v in rates.items()}
-    result = {
+    precision = autocast_dtype(device, True)
+    return {
         "device": str(device),
+        "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "cpu": cpu_info(),
+        "isa_limit": args.isa,
+        "cpu_flags_bf16": sorted({"avx512_bf16", "amx_bf16"} & cpu_flags()),
+        "engine_precision": {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[
+            precision
+        ],
         "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
         "images_per_pass": bundle.train.labels.numel(),
         "images_per_s": best,
-        "ratio_engine_vs_plain": best["engine"] / best["plain"],
-        "ratio_engine_nchw_vs_plain": best["engine_nchw"] / best["plain"],
+        "ratios_vs_plain": {k: best[k] / best["plain"] for k in best if k != "plain"},
         "all_runs": rates,
     }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batches", type=int, default=24, help="batches of 128 per timed pass")
+    p.add_argument("--repeats", type=int, default=2, help="passes per contender (best is kept)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--synthetic", action="store_true", help="random images instead of CIFAR")
+    p.add_argument(
+        "--isa", choices=sorted(ISA_ENV), default=None,
+        help="limit the CPU kernels to an instruction set (runs in a subprocess)",
+    )  # fmt: skip
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args()
+    if args.isa and os.environ.get("NCOLLAPSE_BENCH_CHILD") != "1":
+        env = {**os.environ, **ISA_ENV[args.isa], "NCOLLAPSE_BENCH_CHILD": "1"}
+        sys.exit(subprocess.call([sys.executable, *sys.argv], env=env))
+    result = measure(args)
     if args.json:
         print(json.dumps(result, indent=2))
-    else:
-        print(
-            f"device {device}, {torch.get_num_threads()} threads, {result['images_per_pass']} images per timed pass"
-        )
-        for k in ("plain", "engine", "engine_nchw"):
-            print(f"  {k:<12} {best[k]:8.1f} images/s")
-        print(f"ratio engine / plain loop: {result['ratio_engine_vs_plain']:.2f} (must be >= 1.0)")
-        print(
-            f"ratio engine (NCHW layout) / plain loop: {result['ratio_engine_nchw_vs_plain']:.2f}"
-        )
+        return
+    cpu = result["cpu"]
+    print(
+        f"device {result['device']} ({result['cuda_device'] or cpu['model']}), "
+        f"{result['threads']} threads, torch {result['torch']}"
+    )
+    print(
+        f"CPU features: {', '.join(cpu['features']) or 'none of note'}; ATen kernels "
+        f"{cpu['torch_capability']}"
+        + (f"; limited to {args.isa.upper()} for this run" if args.isa else "")
+    )
+    print(
+        f"engine trains in {result['engine_precision']}; {result['images_per_pass']} images per "
+        "timed pass, best of the repeats"
+    )
+    for k, v in result["images_per_s"].items():
+        ratio = "" if k == "plain" else f"  x{result['ratios_vs_plain'][k]:.2f} vs plain"
+        print(f"  {k:<18} {v:8.1f} images/s{ratio}")
+    print(
+        f"ratio engine / plain loop: {result['ratios_vs_plain']['engine']:.2f} "
+        "(the training step of the official recipe)"
+    )
 
 
 if __name__ == "__main__":

@@ -14,8 +14,9 @@ import torch
 from torch import Tensor
 
 from ..metrics import CollapseAccumulator, default_tail_classes, long_tail_accuracy
+from .distributed import SINGLE, Distributed
 
-__all__ = ["Evaluator", "network_outputs", "resident_batches"]
+__all__ = ["Evaluator", "merge_statistics", "network_outputs", "resident_batches"]
 
 Outputs = Iterable[tuple[Tensor, Tensor, Tensor]]
 
@@ -50,11 +51,16 @@ class Evaluator:
                 logits = self.logit_transform(logits)
             preds.append(logits.argmax(1).cpu())
             labels.append(y.cpu())
+        if not preds:  # a data-parallel rank's share of a tiny split may be empty
+            return torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64)
         return torch.cat(preds), torch.cat(labels)
 
-    def accuracy(self, outputs: Outputs) -> dict[str, Any]:
-        """The accuracy record of :func:`ncollapse.metrics.long_tail_accuracy`."""
+    def accuracy(self, outputs: Outputs, dist: Distributed = SINGLE) -> dict[str, Any]:
+        """The accuracy record of :func:`ncollapse.metrics.long_tail_accuracy` (under torchrun,
+        of every rank's predictions, gathered)."""
         preds, labels = self.predictions(outputs)
+        if dist.enabled:
+            preds, labels = dist.gather_rows(preds), dist.gather_rows(labels)
         return long_tail_accuracy(preds, labels, self.class_counts)
 
     def collapse(
@@ -63,18 +69,49 @@ class Evaluator:
         classifier: Tensor,
         bias: Tensor | None,
         device: torch.device | None = None,
+        dist: Distributed = SINGLE,
     ) -> tuple[dict[str, Any], CollapseAccumulator]:
         """Neural-collapse metrics from two streaming passes over ``outputs()`` (class
         statistics, then NC4 against those means); returns the metrics and the accumulator
-        (whose class means a run keeps for plots)."""
+        (whose class means a run keeps for plots). Under torchrun each rank passes over its
+        share and the statistics are merged exactly (:func:`merge_statistics`)."""
         weight = classifier.detach().float()
         acc = CollapseAccumulator(len(self.class_counts), weight.shape[1], device=device)
         for feats, _, labels in outputs():
             acc.update(feats, labels)
+        merge_statistics(acc, dist)
         for feats, logits, labels in outputs():
             acc.update_nc4(feats, labels, logits=logits)
+        if dist.enabled:
+            nc4 = torch.tensor([acc.nc4_mismatch, acc.nc4_total], dtype=torch.float64)
+            nc4 = dist.all_reduce_sum(nc4)
+            acc.nc4_mismatch, acc.nc4_total = int(nc4[0]), int(nc4[1])
         values = acc.compute(classifier=weight, bias=bias, tail_classes=self.tail_classes)
         return values, acc
+
+
+@torch.no_grad()
+def merge_statistics(acc: CollapseAccumulator, dist: Distributed) -> None:
+    """Replace each rank's first-pass statistics in ``acc`` by those of all ranks' samples.
+
+    Exact (Chan et al.'s parallel combination, for any number of parts): the global class means
+    come from the summed counts and sums; each rank's scatter and per-class sums of squares are
+    moved to the global means by ``n_rk (mu_rk - mu_k)(mu_rk - mu_k)^T`` and summed. In float64;
+    deviations, never raw second moments, so nothing cancels. One process: nothing to do.
+    """
+    if not dist.enabled:
+        return
+    counts, means = acc.counts.clone(), acc.means.clone()
+    total = dist.all_reduce_sum(torch.cat([counts[:, None], means * counts[:, None]], 1))
+    n = total[:, 0]
+    mu = total[:, 1:] / n.clamp_min(1).unsqueeze(1)
+    delta = means - mu
+    scatter = acc.scatter + (delta * counts.unsqueeze(1)).T @ delta
+    class_ss = acc.class_ss + counts * (delta**2).sum(1)
+    d = acc.dim
+    packed = dist.all_reduce_sum(torch.cat([scatter.flatten(), class_ss]))
+    acc.counts, acc.means = n, mu
+    acc.scatter, acc.class_ss = packed[: d * d].view(d, d).clone(), packed[d * d :].clone()
 
 
 @torch.no_grad()
@@ -86,10 +123,11 @@ def network_outputs(
     logits are the mean of the image's and its mirror image's; the features are the image's."""
     network.eval()
     for x, y in batches:
-        out = network(x)
-        logits = out.logits.float()
-        if tta:
-            logits = 0.5 * (logits + network(x.flip(3)).logits.float())
+        with torch.autocast(x.device.type, enabled=False):  # also inside a caller's autocast
+            out = network(x.float())
+            logits = out.logits.float()
+            if tta:
+                logits = 0.5 * (logits + network(x.float().flip(3)).logits.float())
         yield out.features.float(), logits, y
 
 
