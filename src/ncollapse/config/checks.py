@@ -47,6 +47,14 @@ def validate(cfg: Config) -> None:
         raise ConfigError("optim.warmup_epochs must be shorter than optim.epochs")
     if list(o.milestones) != sorted(o.milestones):
         raise ConfigError(f"optim.milestones must be increasing, got {o.milestones}")
+    late = [m for m in o.milestones if m >= o.epochs]
+    if o.schedule == "step" and late:
+        warnings.warn(
+            f"optim.milestones {late} lie at or beyond optim.epochs={o.epochs}: the rate never "
+            f"decays there; --epochs {o.epochs} scales the whole schedule (warm-up, milestones) "
+            "instead of cutting it",
+            stacklevel=2,
+        )
     if cfg.model.scale <= 0:
         raise ConfigError(f"model.scale must be > 0, got {cfg.model.scale}")
     if cfg.model.width < 1:
@@ -121,6 +129,11 @@ def validate(cfg: Config) -> None:
             f"loss.ldam_scale={cfg.loss.ldam_scale:g}) are sized for cosine logits in [-1, 1] "
             "and usually make a plain linear classifier diverge; set model.head=cosine",
             stacklevel=2,
+        )
+    if cfg.run.loss_batch not in ("auto", "local", "global"):
+        raise ConfigError(
+            f"run.loss_batch takes auto, local or global (the batch the loss sees under "
+            f"torchrun), got {cfg.run.loss_batch!r}"
         )
 
 

@@ -1,0 +1,121 @@
+"""Time to accuracy: the fast ETF + DR recipe against the official 200-epoch recipe.
+
+Trains the fast recipe for the given seeds on CIFAR-10-LT (r = 0.01) with the validation split
+(images the long-tail subset leaves unused), and prints, per seed and as mean ± std: the run's
+wall time (training, evaluation and collapse metrics, as the run records it), validation and
+test accuracy, beside the official recipe's figures read from its record
+(``benchmarks/records/cifar10_lt_r100_etf_dr_200ep_seed0.json``, the summary.json of that run),
+and the time ratio. ``--official`` reruns the official recipe in the same invocation instead of
+reading the record (hours on a CPU: for a GPU, or a long night). Each run writes an ordinary run
+directory under ``--out``; a finished one is read back rather than retrained.
+
+    python benchmarks/time_to_accuracy.py                        # seeds 0,1,2, one thread each
+    python benchmarks/time_to_accuracy.py --seeds 0 --threads 2
+    python benchmarks/time_to_accuracy.py --official --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+OFFICIAL_RECORD = HERE / "records" / "cifar10_lt_r100_etf_dr_200ep_seed0.json"
+
+
+def _train(recipe: str, seed: int, args: argparse.Namespace, val: bool) -> dict:
+    import ncollapse
+    from ncollapse.rundir import Run
+
+    name = f"{recipe}-s{seed}"
+    run = Run(Path(args.out) / name)
+    if run.status() == "done":
+        return run.summary()
+    over = [f"run.progress={args.progress}"]
+    if args.threads:
+        over.append(f"run.threads={args.threads}")
+    if val:
+        over += ["data.val=unused", "eval.splits=[val,test]"]
+    if run.status() == "resumable":
+        return ncollapse.train(resume=run.path, device=args.device).summary
+    return ncollapse.train(
+        recipe, overrides=over, seed=seed, out=args.out, name=name, device=args.device
+    ).summary
+
+
+def _row(label: str, summaries: list[dict]) -> dict:
+    def stat(values: list[float | None]) -> tuple[float | None, float | None, list]:
+        xs = [v for v in values if v is not None]
+        if not xs:
+            return None, None, values
+        return statistics.mean(xs), (statistics.stdev(xs) if len(xs) > 1 else None), values
+
+    wall = stat([s.get("wall_seconds") for s in summaries])
+    test = stat([(s.get("final") or {}).get("acc") for s in summaries])
+    tail = stat([(s.get("final") or {}).get("few_idx") for s in summaries])
+    val = stat([(s.get("val") or {}).get("acc") for s in summaries])
+    return {"label": label, "epochs": summaries[0].get("epochs"), "wall": wall, "test": test,
+            "tail": tail, "val": val, "precision": summaries[0].get("precision", "fp32")}  # fmt: skip
+
+
+def _fmt(stat: tuple, pct: bool) -> str:
+    mean, std, values = stat
+    if mean is None:
+        return "n/a"
+    f = (lambda x: f"{100 * x:.2f}") if pct else (lambda x: f"{x:,.0f}")
+    each = ", ".join(f(v) for v in values if v is not None)
+    return (
+        f(mean)
+        + ("" if std is None else f" ± {f(std)}")
+        + (f" ({each})" if len(values) > 1 else "")
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--recipe", default="cifar10_lt_r100_fast", help="the fast recipe")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--out", default="runs/time-to-accuracy")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run (0: default)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--progress", default="log")
+    p.add_argument("--official", action="store_true", help="rerun the official recipe (seed 0)")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args()
+
+    from ncollapse.runner import cpu_info
+
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    fast = [_train(args.recipe, s, args, val=True) for s in seeds]
+    if args.official:
+        official = [_train("cifar10_lt_r100_etf_dr", 0, args, val=False)]
+        source = "rerun now"
+    else:
+        official = [json.loads(OFFICIAL_RECORD.read_text())]
+        source = f"record {OFFICIAL_RECORD.relative_to(HERE.parent)}"
+    rows = [_row("official cifar10_lt_r100_etf_dr", official), _row(args.recipe, fast)]
+    ratio = rows[0]["wall"][0] / rows[1]["wall"][0]
+    cpu = cpu_info()
+    if args.json:
+        print(
+            json.dumps(
+                {"cpu": cpu, "rows": rows, "time_ratio": ratio, "official": source}, indent=2
+            )
+        )
+        return
+    print(f"CPU: {cpu['model']} ({', '.join(cpu['features'])}); threads per run: {args.threads}")
+    print(f"official figures: {source}")
+    print("| recipe | epochs | precision | wall s | test acc % | test classes 7-9 % | val acc % |")
+    print("|---|---:|---|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['label']} | {r['epochs']} | {r['precision']} | {_fmt(r['wall'], False)} | "
+            f"{_fmt(r['test'], True)} | {_fmt(r['tail'], True)} | {_fmt(r['val'], True)} |"
+        )
+    print(f"time ratio official / fast: {ratio:.1f}x (mean wall time per run)")
+
+
+if __name__ == "__main__":
+    main()
