@@ -24,10 +24,10 @@ from .composition import compose
 from .config import Config, config_diff, config_from_dict, config_to_dict, is_run_key
 from .data import load_data
 from .data.base import DataBundle
+from .engine.distributed import SINGLE, Distributed, ReadOnlyRun, init_distributed
 from .engine.loop import Trainer
 from .engine.precision import autocast_dtype
 from .engine.progress import Progress
-from .engine.state import resolve_device
 from .errors import UserError
 from .rundir import Run, check_run_name
 
@@ -70,7 +70,9 @@ def cpu_info() -> dict[str, Any]:
     }
 
 
-def _env_record(device: torch.device, amp: bool = True) -> dict[str, Any]:
+def _env_record(
+    device: torch.device, amp: bool = True, dist: Distributed = SINGLE, global_loss: bool = False
+) -> dict[str, Any]:
     return {
         "ncollapse": __version__,
         "python": sys.version.split()[0],
@@ -85,6 +87,10 @@ def _env_record(device: torch.device, amp: bool = True) -> dict[str, Any]:
         ],
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "argv": sys.argv,
+        # data-parallel training: the number of processes and the backend (none: one process)
+        "world_size": dist.world_size,
+        "backend": dist.backend,
+        "loss_batch": None if not dist.enabled else ("global" if global_loss else "local"),
     }
 
 
@@ -132,9 +138,17 @@ def build_trainer(
     device: torch.device,
     run: Run | None = None,
     progress: Progress | None = None,
+    dist: Distributed = SINGLE,
 ) -> Trainer:
     """Everything a run trains with, built from ``cfg`` (the training seed set first, so the
-    initial weights depend on it alone): network, criterion, augmentation, evaluator, trainer."""
+    initial weights depend on it alone): network, criterion, augmentation, evaluator, trainer.
+    Streamed data brings its own per-sample augmentation (no batch augmentation)."""
+    if not bundle.resident and cfg.data.augment != "auto":
+        raise UserError(
+            f"data.augment={cfg.data.augment} augments in-memory batches; streamed list-file "
+            "data is augmented per sample (random-resized crop, flip, colour jitter): drop "
+            "data.augment"
+        )
     torch.manual_seed(cfg.seed)
     network = build_network(cfg, len(bundle.class_counts), in_channels=bundle.in_channels)
     criterion = build_criterion(cfg, network, bundle.class_counts, bundle.train.labels)
@@ -146,12 +160,14 @@ def build_trainer(
         evaluation=cfg.eval,
         run=cfg.run,
         seed=cfg.seed,
-        augment=build_augment(cfg, bundle),
+        augment=build_augment(cfg, bundle) if bundle.resident else None,
         run_dir=run,
         device=device,
         evaluator=build_evaluator(cfg, bundle),
         progress=progress or Progress(cfg.optim.epochs, "none"),
         name=cfg.name,
+        dist=dist,
+        workers=cfg.data.workers,
     )
 
 
@@ -163,7 +179,11 @@ def run_training(
     prefix: str = "",
 ) -> RunResult:
     """Train ``cfg`` into a new run directory, or resume the run at ``resume`` (``cfg``, when
-    given with ``resume``, must match the saved config except for its ``run.*`` keys)."""
+    given with ``resume``, must match the saved config except for its ``run.*`` keys).
+
+    Started by torchrun with several processes, this is one rank of a data-parallel run
+    (``docs/distributed.md``): rank 0 decides on and writes the run directory, the others only
+    read it."""
     run: Run | None = None
     if resume is not None:
         run = Run.load(resume)
@@ -171,23 +191,20 @@ def run_training(
     elif cfg is None:
         raise ValueError("run_training needs a config or a run directory to resume")
 
+    dist, device = init_distributed(cfg.run.device)
+    dist.check_same("runs", [config_to_dict(cfg), None if resume is None else str(resume)])
     if resume is None and cfg.run.name is not None:  # refuse a taken name before loading data
-        check_run_name(cfg.run.name)
-        taken = Path(cfg.run.out_dir) / cfg.run.name
-        if taken.is_dir() and any(taken.iterdir()):
-            Run.create(cfg.run.out_dir, cfg.run.name, explicit=True)  # raises, naming --resume
+        dist.on_main(lambda: _refuse_taken_name(cfg))
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
-    device = resolve_device(cfg.run.device)
     if bundle is None:
-        bundle = load_data(cfg.data)
-    trainer = build_trainer(cfg, bundle, device)
+        bundle = dist.first_per_node(lambda: load_data(cfg.data))
+    trainer = build_trainer(cfg, bundle, device, dist=dist)
     # the run directory is made only once everything that can be refused has been built
     created = run is None
     if run is None:
-        run = Run.create(
-            cfg.run.out_dir, cfg.run.name or cfg.name, explicit=cfg.run.name is not None
-        )
+        name, explicit = cfg.run.name or cfg.name, cfg.run.name is not None
+        run = Run(dist.on_main(lambda: Run.create(cfg.run.out_dir, name, explicit=explicit).path))
     else:
         saved_counts = run.data()["class_counts"]
         if list(saved_counts) != list(bundle.class_counts):
@@ -196,15 +213,18 @@ def run_training(
                 f"{run.path} trained on {saved_counts}; resume with the same data"
             )
 
-    progress = Progress(cfg.optim.epochs, cfg.run.progress, prefix=prefix)
+    if not dist.is_main:
+        run = ReadOnlyRun(run)  # type: ignore[assignment]
+    mode = cfg.run.progress if dist.is_main else "none"
+    progress = Progress(cfg.optim.epochs, mode, prefix=prefix)
     trainer.progress = progress
     trainer.run_dir = run
     if created:
         run.write_config(config_to_dict(cfg))
         run.write_data(_data_record(cfg, bundle))
-        run.write_env(_env_record(device, cfg.run.amp))
+        run.write_env(_env_record(device, cfg.run.amp, dist, trainer.global_batch))
         progress.message(f"run directory: {run.path}")
-    elif run.checkpoint_path.is_file():
+    elif dist.broadcast_object(run.checkpoint_path.is_file()):
         trainer.load_state_dict(run.load_checkpoint())
         run.truncate_metrics(trainer.state.epoch)
         progress.message(f"resuming {run.path} after epoch {trainer.state.epoch}")
@@ -214,13 +234,20 @@ def run_training(
     try:
         summary = trainer.fit()
     except BaseException as exc:
-        if created and not run.checkpoint_path.is_file():
+        if created and dist.is_main and not run.checkpoint_path.is_file():
             # no epoch was kept: leave nothing behind, so the same command can simply be rerun
             shutil.rmtree(run.path, ignore_errors=True)
             if isinstance(exc, UserError):
                 raise UserError(f"{exc} (no epoch finished: {run.path} was removed)") from None
         raise
     return RunResult(run.path, summary)
+
+
+def _refuse_taken_name(cfg: Config) -> None:
+    check_run_name(cfg.run.name)
+    taken = Path(cfg.run.out_dir) / cfg.run.name
+    if taken.is_dir() and any(taken.iterdir()):
+        Run.create(cfg.run.out_dir, cfg.run.name, explicit=True)  # raises, naming --resume
 
 
 def train(

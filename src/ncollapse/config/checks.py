@@ -135,6 +135,11 @@ def validate(cfg: Config) -> None:
             f"run.loss_batch takes auto, local or global (the batch the loss sees under "
             f"torchrun), got {cfg.run.loss_batch!r}"
         )
+    if cfg.run.loss_batch not in ("auto", "local", "global"):
+        raise ConfigError(
+            f"run.loss_batch takes auto, local or global (the batch the loss sees under "
+            f"torchrun), got {cfg.run.loss_batch!r}"
+        )
 
 
 def drw_start(cfg: Config) -> int | None:

@@ -146,6 +146,13 @@ class RunConfig:
     checkpoint_every: int = 1
     tensorboard: bool = True
     progress: str = "auto"  # auto | bar | log | none
+    # data-parallel training under torchrun (docs/distributed.md): BatchNorm statistics over the
+    # global batch (all processes) instead of each process's share; no effect in one process
+    sync_bn: bool = False
+    # under torchrun, the batch the loss sees: local (each process's share, as DDP code computes
+    # it: DR's per-batch class weights per share), global (the outputs of the whole global batch
+    # gathered: the one-process loss), auto (local; global for a criterion with state, e.g. AllNC)
+    loss_batch: str = "auto"
 
 
 @dataclass

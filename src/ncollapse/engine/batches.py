@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -19,18 +19,40 @@ from ..data.augment import BatchAugment
 from .mixup import mixup_batch
 from .state import epoch_generators
 
-__all__ = ["ResidentBatches", "StepInput"]
+__all__ = ["ResidentBatches", "StepInput", "epoch_order"]
 
 
 @dataclass
 class StepInput:
     """One training step's input: the (mixed) images, the criterion's labels, the extra batches'
-    images and labels, and how many samples the step counts for."""
+    images and labels, and how many samples the step counts for (the global batch's size).
+
+    Data-parallel steps hold this rank's share of ``x``, ``batch`` and ``extra``, and also
+    ``shards`` (every rank's number of samples, in rank order), ``whole`` (the global batch's
+    labels, partner labels and mixup coefficient) and ``whole_extra`` (the global extra batches'
+    labels), which a criterion that sees the global batch needs.
+    """
 
     x: torch.Tensor
     batch: Batch
     extra: dict[str, tuple[torch.Tensor, torch.Tensor]]
     size: int
+    shards: list[int] | None = None
+    whole: Batch | None = None
+    whole_extra: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def epoch_order(
+    labels: torch.Tensor, epoch: int, g: torch.Generator, balanced_from: float | None = None
+) -> torch.Tensor:
+    """The epoch's sample order on the CPU (``labels`` on the CPU): a permutation, or from epoch
+    ``balanced_from`` on a class-balanced draw with replacement (deferred re-sampling)."""
+    n = labels.shape[0]
+    if balanced_from is not None and epoch >= balanced_from:
+        counts = torch.bincount(labels).to(torch.float64)
+        weights = (1.0 / counts[labels]).to(torch.float32)
+        return torch.multinomial(weights, n, replacement=True, generator=g)
+    return torch.randperm(n, generator=g)
 
 
 class ResidentBatches:
@@ -68,18 +90,9 @@ class ResidentBatches:
     def _prepare(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         return self.augment(x, g).contiguous(memory_format=self.memory_format)
 
-    def _balanced_weights(self) -> torch.Tensor:
-        counts = torch.bincount(self.labels.cpu()).to(torch.float64)
-        return (1.0 / counts[self.labels.cpu()]).to(torch.float32)
-
     def order(self, epoch: int, g: torch.Generator) -> torch.Tensor:
-        """The epoch's sample order: a permutation, or a class-balanced draw."""
-        n = self.images.shape[0]
-        if self.balanced_from is not None and epoch >= self.balanced_from:
-            perm = torch.multinomial(self._balanced_weights(), n, replacement=True, generator=g)
-        else:
-            perm = torch.randperm(n, generator=g)
-        return perm.to(self.device)
+        """The epoch's sample order (:func:`epoch_order`), on the device."""
+        return epoch_order(self.labels.cpu(), epoch, g, self.balanced_from).to(self.device)
 
     def epoch(self, epoch: int, seed: int, mixup_alpha: float) -> Iterator[StepInput]:
         """The steps of 0-based ``epoch``."""

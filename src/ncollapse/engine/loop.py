@@ -12,6 +12,9 @@ The loop knows no head, no loss and no method. It gets, already built by the com
 
 Data stays resident as uint8 tensors on the training device; each batch is one gather, one
 batched augmentation and one forward (extra batches are forwarded together with the main one).
+Data that does not fit streams through DataLoader workers (:mod:`.sources`). Under torchrun the
+network is wrapped in DistributedDataParallel and every rank trains on its share of the global
+batch (:mod:`.distributed`, :mod:`.step`); rank 0 alone writes.
 Training runs in bf16 autocast where the hardware supports it (:mod:`.precision`); everything
 measured (accuracy, collapse statistics) is computed in float32. Randomness is derived per epoch
 from the training seed (data order, crops, flips, mixup), so a run resumed from its epoch-``e``
@@ -29,18 +32,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..criterion import Batch, Criterion
+from ..criterion import Criterion
 from ..data.augment import BatchAugment
 from ..data.base import DataBundle
 from ..rundir import Run
-from .batches import ResidentBatches
+from .batches import StepInput
+from .distributed import SINGLE, Distributed
 from .ema import WeightAverage
-from .evaluate import Evaluator, network_outputs, resident_batches
+from .evaluate import Evaluator, network_outputs
 from .guard import check_finite
 from .precision import autocast_dtype
 from .progress import Progress
 from .schedule import lr_at, ramps_per_batch
+from .sources import Splits
 from .state import TrainState, epoch_generators, resolve_device
+from .step import forward_loss, sees_global_batch
+from .syncbn import convert_sync_batchnorm
 from .tensorboard import EventWriter
 
 __all__ = ["Trainer", "epoch_generators", "resolve_device"]
@@ -60,12 +67,14 @@ class Trainer:
         evaluation: Any,
         run: Any,
         seed: int,
-        augment: BatchAugment,
+        augment: BatchAugment | None,
         run_dir: Run | None,
         device: torch.device,
         evaluator: Evaluator,
         progress: Progress | None = None,
         name: str = "run",
+        dist: Distributed = SINGLE,
+        workers: int = 0,
     ) -> None:
         self.name = name
         self.optim = optim
@@ -73,7 +82,10 @@ class Trainer:
         self.run_cfg = run
         self.seed = int(seed)
         self.device = device
+        self.dist = dist
         self.network = network.to(device)
+        if dist.enabled and getattr(run, "sync_bn", False):
+            self.network = convert_sync_batchnorm(self.network, device)
         self.criterion = criterion.to(device)
         self.data = data
         self.run_dir = run_dir
@@ -82,17 +94,19 @@ class Trainer:
         self.state = TrainState()
         self.augment = augment
 
-        self.split_data = {"train": (data.train.images.to(device), data.train.labels.to(device))}
-        self.split_data["test"] = (data.test.images.to(device), data.test.labels.to(device))
-        if getattr(data, "val", None) is not None:
-            self.split_data["val"] = (data.val.images.to(device), data.val.labels.to(device))
-        self.train_x, self.train_y = self.split_data["train"]
-
         # NHWC layout: oneDNN (CPU) and cuDNN (AMP) run 3x3 convolutions much faster in it
         self.memory_format = torch.preserve_format
-        if run.channels_last and self.train_x.dim() == 4:
+        if run.channels_last:  # every dataset's batches are (B, C, H, W)
             self.memory_format = torch.channels_last
             self.network.to(memory_format=torch.channels_last)
+        self.splits = Splits(
+            data,
+            device,
+            normalize=None if augment is None else augment.normalize,
+            memory_format=self.memory_format,
+            workers=workers,
+            dist=dist,
+        )
         params = [p for p in self.network.parameters() if p.requires_grad]
         o = optim
         self.optimizer = torch.optim.SGD(
@@ -105,18 +119,17 @@ class Trainer:
         self.ema = WeightAverage(self.network, o.ema) if o.ema > 0 else None
         self.tb: EventWriter | None = None  # opened by fit(), in the run directory
         # extra batches the criterion asked for (name -> per-sample weights, with replacement)
-        self.batches = ResidentBatches(
-            self.train_x,
-            self.train_y,
+        self.batches = self.splits.train_batches(
             augment,
             batch_size=o.batch_size,
-            memory_format=self.memory_format,
             extra_weights={
                 name: torch.as_tensor(w, dtype=torch.float32)
                 for name, w in (criterion.sampling_weights or {}).items()
             },
             balanced_from=o.balanced_from,
         )
+        self.model = dist.wrap(self.network)  # what the training steps call (DDP under torchrun)
+        self.global_batch = sees_global_batch(getattr(run, "loss_batch", "auto"), criterion, dist)
         self.collapse_state: Any = None  # the train split's last accumulator (for the plots)
         self._last_saved = 0  # the epoch of the last checkpoint written (0: none)
 
@@ -184,29 +197,35 @@ class Trainer:
         average = self.ema is not None and epoch >= self.optim.ema_start
         lr = self._set_lr(epoch, 0.0 if self.optim.schedule != "step" else 1.0)
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
-        seen = 0
+        seen = counted = 0
         start = time.perf_counter()
         steps = self.batches.epoch(epoch, self.seed, self._mixup_alpha(epoch))
         for b, step in enumerate(steps):
             if per_batch:
                 lr = self._set_lr(epoch, (b + 1) / num_batches)
-            loss = self._step(step.x, step.batch, step.extra)
+            share, n = self._step(step)
             if average:
                 if self.ema.updates == 0:  # the average starts from the current weights
                     self.ema.reset(self.network)
                 self.ema.update(self.network)
-            loss_sum += loss.detach().double() * step.size
+            loss_sum += share
             seen += step.size
+            counted += n
             if self.progress.mode == "bar":
                 elapsed = time.perf_counter() - start
                 self.progress.batch(
                     epoch,
                     b + 1,
                     num_batches,
-                    float(loss_sum) / seen,
+                    float(loss_sum) / max(counted, 1),
                     seen / max(elapsed, 1e-9),
                     elapsed,
                 )
+        if self.dist.enabled:  # the loss over all ranks; rank 0's BatchNorm statistics everywhere
+            loss_sum = self.dist.all_reduce_sum(loss_sum)
+            self.dist.sync_buffers(self.network)
+            if self.ema is not None:
+                self.dist.sync_buffers(self.ema.module)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - start
@@ -219,30 +238,24 @@ class Trainer:
             "images_per_s": seen / max(seconds, 1e-9),
         }
 
-    def _step(
-        self, x: torch.Tensor, batch: Batch, extra: dict[str, tuple[torch.Tensor, torch.Tensor]]
-    ) -> torch.Tensor:
-        """Forward the batch (and any extra batches, in one forward), the loss, one SGD step."""
-        autocast = torch.autocast(
-            self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None
+    def _step(self, step: StepInput) -> tuple[torch.Tensor, int]:
+        """Forward the batch (and any extra batches, in one forward), the loss, one SGD step;
+        returns this rank's share of the epoch's loss sum and the samples it counts
+        (:func:`~ncollapse.engine.step.forward_loss`)."""
+        loss, share, counted = forward_loss(
+            self.model,
+            self.criterion,
+            step,
+            amp_dtype=self.amp_dtype,
+            device_type=self.device.type,
+            dist=self.dist,
+            global_batch=self.global_batch,
         )
-        with autocast:
-            if not extra:
-                out = self.network(x)
-            else:
-                sizes = [x.shape[0], *(ex[0].shape[0] for ex in extra.values())]
-                both = self.network(torch.cat([x, *(ex[0] for ex in extra.values())]))
-                parts = list(zip(*(t.split(sizes) for t in both)))
-                out = type(both)(*parts[0])
-                for (name, (_, y_extra)), part in zip(extra.items(), parts[1:]):
-                    batch.extra[name] = (type(both)(*(t.float() for t in part)), y_extra)
-        out = type(out)(*(t.float() for t in out))
-        loss = self.criterion(batch, out)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return loss
+        return share, counted
 
     def _check_finite(self, rec: dict[str, Any]) -> None:
         check_finite(self, rec)
@@ -252,11 +265,9 @@ class Trainer:
         self, split: str, tta: bool = False
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """``(features, logits, labels)`` of the evaluated weights over a split (``train``,
-        ``test`` or ``val``) in eval mode, without augmentation, in float32."""
-        xs, ys = self.split_data[split]
-        batches = resident_batches(
-            xs, ys, self.augment.normalize, self.eval_cfg.batch_size, self.memory_format
-        )
+        ``test`` or ``val``; this rank's share under torchrun) in eval mode, without
+        augmentation, in float32."""
+        batches = self.splits.eval_batches(split, self.eval_cfg.batch_size)
         return network_outputs(self.eval_network, batches, tta=tta)
 
     def evaluate(self, epoch: int) -> list[dict[str, Any]]:
@@ -264,7 +275,8 @@ class Trainer:
         splits of ``eval.splits``."""
         out = []
         for split in self.eval_cfg.splits:
-            acc = self.evaluator.accuracy(self.iterate_outputs(split, tta=self.eval_cfg.tta))
+            outputs = self.iterate_outputs(split, tta=self.eval_cfg.tta)
+            acc = self.evaluator.accuracy(outputs, dist=self.dist)
             out.append({"kind": "eval", "epoch": epoch, "split": split, **acc})
         return out
 
@@ -278,6 +290,7 @@ class Trainer:
                 net.classifier_weight(),
                 net.classifier_bias(),
                 device=self.device,
+                dist=self.dist,
             )
             if split == "train":
                 self.collapse_state = acc
@@ -297,7 +310,7 @@ class Trainer:
         epochs = self.optim.epochs
         if self.run_dir is None:
             raise ValueError("Trainer.fit needs a run directory (run_dir) to write to")
-        if self.run_cfg.tensorboard and self.tb is None:
+        if self.run_cfg.tensorboard and self.tb is None and getattr(self.run_dir, "writes", True):
             self.tb = EventWriter(self.run_dir.tensorboard_dir)
         evals: dict[str, dict[str, Any]] = {}
         last_collapse: list[dict[str, Any]] = []
