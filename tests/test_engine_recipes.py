@@ -1,0 +1,63 @@
+"""The ImageNet-LT, iNaturalist-2018 and fine-grained recipes: they compose and build the network
+they promise without any data (backbones on PyTorch's meta device, so no weights are allocated;
+the 1,000-vertex frame is built for real and checked)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import ncollapse
+from ncollapse.build import build_network
+from ncollapse.geometry import etf_gram_error
+from ncollapse.heads import build_head_from_config
+
+RECIPES = {
+    # recipe: (classes, feature dimension, head, loss)
+    "imagenet_lt_etf_dr": (1000, 4096, "etf", "dr"),
+    "imagenet_lt_ce": (1000, 4096, "linear", "ce"),
+    "inat2018_etf_dr": (8142, 8192, "etf", "dr"),
+    "inat2018_ce": (8142, 8192, "linear", "ce"),
+    "finegrained_etf_dr": (200, 2048, "etf", "dr"),
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_recipe_composes_and_builds_its_network(recipe):
+    k, dim, head, loss = RECIPES[recipe]
+    cfg = ncollapse.compose(recipe)
+    assert cfg.name == recipe and cfg.model.head == head and cfg.loss.name == loss
+    with torch.device("meta"):
+        net = build_network(cfg, k, in_channels=3)
+    assert net.backbone.out_features == dim
+    assert tuple(net.classifier_weight().shape) == (k, dim)
+    if head == "etf":
+        assert tuple(net.head.frame.shape) == (dim, k) and dim >= k - 1  # an ETF exists
+        assert cfg.model.feature_norm == "bn" and cfg.loss.reg_lam == 0.01
+
+
+@pytest.mark.parametrize("recipe", ["imagenet_lt_etf_dr", "inat2018_etf_dr"])
+def test_large_scale_recipes_are_the_released_imagenet_lt_values(recipe):
+    cfg = ncollapse.compose(recipe)
+    o = cfg.optim
+    assert (o.batch_size, o.lr, o.weight_decay, o.epochs) == (1024, 0.1, 5e-4, 90)
+    assert (o.schedule, o.warmup_epochs, o.final_lr, o.mixup_alpha) == ("cosine", 0, 0.0, 0.2)
+    assert cfg.data.name == "listfile" and cfg.data.size == 224
+    assert cfg.model.backbone == "resnet50_4096" and cfg.loss.balance == "batch"
+    assert cfg.run.loss_batch == "global"  # the release's DataParallel: weights of the whole batch
+
+
+def test_imagenet_lt_frame_is_a_simplex_etf():
+    cfg = ncollapse.compose("imagenet_lt_etf_dr")
+    head = build_head_from_config(cfg.model, 4096, 1000)
+    frame = head.frame.double()
+    assert frame.shape == (4096, 1000)
+    assert torch.allclose(frame.norm(dim=0), torch.ones(1000, dtype=torch.float64), atol=1e-5)
+    assert float(frame.sum(dim=1).abs().max()) < 1e-4
+    assert etf_gram_error(frame) < 1e-5
+
+
+def test_finegrained_recipe_takes_the_users_weights(tmp_path):
+    cfg = ncollapse.compose("finegrained_etf_dr", overrides=[f"model.pretrained={tmp_path}/w.pth"])
+    assert cfg.model.pretrained.endswith("w.pth") and cfg.model.backbone == "resnet50"
+    assert cfg.data.name == "imagefolder" and cfg.data.size == 224
