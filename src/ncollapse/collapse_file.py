@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import os
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -105,12 +104,12 @@ def load_collapse_state(path: str | Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise UserError(f"no collapse state file at {path}")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+    except Exception as exc:  # a damaged zip fails in many ways
         raise UserError(
-            f"{path} is damaged and cannot be read; rerun `ncollapse analyze` after training, or "
-            "delete the file"
+            f"{path} is damaged and cannot be read ({type(exc).__name__}); it holds the final "
+            "class means for the plots: delete it (analyze then plots the rest) or restore it"
         ) from None
     for key in ("class_means", "class_counts"):
         if key not in data:

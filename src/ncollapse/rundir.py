@@ -16,9 +16,8 @@ Writes are atomic (a temporary file, then ``os.replace``), so an interrupted run
 half-written file behind, and an existing run is never overwritten. Trainer, runner, report and
 sweep all go through :class:`Run`.
 
-``collapse_final.npz``: ``class_means`` (K, d) float64 *uncentred* class means of the measured
-features, ``global_mean`` (d,), ``class_counts`` (K,) int64 and optionally ``classifier``
-(K, d) float64, the classifier rows (M^T for the ETF head).
+``collapse_final.npz`` is described in :mod:`ncollapse.collapse_file`. A refused command never
+writes here; a damaged file is named in a one-line :class:`~ncollapse.errors.UserError`.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ import math
 import os
 import re
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +42,9 @@ __all__ = [
     "COLLAPSE_STATE_FILE",
     "Run",
     "atomic_write_bytes",
+    "check_out_dir",
     "check_run_name",
+    "created_runs",
     "load_collapse_state",
     "read_metrics",
     "save_collapse_state",
@@ -59,6 +59,18 @@ CHECKPOINT_FILE = "checkpoint.pt"
 MODEL_FILE = "model.pt"
 
 TB_DIR = "tb"
+
+#: what a checkpoint written by the trainer holds (a resume needs every one of them)
+CHECKPOINT_KEYS = ("epoch", "model", "optimizer", "scaler", "trainer", "rng")
+
+_AGAIN = "delete it to train this run again from epoch 0 with the same --resume, or start a new run"
+_CREATED: list[Run] = []  # the run directories this process made, in order (for messages)
+
+
+def created_runs() -> list[Run]:
+    """The run directories :meth:`Run.create` made in this process, oldest first (the CLI
+    names them after an interrupt: resumable, or removed before their first checkpoint)."""
+    return list(_CREATED)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -92,19 +104,25 @@ def _jsonable(value: Any) -> Any:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """All records of a ``metrics.jsonl`` (a torn last line from a crash is skipped)."""
-    out = []
+    """All records of a ``metrics.jsonl``. A torn last line (a crash while appending) is
+    skipped; any other line that is not a JSON object means the file is damaged (UserError)."""
     p = Path(path)
-    if not p.exists():
-        return out
-    for line in p.read_text().splitlines():
-        line = line.strip()
-        if not line:
-            continue
+    if not p.is_file():
+        return []
+    text = p.read_bytes().decode("utf-8", errors="replace")
+    lines, out = [ln for ln in text.split("\n") if ln.strip()], []
+    for i, line in enumerate(lines):
         try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if isinstance(record, dict):
+            out.append(record)
+        elif i < len(lines) - 1:
+            raise UserError(
+                f"{p} is damaged (line {i + 1} is not a JSON record); restore it, or delete it "
+                "and the lines after the damage (the run's history is lost with them)"
+            )
     return out
 
 
@@ -121,6 +139,28 @@ def check_run_name(name: str) -> str:
     return name
 
 
+def check_out_dir(out_dir: str | Path, name: str | None = None) -> None:
+    """Refuse, before anything is loaded or made, a parent directory ``out_dir`` that cannot
+    hold runs (a file, a path through a file, a place that cannot be written) and a ``name``
+    taken by a file. Nothing is created: the nearest existing folder is probed for writing."""
+    base = probe = Path(out_dir)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UserError(f"--out {base} is not a directory: {probe} is a file; choose another --out")
+    if name is not None:
+        check_run_name(name)
+        if (base / name).exists() and not (base / name).is_dir():
+            raise UserError(f"{base / name} is a file, not a run directory; choose another --name")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise UserError(
+            f"--out {base} cannot be written ({probe}: {exc.strerror}); choose another --out"
+        ) from None
+
+
 class Run:
     """One run directory: its paths, writers and readers."""
 
@@ -135,13 +175,9 @@ class Run:
     def create(cls, out_dir: str | Path, name: str, explicit: bool) -> Run:
         """Make a new run directory ``out_dir/name``. An explicitly named one that already holds
         a run is refused (resume it instead); a derived name gets a numeric suffix."""
-        check_run_name(name)
+        check_out_dir(out_dir, name)
         base = Path(out_dir)
-        if base.exists() and not base.is_dir():
-            raise UserError(f"--out {base} is a file, not a directory; choose a directory")
         path = base / name
-        if path.exists() and not path.is_dir():
-            raise UserError(f"{path} is a file, not a run directory; choose another --name")
         if path.exists() and any(path.iterdir()):
             if explicit:
                 raise UserError(
@@ -158,7 +194,9 @@ class Run:
             raise UserError(
                 f"cannot create the run directory {path}: {exc.strerror}; choose another --out"
             ) from None
-        return cls(path)
+        run = cls(path)
+        _CREATED.append(run)
+        return run
 
     @classmethod
     def load(cls, path: str | Path) -> Run:
@@ -171,6 +209,15 @@ class Run:
         if not run.config_path.is_file():
             raise UserError(f"{run.path} is not a run directory: it has no {CONFIG_FILE}")
         return run
+
+    def check_resumable(self) -> None:
+        """Read every file a resume needs (config, data record, checkpoint) and raise the
+        one-line error of the first damaged one, before any data is loaded."""
+        self.config_dict()
+        self.data()
+        self.metrics()
+        if self.checkpoint_path.is_file():
+            self.load_checkpoint()
 
     @staticmethod
     def is_run(path: str | Path) -> bool:
@@ -247,15 +294,16 @@ class Run:
         keep = [r for r in self.metrics() if int(r.get("epoch", 0)) <= last_epoch]
         atomic_write_bytes(self.metrics_path, "".join(json.dumps(r) + "\n" for r in keep).encode())
 
-    def save_checkpoint(self, state: dict[str, Any]) -> None:
+    def _save_torch(self, path: Path, obj: Any) -> None:
         buffer = io.BytesIO()
-        torch.save(state, buffer)
-        atomic_write_bytes(self.checkpoint_path, buffer.getvalue())
+        torch.save(obj, buffer)
+        atomic_write_bytes(path, buffer.getvalue())
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        self._save_torch(self.checkpoint_path, state)
 
     def save_model(self, state_dict: dict[str, Any]) -> None:
-        buffer = io.BytesIO()
-        torch.save(state_dict, buffer)
-        atomic_write_bytes(self.path / MODEL_FILE, buffer.getvalue())
+        self._save_torch(self.path / MODEL_FILE, state_dict)
 
     def save_collapse_state(self, source: Any = None, **arrays: Any) -> Path:
         """Write ``collapse_final.npz`` (see :func:`save_collapse_state`)."""
@@ -265,13 +313,33 @@ class Run:
     def _read_json(self, name: str) -> Any:
         p = self.path / name
         try:
-            return json.loads(p.read_text())
+            data = json.loads(p.read_text())
         except FileNotFoundError:
             raise UserError(f"{self.path} has no {name}") from None
         except (ValueError, UnicodeDecodeError):
             raise UserError(
                 f"{p} is damaged (not valid JSON); restore it or start a new run"
             ) from None
+        except OSError as exc:
+            raise UserError(f"cannot read {p}: {exc.strerror}") from None
+        if not isinstance(data, dict):
+            raise UserError(f"{p} is damaged (not a JSON object); restore it or start a new run")
+        return data
+
+    def _read_config(self) -> dict[str, Any]:
+        what = "not valid YAML"
+        try:
+            raw = yaml.safe_load(self.config_path.read_text())
+            what = "empty" if raw is None else "not a mapping"
+        except (yaml.YAMLError, UnicodeDecodeError, ValueError):
+            raw = None
+        except OSError as exc:
+            raise UserError(f"cannot read {self.config_path}: {exc.strerror}") from None
+        if not isinstance(raw, dict):
+            raise UserError(
+                f"{self.config_path} is damaged ({what}); restore it or start a new run"
+            )
+        return raw
 
     def config_dict(self) -> dict[str, Any]:
         """The saved config, completed with the defaults of keys added since it was written (so
@@ -280,23 +348,14 @@ class Run:
 
         if not self.config_path.is_file():
             raise UserError(f"{self.path} is not a run directory: it has no {CONFIG_FILE}")
-        try:
-            raw = yaml.safe_load(self.config_path.read_text())
-        except (yaml.YAMLError, UnicodeDecodeError):
-            raise UserError(
-                f"{self.config_path} is damaged (not valid YAML); restore it or start a new run"
-            ) from None
-        if raw is not None and not isinstance(raw, dict):
-            raise UserError(f"{self.config_path} is damaged (not a mapping)")
-        return complete_config_dict(raw or {})
+        return complete_config_dict(self._read_config())
 
     def raw_config(self) -> dict[str, Any]:
         """The saved config exactly as written (no defaults filled in); {} when unreadable."""
         try:
-            raw = yaml.safe_load(self.config_path.read_text())
-        except (OSError, yaml.YAMLError, UnicodeDecodeError):
+            return self._read_config()
+        except UserError:
             return {}
-        return raw if isinstance(raw, dict) else {}
 
     def data(self) -> dict[str, Any]:
         return self._read_json(DATA_FILE)
@@ -317,12 +376,21 @@ class Run:
         if not self.checkpoint_path.is_file():
             raise UserError(f"{self.path} has no {CHECKPOINT_FILE} to resume from")
         try:
-            return torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
-        except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
+            state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # unpickling damaged bytes fails in many ways
             raise UserError(
                 f"{self.checkpoint_path} is damaged and cannot be read ({type(exc).__name__}); "
-                "the run cannot be resumed from it: start a new run"
+                + _AGAIN
             ) from None
+        missing = (
+            [k for k in CHECKPOINT_KEYS if k not in state] if isinstance(state, dict) else ["all"]
+        )
+        if missing:
+            raise UserError(
+                f"{self.checkpoint_path} is not a checkpoint written by ncollapse (it lacks "
+                f"{', '.join(missing)}); {_AGAIN}"
+            )
+        return state
 
     def collapse_state(self) -> dict[str, np.ndarray] | None:
         """The arrays of ``collapse_final.npz``, or None when the run has none."""
