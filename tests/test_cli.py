@@ -101,3 +101,36 @@ def test_train_then_resume_a_finished_run(capsys, tmp_path):
     # a resume with a changed recipe is refused, listing the difference
     code = main(["train", "--resume", str(tmp_path / "one"), "--set", "optim.lr=0.3"])
     assert code == 2 and "optim.lr: 0.1 -> 0.3" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ctrl_c_names_the_command_that_resumes_and_that_command_works(tmp_path):
+    """A real SIGINT (Ctrl-C) after the first checkpoint: exit 130, one line giving the exact
+    command that goes on, and that command finishes the run."""
+    import os
+    import re
+    import shlex
+    import signal
+    import time
+    from pathlib import Path
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}  # fmt: skip
+    argv = ["train", "--epochs", "30", "--out", "runs", "--name", "cut", "--set",
+            "run.progress=none", "--set", "run.tensorboard=false"]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "ncollapse", *argv], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "runs" / "cut" / "checkpoint.pt").is_file():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    command = re.search(r"`(ncollapse train --resume [^`]+)`", err)
+    assert command, err
+    again = subprocess.run([sys.executable, "-m", *shlex.split(command.group(1))], cwd=tmp_path,
+                           env=env, capture_output=True, text=True)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert json.loads((tmp_path / "runs" / "cut" / "summary.json").read_text())["epochs"] == 30

@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from ..config import config_diff, config_to_dict
     from ..data import load_data
     from ..errors import UserError
+    from ..rundir import check_out_dir
     from ..runner import run_training
 
     typed = typed_options(args)
@@ -86,9 +87,13 @@ def run(args: argparse.Namespace) -> int:
         diff = config_diff(config_to_dict(first.data), config_to_dict(cfg.data), "data.")
         if diff:
             raise UserError(
-                f"compare trains every method on the identical subset, but '{name}' asks for other data:\n  "
-                + "\n  ".join(diff)
+                f"compare trains every method on the identical subset, but '{name}' asks for "
+                f"other data: {'; '.join(diff)}"
             )
+    check_out_dir(first.run.out_dir)
+    for _name, cfg in configs:
+        if cfg.run.name is not None:
+            check_out_dir(cfg.run.out_dir, cfg.run.name)
     bundle = load_data(first.data)
     rows = []
     for name, cfg in configs:

@@ -48,12 +48,13 @@ _NOT_WITH_RESUME = ("config", "method", "name", "out", "seed", "imbalance", "epo
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..composition import compose
     from ..errors import UserError
-    from ..rundir import Run
-    from ..runner import train
+    from ..rundir import Run, check_out_dir
+    from ..runner import run_training, train
 
     if args.resume is not None:
-        Run.load(args.resume)  # a clear error first when it is not a run directory
+        run = Run.load(args.resume)  # a clear error first when it is not a run directory
         given = [f"--{k}" for k in _NOT_WITH_RESUME if getattr(args, k, None) not in (None, False)]
         if given:
             raise UserError(
@@ -61,23 +62,22 @@ def run(args: argparse.Namespace) -> int:
                 "would be ignored: drop them (only --set run.KEY=... and --device may change "
                 "on a resume), or start a new run without --resume"
             )
+        run.check_resumable()  # a damaged file is named before any data is loaded
         device = {"device": args.device} if args.device else {}
         result = train(resume=args.resume, overrides=args.overrides, **device)
-    elif args.print_config:
-        import yaml
-
-        from ..composition import compose
-        from ..config import config_to_dict
-
+    else:
         cfg = compose(
             args.config, args.method, args.overrides, name=args.name, **typed_options(args)
         )
-        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
-        return 0
-    else:
-        result = train(
-            args.config, args.method, args.overrides, name=args.name, **typed_options(args)
-        )
+        if args.print_config:
+            import yaml
+
+            from ..config import config_to_dict
+
+            print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
+            return 0
+        check_out_dir(cfg.run.out_dir, cfg.run.name)  # before any data is loaded
+        result = run_training(cfg)
     if args.json:
         print_json({"run_dir": str(result.run_dir), **result.summary})
         return 0
