@@ -18,6 +18,7 @@ head, loss, method) is checked against its registry, before any data is loaded.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,12 @@ from .config import (
     validate,
 )
 from .errors import ConfigError, did_you_mean
+from .rundir import check_run_name
 
-__all__ = ["check_choices", "compose"]
+__all__ = ["check_choices", "check_values", "compose"]
+
+#: seeds go to NumPy's legacy generator too, which takes 0 .. 2**32 - 1
+SEED_MAX = 2**32 - 1
 
 
 def compose(
@@ -60,7 +65,8 @@ def compose(
 
     ``recipe``: a recipe name (``cifar10_lt_r100_etf_dr``) or a YAML file; None gives the
     embedded long-tailed digits with their short schedule (unless ``base`` is given).
-    ``imbalance`` is the imbalance factor r in (0, 1] (0.01 = imbalance ratio 100).
+    ``imbalance`` is the imbalance factor r in (0, 1] (0.01 = imbalance ratio 100). A ``base``
+    (a saved run's config, for a resume) is checked again but its warnings are not repeated.
     """
     path = find_config(recipe) if recipe is not None else None
     data: dict[str, Any] = dict(base) if base is not None else {}
@@ -94,7 +100,12 @@ def compose(
     data = deep_merge(data, typed)
     cfg = dict_to_config(data)
     check_choices(cfg)
-    validate(cfg)
+    check_values(cfg)
+    with warnings.catch_warnings():
+        if base is not None:  # a saved run's config: warned about when that run was made
+            warnings.simplefilter("ignore", UserWarning)
+        validate(cfg)
+    check_run_name(cfg.run.name if cfg.run.name is not None else cfg.name)  # a run directory's name
     if epochs is not None:
         cfg = scale_schedule(cfg, epochs)
     return cfg
@@ -132,3 +143,44 @@ def check_choices(cfg: Config) -> None:
     _check("model.feature_norm", cfg.model.feature_norm, FEATURE_NORMS)
     _check("loss.name", cfg.loss.name, LOSSES)
     _check("loss.balance", cfg.loss.balance, BALANCE_MODES)
+
+
+def _in_range(key: str, value: float, low: float, high: float, closed: str = "[]") -> None:
+    ok_low = value >= low if closed[0] == "[" else value > low
+    ok_high = value <= high if closed[1] == "]" else value < high
+    if not (ok_low and ok_high):
+        hi = "inf)" if high == float("inf") else f"{high:g}{closed[1]}"
+        raise ConfigError(f"config key '{key}' must be in {closed[0]}{low:g}, {hi}, got {value!r}")
+
+
+def check_values(cfg: Config) -> None:
+    """Ranges of the values :func:`ncollapse.config.validate` leaves alone: the seeds (NumPy's
+    range), the digits test share, and the loss and AllNC constants, so that a value no
+    training can use is refused here rather than as a traceback or a NaN an epoch later."""
+    inf = float("inf")
+    for key, value in (
+        ("seed", cfg.seed),
+        ("data.subset_seed", cfg.data.subset_seed),
+        ("data.val_seed", cfg.data.val_seed),
+        ("model.etf_seed", cfg.model.etf_seed),
+    ):
+        if not 0 <= value <= SEED_MAX:
+            raise ConfigError(
+                f"config key '{key}' is a seed: an integer in [0, {SEED_MAX}], got {value}"
+            )
+    loss, nc = cfg.loss, cfg.allnc
+    for key, value, low, high, closed in (
+        ("data.test_fraction", cfg.data.test_fraction, 0.0, 1.0, "()"),
+        ("loss.reg_lam", loss.reg_lam, 0.0, inf, "[)"),
+        ("loss.focal_gamma", loss.focal_gamma, 0.0, inf, "[)"),
+        ("loss.ldam_max_margin", loss.ldam_max_margin, 0.0, inf, "[)"),
+        ("loss.ldam_scale", loss.ldam_scale, 0.0, inf, "()"),
+        ("loss.drw_beta", loss.drw_beta, 0.0, 1.0, "[)"),
+        ("allnc.hycon_weight", nc.hycon_weight, 0.0, inf, "[)"),
+        ("allnc.p2p_weight", nc.p2p_weight, 0.0, inf, "[)"),
+        ("allnc.hycon_temperature", nc.hycon_temperature, 0.0, inf, "()"),
+        ("allnc.p2p_temperature", nc.p2p_temperature, 0.0, inf, "()"),
+        ("allnc.mean_momentum", nc.mean_momentum, 0.0, 1.0, "[]"),
+        ("allnc.batch_weight", nc.batch_weight, 0.0, 1.0, "[]"),
+    ):
+        _in_range(key, value, low, high, closed)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -81,13 +82,17 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if tp is float:
             if isinstance(value, bool):
                 raise ValueError
-            return float(value)
+            number = float(value)
+            if math.isfinite(number):
+                return number
         if tp is str:
             return str(value)
     except (TypeError, ValueError):
         raise ConfigError(
             f"config key '{key}' takes {getattr(tp, '__name__', tp)}, got {value!r}"
         ) from None
+    if tp is float:
+        raise ConfigError(f"config key '{key}' takes a finite number, got {value!r}")
     return value
 
 
@@ -167,6 +172,8 @@ def find_config(name: str | Path) -> Path:
     p = Path(name)
     if p.is_file():
         return p
+    if p.is_dir():
+        raise ConfigError(f"config {p} is a directory; give a recipe file (.yaml) or a recipe name")
     text = str(name)
     stem = text[:-5] if text.endswith(".yaml") else text
     for c in (Path("configs") / f"{stem}.yaml", RECIPES_DIR / f"{stem}.yaml"):
