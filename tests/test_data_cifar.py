@@ -160,6 +160,7 @@ def test_archive_wrong_md5_rejected(isolated):
 
 
 def test_missing_everywhere_names_dirs_and_file(isolated):
+    (isolated / "mine").mkdir()  # an existing data.root; a missing one is the only place searched
     with pytest.raises(DataError) as e:
         load_data(DataConfig(name="cifar100", root=str(isolated / "mine")))
     msg = str(e.value)

@@ -174,15 +174,41 @@ def _jpeg_candidates() -> list[Path]:
     return out
 
 
+def _missing_files(d: Path, name: str, named: bool) -> list[str]:
+    """The official files a partial CIFAR folder lacks ([] when complete or not one at all).
+    A folder not ``named`` like the official one counts only when it holds the meta file."""
+    train_files, test_files, meta_file = _FILES[name]
+    wanted = [*train_files, *test_files, meta_file]
+    have = [f for f in wanted if (d / f).is_file()]
+    if not have or (not named and meta_file not in have):
+        return []
+    return [f for f in wanted if f not in have]
+
+
 def find_cifar(name: str, root: str | os.PathLike | None = None) -> tuple[str, Path]:
     """Locate CIFAR data: ``("folder" | "archive" | "jpeg", path)``; DataError listing every
-    place searched when there is none."""
+    place searched when there is none, naming the missing files of a folder that holds only
+    some of them, and naming ``root`` when it does not exist (nothing else is searched then)."""
     spec = CIFAR_ARCHIVES[name]
     searched: list[str] = []
+    if root and not Path(root).expanduser().exists():
+        raise DataError(
+            f"{name} not found: data.root {Path(root).expanduser()} does not exist (nothing else "
+            f"was searched). Point data.root at the folder holding {spec['folder']}/ or "
+            f"{spec['filename']}, leave it unset to search the usual places, or add --download "
+            "to fetch the archive there"
+        )
     for d in search_dirs(root):
         for cand in (d / spec["folder"], d):
             if _has_folder(cand, name):
                 return "folder", cand
+            missing = _missing_files(cand, name, named=cand != d)
+            if missing:
+                raise DataError(
+                    f"{name} folder {cand} is incomplete: {', '.join(missing)} missing; restore "
+                    f"them (or delete the folder and place the official {spec['filename']} "
+                    "there, or rerun with --download)"
+                )
         arch = d / spec["filename"]
         if arch.is_file():
             return "archive", arch
@@ -240,8 +266,8 @@ def load_cifar_lt(cfg: Any) -> DataBundle:
     name = cfg.name
     try:
         kind, path = find_cifar(name, cfg.root)
-    except DataError:
-        if not cfg.download:
+    except DataError as exc:
+        if not cfg.download or "incomplete" in str(exc):
             raise
         dest = next((d for d in search_dirs(cfg.root) if is_writable_dir(d)), None)
         if dest is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -9,6 +10,7 @@ import shutil
 import tarfile
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -46,10 +48,14 @@ def default_cache_dir() -> Path:
 
 def search_dirs(root: str | os.PathLike | None) -> list[Path]:
     """Where datasets are looked for, in order: ``root``, ``$NCOLLAPSE_DATA``, ``./data``,
-    ``~/.cache/ncollapse`` (duplicates removed)."""
+    ``~/.cache/ncollapse`` (duplicates removed). A ``root`` that does not exist is the only
+    place: a mistyped ``data.root`` must not quietly pick up a copy from somewhere else (and a
+    download goes there)."""
     dirs: list[Path] = []
     if root:
         dirs.append(Path(root).expanduser())
+        if not dirs[0].exists():
+            return dirs
     env = os.environ.get("NCOLLAPSE_DATA")
     if env:
         dirs.append(Path(env).expanduser())
@@ -193,13 +199,22 @@ def save_cached_arrays(path: Path, arrays: dict[str, np.ndarray], meta: dict[str
 
 
 def load_cached_arrays(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
-    """Read a cache written by :func:`save_cached_arrays`; None if absent or unreadable."""
+    """Read a cache written by :func:`save_cached_arrays`; None if absent. A cache that cannot
+    be read (truncated by a full disk or a killed process, or not a cache at all) is removed
+    with a one-line warning and None is returned, so the caller decodes the data again and
+    writes a new one."""
     if not path.is_file():
         return None
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files if k != "__meta__"}
             meta = json.loads(str(z["__meta__"]))
+        if not isinstance(meta, dict):
+            raise ValueError("no metadata")
         return arrays, meta
-    except (OSError, ValueError, KeyError):
-        return None
+    except Exception as exc:  # a damaged zip fails in many ways (BadZipFile, EOFError, ...)
+        why = type(exc).__name__
+    warnings.warn(f"the cache {path} is damaged ({why}); rebuilding it", stacklevel=2)
+    with contextlib.suppress(OSError):
+        path.unlink()
+    return None

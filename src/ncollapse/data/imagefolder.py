@@ -27,7 +27,6 @@ from .bundle import build_lt_bundle
 from .files import (
     cache_key,
     default_cache_dir,
-    is_writable_dir,
     load_cached_arrays,
     save_cached_arrays,
 )
@@ -57,6 +56,10 @@ CIFAR10_CLASSES = [
 ]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 _ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+
+
+def _can_write(d: Path) -> bool:
+    return d.is_dir() and os.access(d, os.W_OK | os.X_OK)
 
 
 def _is_archive(p: Path) -> bool:
@@ -164,16 +167,27 @@ def _fingerprint(source: Path) -> list[Any]:
     return ["folder", str(source.resolve()), files]
 
 
+def _class_dir(rel: str) -> tuple[str, str] | None:
+    """``(split, class)`` of a folder ``<split>/<class>`` (hidden folders are not classes)."""
+    parts = [p for p in PurePosixPath(rel.replace("\\", "/")).parts if p not in ("", ".")]
+    if len(parts) != 2 or any(p.startswith(".") for p in parts):
+        return None
+    return parts[0], parts[1]
+
+
 def _scan_read(
     source: Path,
 ) -> tuple[dict[tuple[str, str], list[tuple[str, str]]], dict[str, bytes]]:
-    """One pass: ``{(split, class): [(file_name, locator), ...]}`` and each locator's bytes."""
+    """One pass: ``{(split, class): [(file_name, locator), ...]}`` (a class folder without
+    images gets an empty list) and each locator's bytes."""
     groups: dict[tuple[str, str], list[tuple[str, str]]] = {}
     blobs: dict[str, bytes] = {}
     if _is_archive(source):
         try:
             with tarfile.open(source, "r:*") as tf:
                 for m in tf:
+                    if m.isdir() and _class_dir(m.name):
+                        groups.setdefault(_class_dir(m.name), [])  # type: ignore[arg-type]
                     if m.isfile():
                         scf = _split_class_file(m.name)
                         if scf:
@@ -185,6 +199,9 @@ def _scan_read(
             raise DataError(f"archive {source} is corrupt or truncated: {e}") from None
         return groups, blobs
     for dirpath, _dirs, names in os.walk(source):
+        here = _class_dir(Path(dirpath).relative_to(source).as_posix())
+        if here is not None:
+            groups.setdefault(here, [])
         for n in names:
             rel = Path(dirpath, n).relative_to(source).as_posix()
             scf = _split_class_file(rel)
@@ -220,7 +237,7 @@ def read_imagefolder(
     else:
         beside = source.parent if _is_archive(source) else source
         cdir = beside / ".ncollapse-cache"
-        if not (is_writable_dir(beside) and is_writable_dir(cdir)):
+        if not _can_write(cdir if cdir.exists() else beside):  # made only when a cache is saved
             cdir = default_cache_dir()
     size = check_size(size)
     order_key = list(class_order) if class_order is not None else None
@@ -232,12 +249,25 @@ def read_imagefolder(
         hit = load_cached_arrays(cpath)
         if hit is not None:
             arrays, cmeta = hit
-            if all(f"{s}_images" in arrays and f"{s}_labels" in arrays for s in splits):
+            if "classes" in cmeta and all(
+                f"{s}_images" in arrays and f"{s}_labels" in arrays for s in splits
+            ):
                 meta.update(cache_hit=True, seconds=round(time.perf_counter() - t0, 3))
                 out = {s: (arrays[f"{s}_images"], arrays[f"{s}_labels"]) for s in splits}
                 return out, list(cmeta["classes"]), meta
 
     groups, blobs = _scan_read(source)
+    empty = [
+        f"{s}/{c}" for s in splits for (ss, c), f in sorted(groups.items()) if ss == s and not f
+    ]
+    groups = {k: v for k, v in groups.items() if v}
+    if empty and groups:
+        raise DataError(
+            f"class folder {source}/{empty[0]} holds no images"
+            + (f" (nor {', '.join(empty[1:])})" if len(empty) > 1 else "")
+            + f"; every class needs images ({', '.join(IMAGE_EXTENSIONS)}): add some, or remove "
+            "the class's folder from every split"
+        )
     if not groups:
         raise DataError(
             f"no images found in {source}; expected <split>/<class>/<image> with split in "
@@ -253,6 +283,11 @@ def read_imagefolder(
         classes = list(class_order)
         if len(set(classes)) != len(classes):
             raise DataError(f"class_order has duplicates: {classes}")
+    if len(classes) < 2:
+        raise DataError(
+            f"{source} holds one class ({', '.join(classes)}); a classifier needs at least two "
+            f"class folders in each of {', '.join(splits)}"
+        )
     for s in splits:
         present = {c for ss, c in groups if ss == s}
         missing = [c for c in classes if c not in present]
