@@ -95,10 +95,7 @@ def _prepare_dir(spec: SweepSpec, out: Path, log: Callable[[str], None] | None) 
     if spec_path.is_file():
         for note in check_spec(spec_path, spec_json):
             _say(f"sweep: grid changed, {note}", log)
-        try:
-            record["created"] = json.loads(spec_path.read_text()).get("created", now)
-        except ValueError:
-            pass
+        record["created"] = json.loads(spec_path.read_text()).get("created", now)
     atomic_write_bytes(spec_path, (json.dumps(record, indent=2) + "\n").encode())
     return spec_json
 
@@ -152,8 +149,8 @@ def run_sweep(
                     f"{len(cells) - 1} (see --list)"
                 )
             cells = [cells[i]]
+    configs = {(r, s, m): spec.cell_config(m, r, s, out) for r, s, m in cells}  # checks all
     spec_json = _prepare_dir(spec, out, log)
-    configs = {(r, s, m): spec.cell_config(m, r, s, out) for r, s, m in cells}
     for (r, s, m), cfg in configs.items():
         run = Run(out / cell_name(m, r, s))
         if run.status() == "done":

@@ -130,6 +130,9 @@ def parse_seeds(text: str | Sequence[Any]) -> list[int]:
         raise UserError("--seeds is empty; give e.g. --seeds 0,1,2")
     if len(set(out)) != len(out):
         raise UserError(f"--seeds lists a seed twice: {','.join(map(str, out))}")
+    bad = [s for s in out if not 0 <= s < 2**32]
+    if bad:
+        raise UserError(f"--seeds takes seeds in [0, {2**32 - 1}], got {bad[0]}")
     return out
 
 
@@ -229,7 +232,15 @@ class SweepSpec:
 
 def check_spec(path: Path, new: dict[str, Any]) -> list[str]:
     """Refuse a rerun whose shared settings differ; return notes on changed axes."""
-    old = json.loads(path.read_text())
+    try:
+        old = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        old = None
+    if not isinstance(old, dict):
+        raise UserError(
+            f"{path} is damaged (not a JSON object); it records the sweep's grid: restore it, "
+            "or delete it and rerun with the settings the finished runs were trained with"
+        )
     diff = [
         f"{k}: {json.dumps(old.get(k))} -> {json.dumps(new.get(k))}"
         for k in SETTINGS
