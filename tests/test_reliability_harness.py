@@ -1,0 +1,257 @@
+"""The machinery of the reliability catalogue (``tests/test_reliability.py``, issue 13).
+
+Every case runs ``ncollapse.cli.main`` in this process, in a workspace of its own that holds two
+earlier runs (``runs/done``, finished; ``runs/half``, resumable) and whatever the case's setup
+adds, with ``HOME``, ``./data`` and the caches inside the workspace. :func:`run_case` runs one
+case and :func:`judge` says what it got: ``good``, ``traceback``, ``hang``, ``surprise`` (exit 0
+where a refusal belongs, a missing notice, files written by a refused command), ``late`` (refused
+only after the data was loaded) or ``message`` (refused, but not as one clear line).
+
+``python tests/test_reliability_harness.py`` prints the outcome of every case (the survey the
+closing note of issue 13 counts); the tests assert that every case is ``good``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+QUIET = ["--set", "run.progress=none", "--set", "run.tensorboard=false"]
+
+
+@dataclass
+class Case:
+    """One bad input: the command line (``{ws}`` is the workspace), what it must get, and how
+    the workspace is prepared. ``data``: the case may load data (a data mistake, or a run that
+    trains); otherwise loading data counts as a late check. ``writes``: the case may write into
+    the workspace (a run that trains); otherwise a refused command must leave it byte-identical.
+    ``trains``: the case trains (it may load data and write). ``log``: lines before the last one
+    on stderr are progress (a sweep's), only the last is judged. ``check(ws, err)`` returns what
+    went wrong, or None."""
+
+    id: str
+    argv: list[str]
+    needle: str = ""
+    rc: int = 2
+    setup: Callable[[Path], None] | None = None
+    data: bool = False
+    writes: bool = False
+    trains: bool = False
+    log: bool = False
+    absent: tuple[str, ...] = ()
+    check: Callable[[Path, str], str | None] | None = None
+    patch: Callable[[pytest.MonkeyPatch], None] | None = None
+    timeout: int = 60
+    marks: tuple = field(default_factory=tuple)
+
+
+@dataclass
+class Outcome:
+    rc: int | None
+    out: str
+    err: str
+    error: BaseException | None = None  # an exception that escaped main()
+    hang: bool = False
+    late: bool = False  # data loaded although the case is refused before that
+    reached_training: bool = False  # an expected refusal let training start
+    changed: list[str] = field(default_factory=list)  # workspace files added/changed/removed
+    problem: str | None = None  # from the case's own check
+    ws: str = ""
+
+
+class _Hang(BaseException):
+    pass
+
+
+class _DataLoaded(BaseException):
+    pass
+
+
+class _TrainingStarted(BaseException):
+    pass
+
+
+# ------------------------------------------------------------------ the workspace
+
+_TEMPLATE: Path | None = None
+
+
+def template() -> Path:
+    """Two real runs (trained once per process): ``done`` (1 epoch, finished) and ``half``
+    (the same run without its summary: resumable from its epoch-1 checkpoint)."""
+    global _TEMPLATE
+    if _TEMPLATE is None:
+        from ncollapse.cli import main
+
+        root = Path(tempfile.mkdtemp(prefix="ncollapse-reliability-"))
+        sink = io.StringIO()
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            rc = main(["train", "--epochs", "1", "--out", str(root), "--name", "done", *QUIET])
+        assert rc == 0, sink.getvalue()
+        shutil.copytree(root / "done", root / "half")
+        for name in ("summary.json", "model.pt", "collapse_final.npz"):
+            (root / "half" / name).unlink()
+        _TEMPLATE = root
+    return _TEMPLATE
+
+
+def snapshot(ws: Path) -> dict[str, str]:
+    """Every file under ``ws`` (but ``home/``) with a hash of its bytes; folders as ``dir``."""
+    out = {}
+    for p in sorted(ws.rglob("*")):
+        rel = p.relative_to(ws).as_posix()
+        if rel == "home" or rel.startswith("home/"):
+            continue
+        if p.is_dir():
+            out[rel] = "dir"
+        elif p.is_file():
+            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def _diff(a: dict[str, str], b: dict[str, str]) -> list[str]:
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+def _show(message, category, filename, lineno, file=None, line=None) -> None:
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+def _on_alarm(signum, frame):
+    raise _Hang
+
+
+def run_case(case: Case, ws: Path) -> Outcome:
+    """Prepare ``ws``, run the case's command there and report what happened."""
+    import ncollapse.data
+    import ncollapse.runner
+    from ncollapse.cli import main
+    from ncollapse.engine.loop import Trainer
+
+    shutil.copytree(template(), ws / "runs")
+    (ws / "home").mkdir()
+    if case.setup is not None:
+        case.setup(ws)
+    before = snapshot(ws)
+    argv = [a.replace("{ws}", str(ws)) for a in case.argv]
+    out, err = io.StringIO(), io.StringIO()
+    result = Outcome(None, "", "", ws=str(ws))
+    old_cwd = os.getcwd()
+    old_alarm = signal.signal(signal.SIGALRM, _on_alarm)
+    with pytest.MonkeyPatch.context() as mp, warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.simplefilter("ignore", ResourceWarning)  # gc of an earlier case's objects
+        warnings.showwarning = _show
+        mp.setenv("HOME", str(ws / "home"))
+        mp.setenv("NCOLLAPSE_CACHE", str(ws / "home" / "cache"))
+        mp.delenv("NCOLLAPSE_DATA", raising=False)
+        if not (case.data or case.trains):
+            real = ncollapse.data.load_data
+
+            def too_early(*a, **k):
+                result.late = True
+                return real(*a, **k)
+
+            mp.setattr(ncollapse.data, "load_data", too_early)
+            mp.setattr(ncollapse.runner, "load_data", too_early)
+        if not case.trains:
+
+            def started(*a, **k):
+                raise _TrainingStarted
+
+            mp.setattr(Trainer, "fit", started)
+        if case.patch is not None:
+            case.patch(mp)
+        os.chdir(ws)
+        signal.alarm(case.timeout)
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                result.rc = main(argv)
+        except SystemExit as exc:  # argparse exits from parse_args
+            result.rc = exc.code if isinstance(exc.code, int) else 1
+        except _Hang:
+            result.hang = True
+        except _TrainingStarted:
+            result.reached_training = True
+        except Exception as exc:  # what the catalogue is looking for
+            result.error = exc
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, old_alarm)
+            os.chdir(old_cwd)
+    result.out, result.err = out.getvalue(), err.getvalue()
+    result.changed = _diff(before, snapshot(ws))
+    if case.check is not None and result.error is None and not result.hang:
+        result.problem = case.check(ws, result.err)
+    return result
+
+
+def judge(case: Case, o: Outcome) -> tuple[str, str]:
+    """``(verdict, why)`` of one outcome (see the module docstring)."""
+    ws = o.ws
+    if o.hang:
+        return "hang", f"no answer within {case.timeout} s"
+    if o.error is not None or "Traceback" in o.err:
+        what = f"{type(o.error).__name__}: {o.error}" if o.error else o.err.strip()[-200:]
+        return "traceback", " ".join(what.split())[:200]
+    if o.reached_training:
+        return "surprise", "accepted: training started" + (" late" if o.late else "")
+    if case.rc != 0 and o.rc == 0:
+        return "surprise", "accepted (exit 0)"
+    if o.late and case.rc != 0:
+        return "late", "refused only after the data was loaded"
+    lines = [ln for ln in o.err.splitlines() if ln.strip()]
+    if case.log:
+        lines = lines[-1:]
+    if case.rc != 0:
+        if o.rc != case.rc:
+            return "message", f"exit {o.rc}, expected {case.rc}: {o.err.strip()[:160]}"
+        prefix = "ncollapse: error:" if case.rc == 2 else "ncollapse: "
+        if len(lines) != 1 or not lines[0].startswith(prefix):
+            return "message", f"{len(lines)} lines on stderr: {' | '.join(lines)[:200]}"
+    elif o.rc != 0:
+        return "message", f"exit {o.rc}: {o.err.strip()[:200]}"
+    needle = case.needle.replace("{ws}", ws)
+    if needle and needle not in o.err:
+        return "message", f"{needle!r} not in: {o.err.strip()[:200]}"
+    for bad in case.absent:
+        if bad.replace("{ws}", ws) in o.err:
+            return "surprise", f"says {bad!r}: {o.err.strip()[:200]}"
+    if o.problem:
+        return "surprise", o.problem
+    kept = [c for c in o.changed if c.startswith(("runs/done", "runs/half"))]
+    if kept and not case.writes:
+        return "surprise", f"an earlier run changed: {', '.join(kept[:4])}"
+    if o.changed and not (case.writes or case.trains):
+        return "surprise", f"wrote {', '.join(o.changed[:4])}"
+    return "good", ""
+
+
+if __name__ == "__main__":  # the survey: every case with its verdict, and the counts
+    import collections
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_reliability import CASES
+
+    counts: collections.Counter[str] = collections.Counter()
+    only = sys.argv[1:]
+    for case in CASES:
+        if only and not any(o in case.id for o in only):
+            continue
+        with tempfile.TemporaryDirectory() as d:
+            verdict, why = judge(case, run_case(case, Path(d)))
+        counts[verdict] += 1
+        print(f"{verdict:<10} {case.id:<44} {why}", flush=True)
+    print(f"\n{len(CASES) if not only else sum(counts.values())} cases: {dict(counts)}")
