@@ -40,6 +40,7 @@ BASE = [
     "run.tensorboard=false",
     "optim.epochs=1",
     "optim.warmup_epochs=0",
+    "optim.milestones=[]",
     "optim.batch_size=128",
     "optim.mixup_alpha=1.0",
     "data.augment=standard",

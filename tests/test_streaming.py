@@ -45,6 +45,7 @@ def _overrides(root: Path, **more) -> dict:
         "data.workers": 2,
         "optim.epochs": 1,
         "optim.warmup_epochs": 0,
+        "optim.milestones": "[]",
         "optim.batch_size": 6,
         "optim.mixup_alpha": 0.2,
         "eval.batch_size": 5,
