@@ -124,7 +124,9 @@ class EvalConfig:
     # hyper-parameters on val and look at test once
     splits: list[str] = field(default_factory=lambda: ["test"])
     tta: bool = False  # average the logits of every image and its mirror image
-    collapse_every: int = 0  # neural-collapse metrics every N epochs (0: only at the end)
+    # neural-collapse metrics (NC1-NC4, minority collapse) every N epochs and at the end; 0: only
+    # at the end. A pass over the training set without augmentation (and the test set), each time
+    collapse_every: int = 5
     collapse_splits: list[str] = field(
         default_factory=lambda: ["train", "test"]
     )  # where to measure
@@ -141,7 +143,8 @@ class RunConfig:
     # mixed precision where the hardware runs it natively: CUDA (bf16 or fp16), CPUs with bf16
     # instructions (avx512_bf16, amx_bf16); fp32 elsewhere. Evaluation is always fp32.
     amp: bool = True
-    threads: int | None = None  # torch CPU threads; None leaves torch's default
+    # torch CPU threads; None: the cores not busy when the run starts (docs/threads.md)
+    threads: int | None = None
     channels_last: bool = True  # NHWC memory layout for image batches (about 1.5-2x faster convs)
     checkpoint_every: int = 1
     tensorboard: bool = True
