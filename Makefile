@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ncollapse-installed
 
-.PHONY: install compare test test-fast lint format benchmarks clean
+.PHONY: install compare test test-fast lint format benchmarks docs docs-serve docs-config clean
 
 install: $(STAMP)
 
@@ -34,9 +34,18 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(VENV)/bin/ruff format src tests benchmarks
 
+docs: $(STAMP)  ## the documentation site in site/; a broken link or API reference fails the build
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+docs-serve: $(STAMP)  ## preview the site at http://127.0.0.1:8000
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
+
+docs-config: $(STAMP)  ## regenerate docs/config.md from the config dataclasses
+	$(PY) -m ncollapse.config.reference --write docs/config.md
+
 benchmarks: $(STAMP)
 	$(PY) benchmarks/throughput.py
 	$(PY) benchmarks/collapse_metrics.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) runs site .pytest_cache .ruff_cache
