@@ -7,6 +7,7 @@ so this is safe on headless machines and inside other programs.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,11 @@ from .runs import Run, read_run
 __all__ = [
     "analyze_features",
     "analyze_runs",
+    "collapse_epochs",
     "plot_collapse_curves",
     "plot_cosine_matrices",
     "plot_per_class",
+    "single_point_note",
 ]
 
 CURVES = (
@@ -59,6 +62,26 @@ def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v)
 
 
+def collapse_epochs(run: Run) -> list[int]:
+    """The epochs at which ``run`` measured neural collapse (any split), in order."""
+    return sorted({int(r["epoch"]) for r in run.select("collapse") if "epoch" in r})
+
+
+def single_point_note(run: Run) -> str | None:
+    """A note for a run whose collapse metrics were measured at most once (its "curves" are
+    single points), naming the setting that measures more often; None otherwise."""
+    epochs = collapse_epochs(run)
+    if len(epochs) > 1:
+        return None
+    every = (run.config.get("eval") or {}).get("collapse_every")
+    when = f"only at epoch {epochs[0]}" if epochs else "never"
+    why = f" (eval.collapse_every={every})" if every is not None else ""
+    return (
+        f"{run.name}: neural collapse was measured {when}{why}, so its curves are single "
+        "points; train with --set eval.collapse_every=N to measure every N epochs"
+    )
+
+
 def plot_collapse_curves(runs: Sequence[Run], path: str | Path) -> Path | None:
     """NC1 / NC2 / NC3 / NC4 against epoch, train (solid) and test (dashed), one colour a run."""
     if not any(run.select("collapse") for run in runs):
@@ -90,6 +113,16 @@ def plot_collapse_curves(runs: Sequence[Run], path: str | Path) -> Path | None:
                     drawn = True
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
+        once = [run.name for run in runs if single_point_note(run)]
+        if drawn and once:
+            ax.text(
+                0.02,
+                0.02,
+                f"measured once: {', '.join(once)}",
+                fontsize=7,
+                transform=ax.transAxes,
+                va="bottom",
+            )
         if logy and drawn:
             ax.set_yscale("log")
         if drawn:
@@ -224,8 +257,10 @@ def _run_summary(run: Run) -> dict[str, Any]:
     return out
 
 
-def _markdown(summaries: list[dict[str, Any]], plots: list[Path]) -> str:
+def _markdown(summaries: list[dict[str, Any]], plots: list[Path], notes: Sequence[str] = ()) -> str:
     lines = ["# ncollapse analysis", ""]
+    if notes:
+        lines += [f"> **Note:** {note}" for note in notes] + [""]
     lines += ["## Accuracy (final evaluation, test set)", ""]
     lines += ["| run | method | epoch | " + " | ".join(ACC_KEYS) + " |"]
     lines += ["|" + "---|" * (len(ACC_KEYS) + 3)]
@@ -284,9 +319,17 @@ def analyze_runs(run_dirs: Sequence[str | Path], out_dir: str | Path | None = No
         if p is not None
     ]
     summaries = [_run_summary(r) for r in runs]
+    notes = [note for note in map(single_point_note, runs) if note]
+    for note in notes:  # the command line prints each as one "ncollapse: warning: ..." line
+        warnings.warn(note, stacklevel=2)
     md = out / "analysis.md"
-    md.write_text(_markdown(summaries, plots))
-    return {"runs": summaries, "out_dir": str(out), "files": [str(p) for p in [*plots, md]]}
+    md.write_text(_markdown(summaries, plots, notes))
+    return {
+        "runs": summaries,
+        "out_dir": str(out),
+        "files": [str(p) for p in [*plots, md]],
+        "notes": notes,
+    }
 
 
 def analyze_features(
