@@ -5,6 +5,11 @@ The public names below are imported lazily, so ``import ncollapse`` (and the CLI
 
     from ncollapse import ETFHead, DotRegressionLoss, simplex_etf
     result = ncollapse.train(epochs=10)   # ETF + DR on the embedded long-tailed digits
+    cfg = ncollapse.compose("cifar10_lt_r100_etf_dr", epochs=30)   # the config, nothing run
+    run = ncollapse.Run(result.run_dir)   # a run directory, for reading
+
+The guide is ``docs/api.md``; every name is in the API reference (``docs/reference.md``), every
+config key in ``docs/config.md``.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ _EXPORTS = {
     "compose": "composition",
     "load_config": "composition",  # the same composition as the CLI (digits defaults without a recipe)
     "train": "runner",
+    "run_training": "runner",
     "RunResult": "runner",
     "Run": "rundir",
     # errors
