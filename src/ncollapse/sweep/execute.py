@@ -87,7 +87,9 @@ def _prepare_dir(spec: SweepSpec, out: Path, log: Callable[[str], None] | None) 
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UserError(f"cannot create the sweep directory {out}: {exc.strerror}") from None
+        raise UserError(
+            f"cannot create the sweep directory {out}: {exc.strerror}; choose another --out"
+        ) from None
     spec_json = spec.to_json()
     spec_path = out / SPEC_FILE
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

@@ -28,14 +28,15 @@ __all__ = [
     "ratio_label",
 ]
 
-#: config keys the sweep sets for every cell; a ``--set`` of one of them is refused
+#: config keys the sweep sets for every cell, with the option that sets them ("": none); a
+#: ``--set`` of one of them is refused
 CONTROLLED = {
     "seed": "--seeds",
     "data.imbalance": "--imbalance",
     "data.subset_seed": "--subset-seed",
     "run.out_dir": "--out",
-    "run.name": "(the cell name)",
-    "name": "(the cell name)",
+    "run.name": "",
+    "name": "",
     "optim.epochs": "--epochs",
 }
 #: settings shared by all cells; a rerun into the same directory must keep them
@@ -177,9 +178,13 @@ class SweepSpec:
         for text in self.overrides:
             key = text.split("=", 1)[0].strip()
             if key in CONTROLLED:
-                raise UserError(
-                    f"the sweep sets '{key}' for every cell; use {CONTROLLED[key]} instead of --set {text}"
+                option = CONTROLLED[key]
+                fix = (
+                    f"use {option} instead of"
+                    if option
+                    else "runs are named after their cell: drop"
                 )
+                raise UserError(f"the sweep sets '{key}' for every cell; {fix} --set {text}")
         if self.epochs is not None and self.epochs < 1:
             raise UserError(f"--epochs must be >= 1, got {self.epochs}")
         base = self._base_config(methods[0])
