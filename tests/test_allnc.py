@@ -1,4 +1,4 @@
-"""AllNC parts (SPEC section 8, our design): memory, HyCon, P2P, GBBN schedule, objective."""
+"""AllNC parts (our reading of Zhang et al., 2024): memory, HyCon, P2P, GBBN schedule, objective."""
 
 from __future__ import annotations
 
@@ -369,7 +369,7 @@ def test_build_allnc_criterion_engine_protocol(head_cls):
 
 @pytest.mark.slow
 def test_allnc_restores_collapse_that_ce_misses_on_long_tailed_digits(tmp_path):
-    """SPEC section 8, what must hold: on the same data and recipe (the embedded long-tailed
+    """What AllNC must deliver: on the same data and recipe (the embedded long-tailed
     digits, 30 epochs, same seed) AllNC's tail-class means are less squeezed and its
     self-duality NC3 is lower than CE's. Measured over seeds 0-2 (docs/allnc.md): NC3 0.024 vs
     0.229, tail-means index -0.059 vs 0.001; seed 0 alone: 0.025 vs 0.243, -0.104 vs -0.023."""

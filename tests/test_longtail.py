@@ -1,5 +1,5 @@
 # ruff: noqa: NPY002  (the legacy global generator is the point: bit-exact with the official code)
-"""Long-tail counts and subset choice (SPEC section 4)."""
+"""Long-tail counts and subset choice (the LDAM protocol of Cao et al., 2019)."""
 
 from __future__ import annotations
 

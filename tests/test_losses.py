@@ -1,4 +1,4 @@
-"""Losses: dot regression (SPEC section 3) and the logit losses, each formula pinned."""
+"""Losses: dot regression (Yang et al., 2022) and the logit losses, each formula pinned."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Backbone registry and the CIFAR ResNets (SPEC section 5)."""
+"""Backbone registry and the CIFAR ResNets (the paper's CIFAR backbones)."""
 
 from __future__ import annotations
 

@@ -34,6 +34,7 @@ from .config import (
     read_config_file,
     scale_schedule,
     validate,
+    warn_cut_schedule,
 )
 from .errors import ConfigError, did_you_mean
 from .rundir import check_run_name
@@ -108,6 +109,8 @@ def compose(
     check_run_name(cfg.run.name if cfg.run.name is not None else cfg.name)  # a run directory's name
     if epochs is not None:
         cfg = scale_schedule(cfg, epochs)
+    elif base is None:
+        warn_cut_schedule(cfg)
     return cfg
 
 

@@ -29,7 +29,8 @@ from .engine.loop import Trainer
 from .engine.precision import autocast_dtype
 from .engine.progress import Progress
 from .errors import UserError
-from .rundir import Run, check_run_name
+from .rundir import Run, check_out_dir, check_run_name
+from .threads import set_threads
 
 __all__ = ["RunResult", "build_trainer", "cpu_info", "run_training", "train"]
 
@@ -187,16 +188,24 @@ def run_training(
     run: Run | None = None
     if resume is not None:
         run = Run.load(resume)
+        run.check_resumable()  # every file a resume reads, before any data is loaded
         cfg = _resume_config(run.config_dict(), cfg)
     elif cfg is None:
         raise ValueError("run_training needs a config or a run directory to resume")
+    else:
+        check_out_dir(cfg.run.out_dir, cfg.run.name)
 
     dist, device = init_distributed(cfg.run.device)
     dist.check_same("runs", [config_to_dict(cfg), None if resume is None else str(resume)])
     if resume is None and cfg.run.name is not None:  # refuse a taken name before loading data
         dist.on_main(lambda: _refuse_taken_name(cfg))
-    if cfg.run.threads:
-        torch.set_num_threads(cfg.run.threads)
+    requested = cfg.run.threads
+    if requested is None and run is not None:  # a resume keeps the thread count it started with
+        try:
+            requested = int(run.env().get("threads") or 0) or None
+        except UserError:
+            requested = None
+    threads = set_threads(requested)
     if bundle is None:
         bundle = dist.first_per_node(lambda: load_data(cfg.data))
     trainer = build_trainer(cfg, bundle, device, dist=dist)
@@ -223,7 +232,7 @@ def run_training(
         run.write_config(config_to_dict(cfg))
         run.write_data(_data_record(cfg, bundle))
         run.write_env(_env_record(device, cfg.run.amp, dist, trainer.global_batch))
-        progress.message(f"run directory: {run.path}")
+        progress.message(f"run directory: {run.path} ({threads.describe()})")
     elif dist.broadcast_object(run.checkpoint_path.is_file()):
         trainer.load_state_dict(run.load_checkpoint())
         run.truncate_metrics(trainer.state.epoch)

@@ -130,6 +130,9 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ncollapse`` console script."""
+    from ..threads import quiet_openmp
+
+    quiet_openmp()  # before torch loads its OpenMP runtime (docs/threads.md)
     warnings.formatwarning = _one_line_warning  # warnings are for people too: no source lines
     from ..rundir import created_runs
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .checks import drw_start, scale_schedule, validate
+from .checks import drw_start, scale_schedule, validate, warn_cut_schedule
 from .io import (
     RECIPES_DIR,
     all_keys,
@@ -72,6 +72,7 @@ __all__ = [
     "recipe_names",
     "scale_schedule",
     "validate",
+    "warn_cut_schedule",
 ]
 
 

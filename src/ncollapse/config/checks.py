@@ -14,7 +14,7 @@ import warnings
 from ..errors import ConfigError
 from .schema import Config
 
-__all__ = ["drw_start", "scale_schedule", "validate"]
+__all__ = ["drw_start", "scale_schedule", "validate", "warn_cut_schedule"]
 
 
 def validate(cfg: Config) -> None:
@@ -47,14 +47,6 @@ def validate(cfg: Config) -> None:
         raise ConfigError("optim.warmup_epochs must be shorter than optim.epochs")
     if list(o.milestones) != sorted(o.milestones):
         raise ConfigError(f"optim.milestones must be increasing, got {o.milestones}")
-    late = [m for m in o.milestones if m >= o.epochs]
-    if o.schedule == "step" and late:
-        warnings.warn(
-            f"optim.milestones {late} lie at or beyond optim.epochs={o.epochs}: the rate never "
-            f"decays there; --epochs {o.epochs} scales the whole schedule (warm-up, milestones) "
-            "instead of cutting it",
-            stacklevel=2,
-        )
     if cfg.model.scale <= 0:
         raise ConfigError(f"model.scale must be > 0, got {cfg.model.scale}")
     if cfg.model.width < 1:
@@ -94,7 +86,7 @@ def validate(cfg: Config) -> None:
         )
     if cfg.run.threads is not None and cfg.run.threads < 1:
         raise ConfigError(
-            f"run.threads must be >= 1 (or null for torch's default), got {cfg.run.threads}"
+            f"run.threads must be >= 1 (or null for the cores not busy when the run starts), got {cfg.run.threads}"
         )
     d = cfg.data
     if d.val_per_class < 1:
@@ -129,11 +121,6 @@ def validate(cfg: Config) -> None:
             f"loss.ldam_scale={cfg.loss.ldam_scale:g}) are sized for cosine logits in [-1, 1] "
             "and usually make a plain linear classifier diverge; set model.head=cosine",
             stacklevel=2,
-        )
-    if cfg.run.loss_batch not in ("auto", "local", "global"):
-        raise ConfigError(
-            f"run.loss_batch takes auto, local or global (the batch the loss sees under "
-            f"torchrun), got {cfg.run.loss_batch!r}"
         )
     if cfg.run.loss_batch not in ("auto", "local", "global"):
         raise ConfigError(
@@ -192,3 +179,17 @@ def scale_schedule(cfg: Config, epochs: int) -> Config:
     if cfg.loss.drw_epoch is not None:
         new.loss = dataclasses.replace(cfg.loss, drw_epoch=scaled(cfg.loss.drw_epoch, 0))
     return new
+
+
+def warn_cut_schedule(cfg: Config) -> None:
+    """Warn when a step schedule's milestones lie at or beyond ``optim.epochs`` (an
+    ``optim.epochs`` set without ``--epochs``, which would have scaled them)."""
+    o = cfg.optim
+    late = [m for m in o.milestones if m >= o.epochs]
+    if o.schedule == "step" and late:
+        warnings.warn(
+            f"optim.milestones {late} lie at or beyond optim.epochs={o.epochs}: the rate never "
+            f"decays there; --epochs {o.epochs} scales the whole schedule (warm-up, milestones) "
+            "instead of cutting it",
+            stacklevel=3,
+        )

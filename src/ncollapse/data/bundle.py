@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import DataError
 from .base import ArrayDataset, DataBundle
 from .digits import cap_warning, channel_stats
 from .longtail import long_tail_counts, long_tail_subset
@@ -46,6 +47,11 @@ def build_lt_bundle(
     """
     x, y = train
     k = len(classes)
+    if k < 2:
+        raise DataError(
+            f"{name}: {k} class{'es' if k != 1 else ''} found ({', '.join(map(str, classes)) or 'none'}); "
+            "a classifier needs at least two classes"
+        )
     per_class = np.bincount(y, minlength=k)
     if n_max is None:
         n_max = int(per_class.max())

@@ -35,6 +35,7 @@ from torch import nn
 from ..criterion import Criterion
 from ..data.augment import BatchAugment
 from ..data.base import DataBundle
+from ..errors import UserError
 from ..rundir import Run
 from .batches import StepInput
 from .distributed import SINGLE, Distributed
@@ -163,7 +164,14 @@ class Trainer:
         }
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
-        self.network.load_state_dict(ckpt["model"])
+        try:
+            self.network.load_state_dict(ckpt["model"])
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise UserError(
+                f"the checkpoint does not fit the network this config builds ({first}); was the "
+                "recipe or the code changed since the run started? Start a new run"
+            ) from None
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scaler.load_state_dict(ckpt["scaler"])
         if ckpt.get("criterion"):
