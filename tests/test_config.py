@@ -127,3 +127,37 @@ def test_override_parsing_and_diff():
     a = config_to_dict(load_config())
     b = config_to_dict(load_config(overrides=["optim.lr=0.2"]))
     assert config_diff(a, b) == ["optim.lr: 0.1 -> 0.2"]
+
+
+# ------------------------------------------------------------------ each baseline's own recipe
+
+
+@pytest.mark.parametrize("epochs", [200, 30])
+def test_baseline_presets_bring_their_papers_recipes(epochs):
+    """Pinned schedules: LDAM-DRW and focal as the LDAM code (x0.01, x0.0001 at the decays, no
+    mixup), LA as its release (20/1241 warm-up, x0.1 at 604/926/1128 of 1241 epochs, Nesterov,
+    wd 2e-4), BS as its release (4x batch, half lr, wd 5e-4, cosine after 800/13000 of the
+    run); the run's length stays the recipe's; --shared-recipe keeps the ETF + DR recipe."""
+    from ncollapse.composition import compose
+
+    def optim(method, shared=False):
+        return compose("cifar10_lt", method, epochs=epochs, shared_recipe=shared).optim
+
+    etf = optim("etf_dr")
+    assert (etf.mixup_alpha, etf.schedule, etf.lr_factors) == (1.0, "step", None)
+    for m in ("ldam_drw", "focal"):
+        o = optim(m)
+        assert (o.mixup_alpha, o.lr_factors, o.milestones) == (0.0, [0.01, 0.0001], etf.milestones)
+    la = optim("la")
+    assert la.nesterov and la.mixup_alpha == 0.0 and la.weight_decay == 2e-4
+    assert la.milestones == [round(epochs * m / 1241) for m in (604, 926, 1128)]
+    assert la.warmup_epochs == pytest.approx(epochs * 20 / 1241, rel=1e-3)
+    bs = optim("bs")
+    assert (bs.batch_size, bs.lr, bs.weight_decay, bs.schedule) == (512, 0.05, 5e-4, "cosine")
+    assert bs.warmup_epochs == pytest.approx(epochs * 800 / 13000, rel=1e-3)
+    for m in ("la", "bs", "focal", "ldam_drw", "ce"):
+        o = optim(m)
+        assert o.epochs == epochs
+        shared = optim(m, shared=True)
+        assert (shared.mixup_alpha, shared.schedule, shared.batch_size) == (1.0, "step", 128)
+    assert optim("allnc", shared=True).mixup_alpha == 0.0  # no mixup is part of AllNC itself

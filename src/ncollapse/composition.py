@@ -61,6 +61,7 @@ def compose(
     download: bool | None = None,
     threads: int | None = None,
     progress: str | None = None,
+    shared_recipe: bool = False,
 ) -> Config:
     """A validated :class:`~ncollapse.config.Config` (see the module docstring for the order).
 
@@ -68,15 +69,17 @@ def compose(
     embedded long-tailed digits with their short schedule (unless ``base`` is given).
     ``imbalance`` is the imbalance factor r in (0, 1] (0.01 = imbalance ratio 100). A ``base``
     (a saved run's config, for a resume) is checked again but its warnings are not repeated.
+    ``shared_recipe``: a method preset changes only the head and loss, not the training recipe
+    (by default a baseline brings its own paper's recipe; see :mod:`ncollapse.config.methods`).
     """
     path = find_config(recipe) if recipe is not None else None
     data: dict[str, Any] = dict(base) if base is not None else {}
     if base is None and path is None:
         data = digits_defaults()
     if path is not None:
-        data = deep_merge(data, read_config_file(path, method=method))
+        data = deep_merge(data, read_config_file(path, method=method, shared_recipe=shared_recipe))
     elif method is not None:
-        data = deep_merge(data, method_preset(method))
+        data = deep_merge(data, method_preset(method, data, shared_recipe=shared_recipe))
         data["name"] = method
     if isinstance(overrides, Mapping):
         data = deep_merge(data, dict(overrides))

@@ -25,6 +25,12 @@ def add_schedule_options(p: argparse.ArgumentParser, scope: str = "") -> None:
         default=None,
         help="shorten or lengthen the schedule; warm-up, decay milestones and the DRW epoch scale with it",
     )
+    p.add_argument(
+        "--shared-recipe",
+        action="store_true",
+        help="a method preset changes only the head and loss, not the training recipe (by "
+        "default a baseline brings its own paper's recipe: mixup, schedule, batch, lr)",
+    )
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
@@ -60,6 +66,8 @@ def typed_options(args: argparse.Namespace) -> dict[str, Any]:
             out[key] = value
     if getattr(args, "download", False):
         out["download"] = True
+    if getattr(args, "shared_recipe", False):
+        out["shared_recipe"] = True
     return out
 
 

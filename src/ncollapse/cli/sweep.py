@@ -111,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         subset_seed=args.subset_seed,
         overrides=list(args.overrides),
         device=args.device,
+        shared_recipe=args.shared_recipe,
     )
     out = Path(args.out) if args.out else Path("runs") / f"sweep-{spec.recipe_label()}"
     if args.list:

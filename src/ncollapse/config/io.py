@@ -222,22 +222,26 @@ def _chain(path: Path, depth: int = 0) -> list[tuple[dict[str, Any], str | None]
     return [*chain, (data, method)]
 
 
-def read_config_file(path: str | Path, method: str | None = None) -> dict[str, Any]:
+def read_config_file(
+    path: str | Path, method: str | None = None, *, shared_recipe: bool = False
+) -> dict[str, Any]:
     """A recipe file as one dict. ``extends: other.yaml`` reads that file first (relative to
     this one) and merges this one over it. ``method: NAME`` applies that method preset at its
     place in the chain: over the files it extends, under the keys of the file that names it
     (only the most specific ``method:`` counts). A ``method`` given here (``--method``) replaces
-    the file's preset and applies over the whole file, as a command-line choice should."""
+    the file's preset and applies over the whole file, as a command-line choice should. A
+    preset's own training recipe is left out with ``shared_recipe`` (see
+    :mod:`ncollapse.config.methods`)."""
     chain = _chain(Path(path))
     declared = [i for i, (_, m) in enumerate(chain) if m is not None]
     at = declared[-1] if declared and method is None else None
     data: dict[str, Any] = {}
     for i, (own, name) in enumerate(chain):
         if i == at:
-            data = deep_merge(data, method_preset(str(name)))
+            data = deep_merge(data, method_preset(str(name), data, shared_recipe=shared_recipe))
         data = deep_merge(data, own)
     if method is not None:
-        data = deep_merge(data, method_preset(method))
+        data = deep_merge(data, method_preset(method, data, shared_recipe=shared_recipe))
     return data
 
 

@@ -40,7 +40,7 @@ CONTROLLED = {
     "optim.epochs": "--epochs",
 }
 #: settings shared by all cells; a rerun into the same directory must keep them
-SETTINGS = ("recipe", "epochs", "subset_seed", "overrides")
+SETTINGS = ("recipe", "epochs", "subset_seed", "overrides", "shared_recipe")
 
 SPEC_FILE = "sweep.json"
 
@@ -164,6 +164,7 @@ class SweepSpec:
     overrides: list[str] = dataclasses.field(default_factory=list)
     device: str | None = None
     progress: str | None = None
+    shared_recipe: bool = False
 
     def recipe_label(self) -> str:
         return Path(self.recipe).stem if self.recipe else "digits"
@@ -217,6 +218,7 @@ class SweepSpec:
             name=name,
             device=self.device,
             progress=self.progress,
+            shared_recipe=self.shared_recipe,
             epochs=self.epochs,
         )
 
@@ -226,6 +228,7 @@ class SweepSpec:
             "recipe": self.recipe,
             "epochs": self.epochs,
             "subset_seed": self.subset_seed,
+            "shared_recipe": self.shared_recipe,
             "overrides": [o for o in self.overrides if not is_run_key(o.strip())],
             "methods": list(self.methods),
             "imbalance": list(self.imbalance),
@@ -246,10 +249,11 @@ def check_spec(path: Path, new: dict[str, Any]) -> list[str]:
             f"{path} is damaged (not a JSON object); it records the sweep's grid: restore it, "
             "or delete it and rerun with the settings the finished runs were trained with"
         )
+    defaults = {"shared_recipe": False}  # settings added since older sweeps were recorded
     diff = [
-        f"{k}: {json.dumps(old.get(k))} -> {json.dumps(new.get(k))}"
+        f"{k}: {json.dumps(old.get(k, defaults.get(k)))} -> {json.dumps(new.get(k))}"
         for k in SETTINGS
-        if old.get(k) != new.get(k)
+        if old.get(k, defaults.get(k)) != new.get(k)
     ]
     if diff:
         raise UserError(
