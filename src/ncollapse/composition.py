@@ -147,6 +147,7 @@ def check_choices(cfg: Config) -> None:
     _check("model.backbone", cfg.model.backbone, BACKBONES)
     _check("model.head", cfg.model.head, HEADS)
     _check("model.feature_norm", cfg.model.feature_norm, FEATURE_NORMS)
+    _check("model.head_init", cfg.model.head_init, ("default", "kaiming_normal"))
     _check("loss.name", cfg.loss.name, LOSSES)
     _check("loss.balance", cfg.loss.balance, BALANCE_MODES)
 

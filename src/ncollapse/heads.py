@@ -130,13 +130,26 @@ class LinearHead(nn.Module):
             initialisation. This reproduces, as a named option (head ``linear-frozen``), a bug
             of the official CIFAR ResNet baseline of Yang et al., whose "learnable" classifier
             is in fact never trained. Use ``frozen=False`` (head ``linear``) for a real baseline.
+        init: ``"default"`` (PyTorch's ``nn.Linear`` initialisation, uniform with bound
+            ``1/sqrt(d)``) or ``"kaiming_normal"`` (normal with std ``sqrt(2/d)``, what the
+            released CIFAR code of LDAM and of Yang et al. applies to its classifier; the bias
+            keeps PyTorch's).
     """
 
     def __init__(
-        self, in_features: int, num_classes: int, bias: bool = True, frozen: bool = False
+        self,
+        in_features: int,
+        num_classes: int,
+        bias: bool = True,
+        frozen: bool = False,
+        init: str = "default",
     ) -> None:
         super().__init__()
         self.linear = nn.Linear(in_features, num_classes, bias=bias)
+        if init == "kaiming_normal":
+            nn.init.kaiming_normal_(self.linear.weight)
+        elif init != "default":
+            raise ValueError(f"unknown head init {init!r}; valid: default, kaiming_normal")
         self.frozen = bool(frozen)
         if frozen:
             for p in self.linear.parameters():
@@ -223,8 +236,8 @@ def register_head(
     HEADS.register(name, HeadEntry(cls, fixed, options or (lambda m: {})))
 
 
-register_head("linear", LinearHead)
-register_head("linear-frozen", LinearHead, frozen=True)
+register_head("linear", LinearHead, options=lambda m: {"init": m.head_init})
+register_head("linear-frozen", LinearHead, frozen=True, options=lambda m: {"init": m.head_init})
 register_head("cosine", CosineHead, options=lambda m: {"scale": m.scale})
 register_head(
     "etf",

@@ -66,6 +66,8 @@ class ModelConfig:
     scale: float = 1.0  # etf and cosine heads: logit scale s (logits = s M^T h)
     etf_seed: int = 0  # seed of the fixed frame (kept apart from `seed`)
     pretrained: str | None = None  # backbone weights from a local file (torchvision key names)
+    # linear heads: default (PyTorch's nn.Linear) | kaiming_normal (the released CIFAR code's)
+    head_init: str = "default"
 
 
 @dataclass
