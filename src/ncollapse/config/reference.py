@@ -228,7 +228,7 @@ def config_reference() -> str:
 
 def _recipes() -> str:
     from .io import recipe_names
-    from .methods import METHODS
+    from .methods import METHODS, method_preset
 
     lines = [
         "\n## Recipes and method presets\n",
@@ -239,19 +239,36 @@ def _recipes() -> str:
     lines.append(
         "\nMethod presets (`--method NAME`, `ncollapse sweep --methods A,B`): "
         + ", ".join(f"`{m}`" for m in METHODS)
-        + ". A preset sets only the keys below; the recipe supplies the rest.\n"
+        + ". A preset sets the method's keys and, for the baselines, its own paper's training "
+        "recipe (shown here over `cifar10_lt`, 200 epochs; `--shared-recipe` leaves the recipe "
+        "out); the recipe supplies the rest.\n"
     )
-    lines.append("| preset | keys it sets |")
-    lines.append("|---|---|")
+    lines.append("| preset | method | its own recipe over cifar10_lt |")
+    lines.append("|---|---|---|")
+    from . import load_config
+    from .io import config_to_dict, find_config
+
+    base = config_to_dict(load_config(find_config("cifar10_lt")))
     for name in METHODS:
-        flat = []
-        for section, values in METHODS.get(name).items():
-            if isinstance(values, dict):
-                flat += [f"{section}.{k}={_value(v)}" for k, v in values.items()]
-            else:
-                flat.append(f"{section}={_value(values)}")
-        lines.append(f"| `{name}` | {_cell(', '.join(f'`{x}`' for x in flat))} |")
+        method = method_preset(name, base, shared_recipe=True)
+        full = method_preset(name, base)
+        own = {
+            s: {k: v for k, v in vals.items() if method.get(s, {}).get(k, _MISSING) != v}
+            for s, vals in full.items()
+        }
+        cells = []
+        for part in (method, own):
+            flat = [
+                f"{section}.{k}={_value(v)}"
+                for section, vals in part.items()
+                for k, v in vals.items()
+            ]
+            cells.append(_cell(", ".join(f"`{x}`" for x in flat)) if flat else "")
+        lines.append(f"| `{name}` | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)
+
+
+_MISSING = object()
 
 
 def main(argv: list[str] | None = None) -> int:
