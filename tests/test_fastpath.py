@@ -64,7 +64,8 @@ def test_weight_average_keeps_fixed_buffers_and_tracks_weights():
         avg.update(net)
     assert torch.equal(avg.module.frame, frame)  # a constant stays bit-identical
     lag = (net[0].weight - avg.module[0].weight).mean()
-    assert 0 < float(lag.detach()) < 0.2  # behind the live weights, by about decay / (1 - decay) steps
+    # behind the live weights, by about decay / (1 - decay) steps
+    assert 0 < float(lag.detach()) < 0.2
     assert avg.module[1].num_batches_tracked == net[1].num_batches_tracked
     state = avg.state_dict()
     fresh = WeightAverage(net, decay=0.9)
