@@ -46,10 +46,12 @@ class Criterion:
     ``sampling_weights``: for each extra batch the criterion needs (name -> per-sample weights
     over the training set, drawn with replacement), e.g. AllNC's class-reversed batch. The engine
     draws those batches, forwards them with the main one and hands their outputs over in
-    ``batch.extra[name]``.
+    ``batch.extra[name]``. ``without_extra``: how a user trains this criterion without them (an
+    option to pass), named in the error when the data cannot serve extra batches.
     """
 
     sampling_weights: Mapping[str, Tensor] = MappingProxyType({})  # none by default
+    without_extra: str = ""
 
     def __call__(self, batch: Batch, out: HeadOutput) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

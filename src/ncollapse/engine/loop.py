@@ -119,7 +119,6 @@ class Trainer:
         )
         self.ema = WeightAverage(self.network, o.ema) if o.ema > 0 else None
         self.tb: EventWriter | None = None  # opened by fit(), in the run directory
-        # extra batches the criterion asked for (name -> per-sample weights, with replacement)
         self.batches = self.splits.train_batches(
             augment,
             batch_size=o.batch_size,
@@ -128,6 +127,7 @@ class Trainer:
                 for name, w in (criterion.sampling_weights or {}).items()
             },
             balanced_from=o.balanced_from,
+            without_extra=getattr(criterion, "without_extra", ""),
         )
         self.model = dist.wrap(self.network)  # what the training steps call (DDP under torchrun)
         self.global_batch = sees_global_batch(getattr(run, "loss_batch", "auto"), criterion, dist)

@@ -178,6 +178,7 @@ class Splits:
         batch_size: int,
         extra_weights: dict[str, torch.Tensor],
         balanced_from: float | None,
+        without_extra: str = "",
     ) -> ResidentBatches | ShardedBatches | StreamingBatches:
         """The training steps (this rank's share of every global batch)."""
         _check_global_batch(batch_size, self.dist)
@@ -186,7 +187,8 @@ class Splits:
                 raise UserError(
                     f"the loss asks for extra batches ({', '.join(extra_weights)}), which only "
                     "in-memory data can serve; streamed list-file data cannot (train it with "
-                    "another loss, or without GBBN: --set allnc.gbbn=false)"
+                    + (f"{without_extra}, or with " if without_extra else "")
+                    + "another loss)"
                 )
             return StreamingBatches(
                 self.datasets["train"],

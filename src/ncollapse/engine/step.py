@@ -11,7 +11,8 @@ Data-parallel (``docs/distributed.md``), two ways, chosen by ``run.loss_batch``:
   gradient when the shares are equal; a smaller last share is weighted by its size.
 - ``global``: the outputs of every rank's share are all-gathered, and the criterion sees the whole
   global batch with its labels, exactly as in one process (class weights from the global batch,
-  AllNC's class-mean memory updated from the global batch, the same on every rank). The gradient
+  a loss's running state, such as a class-mean memory, updated from the global batch, the same on
+  every rank). The gradient
   flows back to each rank's own rows (:func:`~ncollapse.engine.distributed.gather_shards`).
 """
 
@@ -39,7 +40,7 @@ def sees_global_batch(loss_batch: str, criterion: Criterion, dist: Distributed) 
         from ..errors import UserError
 
         raise UserError(
-            "run.loss_batch=local: the loss carries state (e.g. AllNC's class-mean memory) that "
+            "run.loss_batch=local: the loss carries state (a running class-mean memory, say) that "
             "would drift apart on the processes; use run.loss_batch=global (or auto)"
         )
     return loss_batch == "global" or (loss_batch == "auto" and stateful)

@@ -255,6 +255,8 @@ class AllNCCriterion(Criterion):
         self.epoch = 0
         self.sampling_weights = dict(sampling_weights or {})
 
+    without_extra = "--set allnc.gbbn=false"
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
