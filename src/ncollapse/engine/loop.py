@@ -2,13 +2,12 @@
 
 The loop knows no head, no loss and no method. It gets, already built by the composition layer:
 
-- a network: ``network(x) -> HeadOutput(features, logits)``, with ``classifier_weight()`` and
-  ``classifier_bias()`` for the collapse metrics;
+- a network: ``network(x) -> HeadOutput(features, logits)``, with ``classifier_weight/bias()``;
 - a criterion (:class:`ncollapse.criterion.Criterion`): ``criterion(batch, out) -> loss``, with
   ``set_epoch``, ``state_dict``/``load_state_dict`` and ``sampling_weights`` for extra batches;
 - the data bundle and the resolved augmentation (a :class:`~ncollapse.data.BatchAugment`);
-- small settings objects: the ``optim``, ``eval`` and ``run`` sections of the config;
-- an :class:`~ncollapse.engine.evaluate.Evaluator` and the :class:`~ncollapse.rundir.Run`.
+- the ``optim``, ``eval`` and ``run`` sections of the config, an
+  :class:`~ncollapse.engine.evaluate.Evaluator` and the :class:`~ncollapse.rundir.Run`.
 
 Data stays resident as uint8 tensors on the training device; each batch is one gather, one
 batched augmentation and one forward (extra batches are forwarded together with the main one).
@@ -373,11 +372,6 @@ class Trainer:
             "name": self.name,
             "epochs": epochs,
             "final": strip(evals.get("test")) or {},
-            "best_test_selected": {
-                "note": "chosen on the test set; report 'final' as the result",
-                "epoch": self.state.best_epoch,
-                "acc": self.state.best_acc,
-            },
             "collapse": {r["split"]: strip(r) for r in collapse},
             "train_seconds": self.state.train_seconds,
             "wall_seconds": self.state.wall_seconds,
@@ -386,6 +380,12 @@ class Trainer:
             "weights": "average" if self.eval_network is not self.network else "last",
             "host": platform.node(),
         }
+        if self.state.best_epoch > 0:  # only when the test set was measured during training
+            summary["best_test_selected"] = {
+                "note": "chosen on the test set; report 'final' as the result",
+                "epoch": self.state.best_epoch,
+                "acc": self.state.best_acc,
+            }
         if "val" in evals:
             summary["val"] = strip(evals["val"])
         self.run_dir.write_summary(summary)
