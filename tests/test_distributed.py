@@ -17,6 +17,7 @@ from ncollapse.engine.distributed import (
     SINGLE,
     Distributed,
     ReadOnlyRun,
+    is_main_process,
     shard_bounds,
     shard_sizes,
     torchrun_env,
@@ -101,6 +102,41 @@ def test_torchrun_env(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert torchrun_env() == (1, 4, 1)
+
+
+def test_only_rank_0_is_the_main_process(monkeypatch):
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    assert is_main_process()  # no torchrun
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank, main in (("0", True), ("1", False)):
+        monkeypatch.setenv("RANK", rank)
+        monkeypatch.setenv("LOCAL_RANK", rank)
+        assert is_main_process() is main
+
+
+@pytest.mark.parametrize("command", ["train", "compare"])
+def test_commands_print_their_results_on_rank_0_only(monkeypatch, tmp_path, capsys, command):
+    """Under torchrun every rank runs the command; only rank 0 prints the summary (the
+    torchrun test counts the lines of a real two-process run)."""
+    from ncollapse.cli import main
+    from ncollapse.engine import distributed
+
+    argv = [
+        command,
+        "--epochs",
+        "1",
+        "--set",
+        "run.progress=none",
+        "--set",
+        "run.tensorboard=false",
+    ]
+    argv += ["--set", "optim.milestones=[]", "--set", "optim.warmup_epochs=0"]
+    for rank, main_rank in ((1, False), (0, True)):
+        monkeypatch.setattr(distributed, "is_main_process", lambda m=main_rank: m)
+        assert main([*argv, "--out", str(tmp_path / str(rank))]) == 0
+        out = capsys.readouterr().out
+        assert ("accuracy" in out) is main_rank, out
 
 
 def _resident(n=54, batch=16, extra=False):

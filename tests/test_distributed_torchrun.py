@@ -183,7 +183,12 @@ def _files(root: Path) -> list[str]:
 
 def test_cli_smoke_one_run_directory_written_by_rank_0_only(tmp_path):
     cmd = ["-m", "ncollapse", "train", "--method", "etf_dr", "--epochs", "2"]
-    _run([*TORCHRUN, *cmd, "--out", "runs", "--name", "ddp"], cwd=tmp_path)
+    proc = _run([*TORCHRUN, *cmd, "--out", "runs", "--name", "ddp"], cwd=tmp_path)
+    # the summary lines of one-process training, printed once (by rank 0)
+    assert proc.stdout.count("final test accuracy") == 1, proc.stdout
+    assert proc.stdout.count("s training, ") == 1, proc.stdout
+    env = json.loads((tmp_path / "runs" / "ddp" / "env.json").read_text())
+    assert (env["world_size"], env["backend"]) == (2, "gloo")
     files = _files(tmp_path)
     tb = [f for f in files if f.startswith("runs/ddp/tb/")]
     assert len(tb) == 1  # one TensorBoard writer: rank 0's

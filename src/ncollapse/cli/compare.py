@@ -55,8 +55,9 @@ def format_table(rows: list[dict[str, Any]], split: str = "count") -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..composition import compose
-    from ..config import config_diff, config_to_dict
+    from ..config import METHODS, config_diff, config_to_dict
     from ..data import load_data
+    from ..engine.distributed import is_main_process
     from ..errors import UserError
     from ..rundir import check_out_dir
     from ..runner import run_training
@@ -79,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(
                 f"--methods lists {', '.join(twice)} twice; each method is trained once"
             )
+        for m in methods:
+            METHODS.get(m, "--methods")  # the flag the user typed, with a did-you-mean
         configs = [
             (m, compose(args.recipe, m, [*args.overrides, f"name={m}"], **typed)) for m in methods
         ]
@@ -116,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
         "class_counts": list(bundle.class_counts),
         "source": bundle.info.get("source"),
     }
+    if not is_main_process():  # under torchrun rank 0 alone prints the table
+        return 0
     if args.json:
         print_json({"data": data, "epochs": first.optim.epochs, "methods": rows})
     else:

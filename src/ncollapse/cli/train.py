@@ -49,6 +49,7 @@ _NOT_WITH_RESUME = ("config", "method", "name", "out", "seed", "imbalance", "epo
 
 def run(args: argparse.Namespace) -> int:
     from ..composition import compose
+    from ..engine.distributed import is_main_process
     from ..errors import UserError
     from ..rundir import Run, check_out_dir
     from ..runner import run_training, train
@@ -78,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
             return 0
         check_out_dir(cfg.run.out_dir, cfg.run.name)  # before any data is loaded
         result = run_training(cfg)
+    if not is_main_process():  # under torchrun rank 0 alone reports the run
+        return 0
     if args.json:
         print_json({"run_dir": str(result.run_dir), **result.summary})
         return 0

@@ -35,6 +35,7 @@ __all__ = [
     "ReadOnlyRun",
     "gather_shards",
     "init_distributed",
+    "is_main_process",
     "shard_bounds",
     "shard_sizes",
     "torchrun_env",
@@ -49,6 +50,16 @@ def torchrun_env() -> tuple[int, int, int] | None:
         return tuple(int(os.environ[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))  # type: ignore[return-value]
     except (KeyError, ValueError):
         return None
+
+
+def is_main_process() -> bool:
+    """False only in a rank other than 0 of a torchrun job (the process group joined or not
+    yet): what the commands check before printing their results, so that a data-parallel run
+    prints its summary once."""
+    if tdist.is_available() and tdist.is_initialized():
+        return tdist.get_rank() == 0
+    env = torchrun_env()
+    return env is None or env[0] == 0
 
 
 def shard_sizes(n: int, world_size: int) -> list[int]:
