@@ -189,6 +189,8 @@ class FakeRunner:
             "train_seconds": 1.0 + seed,
             "wall_seconds": 2.0 + seed,
         }
+        if cfg.data.val != "none":  # a validation split was asked for
+            summary["val"] = {"acc": 0.4 + 0.1 * seed}
         rd.write_summary(summary)
         return runner_mod.RunResult(rd.path, summary)
 
@@ -321,6 +323,21 @@ def test_job_array_cells_and_collect(tmp_path, fake, capsys):
     assert (one / "results.md").read_text() == by_cells.replace(str(out), str(one))
     assert main([*args, "--cell", "4"]) == 2
     assert "outside the grid" in capsys.readouterr().err
+
+
+def test_validation_accuracy_is_tabulated_only_when_measured(tmp_path, fake):
+    """Runs with a validation split (data.val) get a "val" column and val_acc in the CSV; a
+    sweep without one shows no empty column."""
+    out = tmp_path / "sw"
+    base = ["sweep", "--methods", "ce", "--seeds", "0,1", "--ratio", "20"]
+    assert main([*base, "--out", str(out), "--set", "data.val=unused"]) == 0
+    assert "| val |" in (out / "results.md").read_text()
+    rows = _read_csv(out / "results.csv")
+    assert float(rows[0]["val_acc_mean"]) == pytest.approx(0.45)
+    plain = tmp_path / "plain"
+    assert main([*base, "--out", str(plain)]) == 0
+    assert "| val |" not in (plain / "results.md").read_text()
+    assert _read_csv(plain / "results.csv")[0]["val_acc_mean"] == ""
 
 
 def test_sweep_refuses_a_training_run_directory(tmp_path, fake, capsys):

@@ -37,7 +37,7 @@ COLLAPSE_KEYS = (
     "minority_collapse_means",
     "minority_collapse_w",
 )
-METRIC_KEYS = (*ACC_KEYS, *COLLAPSE_KEYS, "train_seconds", "wall_seconds")
+METRIC_KEYS = (*ACC_KEYS, "val_acc", *COLLAPSE_KEYS, "train_seconds", "wall_seconds")
 
 
 def read_spec(out_dir: str | Path) -> dict[str, Any]:
@@ -92,6 +92,7 @@ def collect(out_dir: str | Path, spec_json: dict[str, Any]) -> list[dict[str, An
         }
         for k in ACC_KEYS:
             rec[k] = final.get(k)
+        rec["val_acc"] = (summary.get("val") or {}).get("acc")  # runs with data.val set
         for k in COLLAPSE_KEYS:
             rec[k] = coll.get(k)
         rec["train_seconds"] = summary.get("train_seconds")
@@ -173,6 +174,7 @@ MD_COLUMNS = [
     ("head idx", "many_idx", True),
     ("mid idx", "medium_idx", True),
     ("tail idx", "few_idx", True),
+    ("val", "val_acc", True),
     ("NC1", "nc1", False),
     ("NC2 means", "nc2_etf_error", False),
     ("NC2 W", "w_etf_error", False),
@@ -230,14 +232,18 @@ def format_markdown(rows: list[dict[str, Any]], spec_json: dict[str, Any]) -> st
             f"- wall time: {total / 3600:.2f} h summed over {runs} finished runs "
             f"({total / 60:.1f} min; runs in parallel processes overlap)"
         )
+    # the validation column only when some run measured the validation split (data.val)
+    columns = [
+        c for c in MD_COLUMNS if c[1] != "val_acc" or any(r.get("val_acc_mean") for r in rows)
+    ]
     lines += [
         "",
-        "| method | IR | seeds | " + " | ".join(t for t, _, _ in MD_COLUMNS) + " |",
-        "|---|---:|---:|" + "---:|" * len(MD_COLUMNS),
+        "| method | IR | seeds | " + " | ".join(t for t, _, _ in columns) + " |",
+        "|---|---:|---:|" + "---:|" * len(columns),
     ]
     n_total = len(spec_json["seeds"])
     for r in rows:
-        cells = [_fmt(r[f"{k}_mean"], r[f"{k}_std"], kind) for _, k, kind in MD_COLUMNS]
+        cells = [_fmt(r[f"{k}_mean"], r[f"{k}_std"], kind) for _, k, kind in columns]
         lines.append(
             f"| {r['method']} | {r['ratio']} | {r['n']}/{n_total} | " + " | ".join(cells) + " |"
         )
@@ -247,7 +253,8 @@ def format_markdown(rows: list[dict[str, Any]], spec_json: dict[str, Any]) -> st
         "the mean alone (no standard deviation). Accuracy in % at the final epoch on the balanced "
         "test set; many/medium/few by training count (> 100 / 20-100 / < 20; n/a: no class in "
         "the group); head/mid/tail idx by class index, the official CIFAR tables' split (K = 10: "
-        "[0,3) / [3,7) / [7,10); K = 100: [0,36) / [36,71) / [71,100); else thirds). Collapse metrics on the training set at the final epoch (docs/metrics.md): "
+        "[0,3) / [3,7) / [7,10); K = 100: [0,36) / [36,71) / [71,100); else thirds); val = "
+        "accuracy on the validation split (data.val), where measured. Collapse metrics on the training set at the final epoch (docs/metrics.md): "
         "NC1 = tr(Sigma_W Sigma_B^+)/K; NC2 = ETF error of the centred class means and of the "
         "classifier rows (for ETF heads the classifier is the fixed frame); NC3 = self-duality; "
         "MC = minority-collapse index of the tail-class means and classifier rows (0: ETF, 1: "
