@@ -87,6 +87,19 @@ def test_svhn_reader_and_lt(isolated):
     assert b.classes == [str(i) for i in range(10)] and b.test.class_counts() == [2] * 10
     assert b.info["checksums"]["train_32x32.mat"] == "differs"
     assert b.mean == (0.4377, 0.4438, 0.4728)
+    assert not any("extra" in n for n in b.info["notes"])
+
+
+@pytest.mark.filterwarnings("ignore:svhn. no validation images", "ignore:.*capped")
+def test_svhn_extra_split_is_left_out_and_said_so(isolated):
+    write_svhn(isolated / "d", [4] * 10)
+    plain = load_data(DataConfig(name="svhn", root=str(isolated / "d"), imbalance=1.0))
+    write_svhn(isolated / "x", [9] * 10)  # an "extra" file of other images beside them
+    (isolated / "x" / "train_32x32.mat").rename(isolated / "d" / "extra_32x32.mat")
+    b = load_data(DataConfig(name="svhn", root=str(isolated / "d"), imbalance=1.0))
+    assert b.class_counts == plain.class_counts == [4] * 10
+    assert (b.train.images == plain.train.images).all()
+    assert any(n.startswith("extra_32x32.mat not used") for n in b.info["notes"])
 
 
 def test_svhn_checksum_official_and_warning(isolated, monkeypatch):

@@ -6,7 +6,10 @@ here are the digits themselves (class ``c`` = digit ``c``). SVHN is imbalanced t
 the profile starts from ``n_max = N // 10`` (7,325 images, as the official long-tail code's
 ``len(data) / 10``) and classes with fewer images keep what they have (recorded and warned:
 ``info["capped"]``). Unlike the released loader no label is ever attached to an image that does
-not exist. Only the ``train`` split is used for training (not ``extra``).
+not exist. Only the ``train`` split is used for training: ``extra_32x32.mat`` (531,131 easier
+images) is never read, as in the long-tail SVHN protocol of the released code (its loader is
+torchvision's ``SVHN(split="train")``); when the file lies beside the others a note in
+``info["notes"]`` says it was left out.
 
 STL-10: ``stl10_binary/{train,test}_{X,y}.bin``: X is uint8 (N, 3, 96, 96) stored column-major
 (each channel transposed), y holds 1..10. 500 training images per class (``n_max`` 500), 800 test
@@ -83,6 +86,12 @@ def load_svhn_lt(cfg: Any) -> DataBundle:
     paths, notes = locate_files("svhn", cfg.root, getattr(cfg, "download", False))
     train = read_svhn_mat(paths["train"])
     test = read_svhn_mat(paths["test"])
+    if (paths["train"].parent / "extra_32x32.mat").is_file():
+        notes = [
+            *notes,
+            "extra_32x32.mat not used: SVHN-LT is drawn from train_32x32.mat alone "
+            "(the released long-tail protocol)",
+        ]
     info = {
         "source": str(paths["train"].parent),
         "format": "svhn-mat",
