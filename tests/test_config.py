@@ -30,6 +30,52 @@ def test_unknown_key_names_key_and_closest():
         load_config(extra={"data": {"imbalanse": 0.1}})
 
 
+@pytest.mark.parametrize(
+    "typed, meant",
+    [
+        ("optim.learning_rate", "optim.lr"),  # an abbreviation, not the longest common run
+        ("optim.lrr", "optim.lr"),
+        ("optim.LR", "optim.lr"),
+        ("optim.lr_factor", "optim.lr_factors"),
+        ("optim.wd", "optim.weight_decay"),
+        ("optim.bs", "optim.batch_size"),
+        ("optim.epoch", "optim.epochs"),
+        ("optim.decay", "optim.weight_decay"),
+        ("data.imbalance_ratio", "data.imbalance"),
+        ("run.thread", "run.threads"),
+        ("loss.lr", "optim.lr"),  # the right key in the wrong section
+        ("loss.learning_rate", "optim.lr"),
+        ("lr", "optim.lr"),
+    ],
+)
+def test_unknown_key_suggests_the_key_meant(typed, meant):
+    from ncollapse.config import Config
+    from ncollapse.config.io import all_keys
+    from ncollapse.errors import closest
+
+    assert closest(typed, all_keys(Config)) == meant
+    with pytest.raises(ConfigError, match=f"did you mean '{meant}'\\?"):
+        load_config(overrides=[f"{typed}=0.1"])
+
+
+def test_unknown_key_without_a_close_one_lists_its_section():
+    with pytest.raises(ConfigError, match="optim has: .*optim.lr,") as info:
+        load_config(overrides=["optim.zzzzzz=1"])
+    assert "did you mean" not in str(info.value) and "data." not in str(info.value)
+    with pytest.raises(ConfigError, match="did you mean 'optim'"):
+        load_config(overrides=["optm.lr=1"])
+
+
+def test_closest_on_plain_names():
+    from ncollapse.config import METHODS
+    from ncollapse.errors import closest
+
+    assert closest("etfdr", METHODS) == "etf_dr"
+    assert closest("ldam", METHODS) == "ldam_drw"
+    assert closest("cifar11", ["cifar10", "cifar100", "digits"]) == "cifar10"
+    assert closest("zzzz", ["cifar10", "digits"]) is None
+
+
 @pytest.mark.parametrize("value", ["0", "-0.5", "100", "1.5"])
 def test_imbalance_range(value):
     with pytest.raises(ConfigError) as info:

@@ -23,17 +23,66 @@ class DataError(UserError):
     """A dataset is missing, corrupt or cannot be subset as asked."""
 
 
+def _initials(name: str) -> str:
+    parts = [p for p in name.replace("-", "_").split("_") if p]
+    return "".join(p[0] for p in parts) if len(parts) > 1 else ""
+
+
+def _score(typed: str, choice: str) -> float:
+    """How close ``choice`` is to ``typed``: 2 for an abbreviation of one by the other
+    (``learning_rate`` ~ ``lr``, ``wd`` ~ ``weight_decay``) or a match but for case; otherwise
+    difflib's similarity ratio, plus 0.25 when one starts or ends the other (``epoch`` ~
+    ``epochs``, ``decay`` ~ ``weight_decay``)."""
+    a, b = typed.lower(), choice.lower()
+    if a == b or (len(b) > 1 and _initials(a) == b) or (len(a) > 1 and _initials(b) == a):
+        return 2.0
+    score = difflib.SequenceMatcher(None, a, b).ratio()
+    short, long_ = sorted((a, b), key=len)
+    if len(short) >= 2 and (long_.startswith(short) or long_.endswith(short)):
+        score += 0.25
+    return score
+
+
+def _best(typed: str, choices: dict[str, str], cutoff: float = 0.5) -> str | None:
+    """The value of ``choices`` (compared name -> choice) whose name scores highest, if any
+    reaches ``cutoff``; ties go to the shorter name, then the first."""
+    scored = [(_score(typed, k), -len(k), v) for k, v in choices.items()]
+    scored = [s for s in scored if s[0] >= cutoff]
+    return max(scored, key=lambda s: (s[0], s[1]))[2] if scored else None
+
+
 def closest(name: str, choices: Iterable[str]) -> str | None:
-    """Return the valid choice closest to ``name`` (for 'did you mean ...?' hints), or None."""
+    """Return the valid choice closest to ``name`` (for 'did you mean ...?' hints), or None.
+
+    A dotted name (a config key) is first matched on its last part among the keys of its own
+    section (``optim.learning_rate`` -> ``optim.lr``, ``optim.lrr`` -> ``optim.lr``), then by
+    its exact last part in another section (``loss.lr`` -> ``optim.lr``), then (for a section
+    that does not exist) as a whole (``optm.lr`` -> ``optim.lr``), then on its last part among
+    every section (``lr`` -> ``optim.lr``)."""
     choices = list(choices)
-    match = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
-    if match:
-        return match[0]
-    # fall back on the last path component (``optim.lrr`` -> ``optim.lr``)
-    tail = name.rsplit(".", 1)[-1]
-    tails = {c.rsplit(".", 1)[-1]: c for c in choices}
-    match = difflib.get_close_matches(tail, list(tails), n=1, cutoff=0.5)
-    return tails[match[0]] if match else None
+    if not choices:
+        return None
+    section, _, tail = name.rpartition(".")
+    if section:
+        same = {c.rpartition(".")[2]: c for c in choices if c.rpartition(".")[0] == section}
+        best = _best(tail, same)
+        if best is not None:
+            return best
+    tails: dict[str, str] = {}
+    for c in choices:
+        tails.setdefault(c.rpartition(".")[2], c)
+    if section:
+        # the right key in the wrong section (``loss.lr`` -> ``optim.lr``)
+        best = _best(tail, tails, cutoff=2.0)
+        if best is not None:
+            return best
+    if not section or not any(c.startswith(section + ".") for c in choices):
+        # a whole-name typo (``optm.lr`` -> ``optim.lr``); a key of a known section is judged
+        # by its last part alone, or ``optim.zzz`` would be close to every ``optim.*``
+        best = _best(name, {c: c for c in choices if not name.startswith(c + ".")})
+        if best is not None:
+            return best
+    return _best(tail, tails)
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:

@@ -55,12 +55,15 @@ class Registry(Generic[T]):
         """Remove ``name`` (for tests and plug-ins that registered something temporarily)."""
         self._items.pop(name, None)
 
-    def get(self, name: str) -> T:
-        """The entry ``name``; a :class:`ConfigError` naming the closest valid one otherwise."""
+    def get(self, name: str, key: str | None = None) -> T:
+        """The entry ``name``; a :class:`ConfigError` naming the closest valid one otherwise.
+        ``key`` replaces the registry's own key in that message (a command whose option has
+        another name, like ``--methods`` for ``--method``)."""
         try:
             return self._items[name]
         except KeyError:
-            where = f" ({self.key})" if self.key else ""
+            key = key or self.key
+            where = f" ({key})" if key else ""
             raise ConfigError(
                 f"unknown {self.kind} {name!r}{where}" + did_you_mean(str(name), self._items)
             ) from None

@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigError, did_you_mean
-from .methods import method_preset
+from ..errors import ConfigError, closest, did_you_mean
+from .methods import METHODS, method_preset
 from .schema import Config
 
 __all__ = [
@@ -102,10 +102,16 @@ def _from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     kwargs = {}
     for key, value in data.items():
         if key not in hints:
-            raise ConfigError(
-                f"unknown config key '{prefix}{key}'"
-                + did_you_mean(prefix + key, all_keys(cls, prefix))
+            # every key, so one in the wrong section is found (``loss.lr`` -> ``optim.lr``);
+            # with none close, the keys of this section
+            best = closest(prefix + key, all_keys(Config) if prefix else all_keys(cls))
+            hint = (
+                f"; did you mean '{best}'?"
+                if best
+                else f"; {prefix.rstrip('.') or 'the top level'} has: "
+                + ", ".join(sorted(prefix + n for n in names))
             )
+            raise ConfigError(f"unknown config key '{prefix}{key}'{hint}")
         kwargs[key] = _coerce(value, hints[key], prefix + key)
     obj = cls(**{k: v for k, v in kwargs.items() if k in names})
     return obj
@@ -218,6 +224,8 @@ def _chain(path: Path, depth: int = 0) -> list[tuple[dict[str, Any], str | None]
     method = data.pop("method", None)
     if method is not None and not isinstance(method, str):
         raise ConfigError(f"config file {path}: 'method' takes a preset name, got {method!r}")
+    if method is not None:
+        METHODS.get(method, f"'method:' in {path}")  # named where it was written
     chain = _chain(path.parent / str(parent), depth + 1) if parent is not None else []
     return [*chain, (data, method)]
 

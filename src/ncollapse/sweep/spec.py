@@ -62,7 +62,7 @@ def parse_methods(text: str | Sequence[str]) -> list[str]:
     if not methods:
         raise UserError("--methods is empty; give e.g. --methods ce,etf_dr")
     for m in methods:
-        METHODS.get(m)  # ConfigError with a did-you-mean
+        METHODS.get(m, "--methods")  # ConfigError with a did-you-mean
     if len(set(methods)) != len(methods):
         raise UserError(f"--methods lists a method twice: {','.join(methods)}")
     return methods
