@@ -7,11 +7,14 @@ test accuracy, beside the official recipe's figures read from its record
 (``benchmarks/records/cifar10_lt_r100_etf_dr_200ep_seed0.json``, the summary.json of that run),
 and the time ratio. ``--official`` reruns the official recipe in the same invocation instead of
 reading the record (hours on a CPU: for a GPU, or a long night). Each run writes an ordinary run
-directory under ``--out``; a finished one is read back rather than retrained.
+directory under ``--out``; a finished one is read back rather than retrained. ``--runs`` reads
+finished run directories of the fast recipe trained elsewhere instead (for instance the
+``etf_dr`` cells of a sweep over the fast recipe with ``data.val=unused``), training nothing.
 
     python benchmarks/time_to_accuracy.py                        # seeds 0,1,2, one thread each
     python benchmarks/time_to_accuracy.py --seeds 0 --threads 2
     python benchmarks/time_to_accuracy.py --official --device cuda
+    python benchmarks/time_to_accuracy.py --runs runs/sweep/etf_dr-ir100-s*
 """
 
 from __future__ import annotations
@@ -43,6 +46,15 @@ def _train(recipe: str, seed: int, args: argparse.Namespace, val: bool) -> dict:
     return ncollapse.train(
         recipe, overrides=over, seed=seed, out=args.out, name=name, device=args.device
     ).summary
+
+
+def _finished(path: str) -> dict:
+    from ncollapse.rundir import Run
+
+    run = Run(Path(path))
+    if run.status() != "done":
+        raise SystemExit(f"time_to_accuracy: {path} is not a finished run (no summary.json)")
+    return run.summary()
 
 
 def _row(label: str, summaries: list[dict]) -> dict:
@@ -83,16 +95,28 @@ def main() -> None:
     p.add_argument("--progress", default="log")
     p.add_argument("--official", action="store_true", help="rerun the official recipe (seed 0)")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--runs", nargs="+", default=None, metavar="DIR",
+        help="finished run directories of the fast recipe to read instead of training",
+    )  # fmt: skip
     args = p.parse_args()
 
     from ncollapse.runner import cpu_info
 
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    fast = [_train(args.recipe, s, args, val=True) for s in seeds]
+    if args.runs:
+        fast = [_finished(d) for d in args.runs]
+    else:
+        fast = [_train(args.recipe, s, args, val=True) for s in seeds]
     if args.official:
         official = [_train("cifar10_lt_r100_etf_dr", 0, args, val=False)]
         source = "rerun now"
     else:
+        if not OFFICIAL_RECORD.is_file():
+            raise SystemExit(
+                f"time_to_accuracy: no record of the official run ({OFFICIAL_RECORD}); "
+                "rerun it here with --official"
+            )
         official = [json.loads(OFFICIAL_RECORD.read_text())]
         source = f"record {OFFICIAL_RECORD.relative_to(HERE.parent)}"
     rows = [_row("official cifar10_lt_r100_etf_dr", official), _row(args.recipe, fast)]
