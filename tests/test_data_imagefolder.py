@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tarfile
 from pathlib import Path
 
@@ -158,3 +159,32 @@ def test_size_mixed_and_non_square_sources(tmp_path):
     assert resize_array(x, None) is x
     with pytest.raises(DataError, match="data.size"):
         load_data(DataConfig(name="imagefolder", root=str(tmp_path / "t"), size=0))
+
+
+def test_a_folder_of_64px_images_trains_at_32px(tmp_path):
+    """The issue's case: a tree of 64x64 pictures trains on a CIFAR ResNet at 32x32 with
+    data.size=32 (one short epoch, from the command line's composition)."""
+    import ncollapse
+
+    make_tree(tmp_path / "t", per_class=(6, 6, 6), size=(64, 64))
+    sets = {
+        "data.name": "imagefolder",
+        "data.root": str(tmp_path / "t"),
+        "data.class_order": "[zebra,apple,mango]",
+        "data.imbalance": 0.5,
+        "data.size": 32,
+        "data.cache_dir": str(tmp_path / "c"),
+        "model.backbone": "resnet32",
+        "optim.batch_size": 5,  # 13 images: batches of 5, 5, 3
+        "optim.milestones": "[]",
+        "optim.warmup_epochs": 0,
+        "eval.collapse_every": 1,
+        "run.progress": "none",
+        "run.tensorboard": "false",
+    }
+    result = ncollapse.train(
+        overrides=[f"{k}={v}" for k, v in sets.items()], epochs=1, out=str(tmp_path / "runs")
+    )
+    data = json.loads((result.run_dir / "data.json").read_text())
+    assert data["info"]["size"] == 32 and data["class_counts"] == [6, 4, 3]
+    assert result.summary["epochs"] == 1 and 0.0 <= result.summary["final"]["acc"] <= 1.0

@@ -57,6 +57,19 @@ def test_imagenet_lt_frame_is_a_simplex_etf():
     assert etf_gram_error(frame) < 1e-5
 
 
+@pytest.mark.slow
+def test_inat2018_frame_is_a_simplex_etf():
+    """The 8,142-vertex frame in 8192 dimensions, built for real (float64 QR of 8192 x 8142 and
+    the Gram check: about two minutes on one busy CPU core, hence slow)."""
+    cfg = ncollapse.compose("inat2018_etf_dr")
+    head = build_head_from_config(cfg.model, 8192, 8142)
+    frame = head.frame.double()
+    assert frame.shape == (8192, 8142)
+    assert torch.allclose(frame.norm(dim=0), torch.ones(8142, dtype=torch.float64), atol=1e-5)
+    assert float(frame.sum(dim=1).abs().max()) < 1e-4
+    assert etf_gram_error(frame) < 1e-5
+
+
 def test_finegrained_recipe_takes_the_users_weights(tmp_path):
     cfg = ncollapse.compose("finegrained_etf_dr", overrides=[f"model.pretrained={tmp_path}/w.pth"])
     assert cfg.model.pretrained.endswith("w.pth") and cfg.model.backbone == "resnet50"
