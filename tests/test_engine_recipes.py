@@ -11,6 +11,7 @@ import ncollapse
 from ncollapse.build import build_network
 from ncollapse.geometry import etf_gram_error
 from ncollapse.heads import build_head_from_config
+from ncollapse.models import build_backbone
 
 RECIPES = {
     # recipe: (classes, feature dimension, head, loss)
@@ -74,3 +75,13 @@ def test_finegrained_recipe_takes_the_users_weights(tmp_path):
     cfg = ncollapse.compose("finegrained_etf_dr", overrides=[f"model.pretrained={tmp_path}/w.pth"])
     assert cfg.model.pretrained.endswith("w.pth") and cfg.model.backbone == "resnet50"
     assert cfg.data.name == "imagefolder" and cfg.data.size == 224
+    # random weights in a torchvision-style file (with its fc) start the recipe's network
+    torch.manual_seed(3)
+    state = dict(build_backbone("resnet50").state_dict())
+    state["fc.weight"], state["fc.bias"] = torch.randn(1000, 2048), torch.randn(1000)
+    torch.save(state, tmp_path / "w.pth")
+    torch.manual_seed(4)  # another initialisation, replaced by the file's weights
+    net = build_network(cfg, 5, in_channels=3)
+    got = net.backbone.state_dict()
+    assert all(torch.equal(got[k], state[k]) for k in got)
+    assert etf_gram_error(net.head.frame) < 1e-5
