@@ -287,3 +287,21 @@ def test_engine_ramps_a_fractional_warmup_per_batch(tmp_path, monkeypatch):
     assert ramp[0] == pytest.approx(0.1 * 2 / batches) and max(ramp) == pytest.approx(0.1)
     assert all(b >= a for a, b in itertools.pairwise(ramp)) and ramp[len(ramp) // 2 - 1] < 0.1
     assert [lr for e, lr in seen if e == 1] == [pytest.approx(0.1)]  # whole epochs: once
+
+
+def test_a_last_batch_of_one_sample_is_skipped_not_a_crash(tmp_path):
+    """BatchNorm (the ETF head's BatchNorm1d) cannot train on one sample: with n = k * batch + 1
+    training images the single last sample is left out of that epoch instead of crashing."""
+    from ncollapse.data import load_data
+    from ncollapse.engine.distributed import Distributed
+    from ncollapse.engine.sources import steps_per_epoch
+
+    one = Distributed()  # one process
+    assert [steps_per_epoch(n, 8, one) for n in (16, 17, 18, 1)] == [2, 2, 3, 1]
+    cfg = _digits_cfg(tmp_path, epochs=1)
+    n = load_data(cfg.data).train.labels.numel()
+    cfg = _digits_cfg(tmp_path, epochs=1, **{"optim.batch_size": n - 1, "run.name": "tail1"})
+    res = run_training(cfg)
+    assert res.summary["final"]["acc"] >= 0
+    first = next(r for r in read_metrics(res.run_dir / "metrics.jsonl") if r["kind"] == "train")
+    assert first["epoch"] == 1

@@ -95,7 +95,7 @@ class _Indexed(torch.utils.data.Dataset):
 
 @pytest.mark.parametrize("balanced_from", [None, 0])
 def test_resident_and_streamed_data_share_the_first_epoch_order(balanced_from):
-    labels = torch.tensor([0] * 20 + [1] * 9 + [2] * 4)
+    labels = torch.tensor([0] * 20 + [1] * 9 + [2] * 5)  # 34 samples: 4 batches of 8 and one of 2
     images = torch.arange(len(labels), dtype=torch.uint8).view(-1, 1, 1, 1).expand(-1, 1, 2, 2)
     resident = ResidentBatches(
         ArrayDataset(images.contiguous(), labels, ["a", "b", "c"]).images,

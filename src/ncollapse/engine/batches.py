@@ -8,7 +8,6 @@ augmentation of the batch, mixup, then each extra batch and its augmentation.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -84,8 +83,10 @@ class ResidentBatches:
         self.device = images.device
 
     def __len__(self) -> int:
-        """Batches per epoch."""
-        return math.ceil(self.images.shape[0] / self.batch_size)
+        """Batches per epoch: a last batch of a single sample is skipped (BatchNorm cannot train
+        on one; the sample is drawn again in a later epoch's order)."""
+        full, tail = divmod(self.images.shape[0], self.batch_size)
+        return full + int(tail >= 2 or full == 0)
 
     def _prepare(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         return self.augment(x, g).contiguous(memory_format=self.memory_format)

@@ -35,10 +35,10 @@ __all__ = ["ShardedBatches", "Splits", "StreamingBatches", "steps_per_epoch"]
 
 
 def steps_per_epoch(n: int, batch_size: int, dist: Distributed) -> int:
-    """Global batches per epoch. Data-parallel runs skip a last batch that would leave a rank
-    fewer than 2 samples (BatchNorm cannot train on one; DDP cannot step on none)."""
+    """Global batches per epoch. A last batch that would leave a process fewer than 2 samples is
+    skipped (BatchNorm cannot train on one; DDP cannot step on none)."""
     full, tail = divmod(n, batch_size)
-    return full + int(tail > 0 and (not dist.enabled or tail >= 2 * dist.world_size))
+    return full + int(tail >= 2 * (dist.world_size if dist.enabled else 1) or full == 0)
 
 
 def _check_global_batch(batch_size: int, dist: Distributed) -> None:
