@@ -127,6 +127,7 @@ def measure(args: argparse.Namespace) -> dict:
         "run.progress=none",
         "run.tensorboard=false",
         "optim.warmup_epochs=0",
+        "optim.milestones=[]",  # two timed epochs: no decay (and no warning about it)
         f"run.device={device}",
     ]
     variants = {
