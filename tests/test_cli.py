@@ -119,8 +119,11 @@ def test_ctrl_c_names_the_command_that_resumes_and_that_command_works(tmp_path):
     # long enough (a few seconds even on a quiet machine) that the signal lands mid-run
     argv = ["train", "--epochs", "150", "--out", "runs", "--name", "cut", "--set",
             "run.progress=none", "--set", "run.tensorboard=false"]  # fmt: skip
+    # a job started in the background by a shell inherits SIGINT ignored (as CI may start the
+    # suite); the child gets the default disposition back, as a terminal's foreground job has it
     proc = subprocess.Popen([sys.executable, "-m", "ncollapse", *argv], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     deadline = time.monotonic() + 120
     while not (tmp_path / "runs" / "cut" / "checkpoint.pt").is_file():
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
