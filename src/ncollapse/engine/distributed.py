@@ -247,7 +247,13 @@ def init_distributed(device_name: str) -> tuple[Distributed, torch.device]:
 
 
 def _shutdown() -> None:
+    """Leave the process group together: a rank that tears its connections down while another
+    still holds them could abort at exit (seen once as SIGABRT on gloo), so all meet first."""
     if tdist.is_initialized():
+        try:
+            tdist.barrier()
+        except Exception:  # a peer already gone: nothing left to wait for
+            pass
         tdist.destroy_process_group()
 
 
