@@ -48,27 +48,25 @@ def test_large_scale_recipes_are_the_released_imagenet_lt_values(recipe):
     assert cfg.run.loss_batch == "global"  # the release's DataParallel: weights of the whole batch
 
 
-def test_imagenet_lt_frame_is_a_simplex_etf():
-    cfg = ncollapse.compose("imagenet_lt_etf_dr")
-    head = build_head_from_config(cfg.model, 4096, 1000)
+def _check_recipe_frame(recipe: str, d: int, k: int) -> None:
+    """The recipe's ETF head, built for real: a d x k frame of unit, centred columns."""
+    head = build_head_from_config(ncollapse.compose(recipe).model, d, k)
     frame = head.frame.double()
-    assert frame.shape == (4096, 1000)
-    assert torch.allclose(frame.norm(dim=0), torch.ones(1000, dtype=torch.float64), atol=1e-5)
+    assert frame.shape == (d, k)
+    assert torch.allclose(frame.norm(dim=0), torch.ones(k, dtype=torch.float64), atol=1e-5)
     assert float(frame.sum(dim=1).abs().max()) < 1e-4
     assert etf_gram_error(frame) < 1e-5
+
+
+def test_imagenet_lt_frame_is_a_simplex_etf():
+    _check_recipe_frame("imagenet_lt_etf_dr", 4096, 1000)
 
 
 @pytest.mark.slow
 def test_inat2018_frame_is_a_simplex_etf():
     """The 8,142-vertex frame in 8192 dimensions, built for real (float64 QR of 8192 x 8142 and
     the Gram check: about two minutes on one busy CPU core, hence slow)."""
-    cfg = ncollapse.compose("inat2018_etf_dr")
-    head = build_head_from_config(cfg.model, 8192, 8142)
-    frame = head.frame.double()
-    assert frame.shape == (8192, 8142)
-    assert torch.allclose(frame.norm(dim=0), torch.ones(8142, dtype=torch.float64), atol=1e-5)
-    assert float(frame.sum(dim=1).abs().max()) < 1e-4
-    assert etf_gram_error(frame) < 1e-5
+    _check_recipe_frame("inat2018_etf_dr", 8192, 8142)
 
 
 def test_finegrained_recipe_takes_the_users_weights(tmp_path):

@@ -134,7 +134,7 @@ def check_choices(cfg: Config) -> None:
     from .data.longtail import PROFILES
     from .engine.progress import PROGRESS_MODES
     from .engine.schedule import SCHEDULES
-    from .heads import FEATURE_NORMS, HEADS
+    from .heads import FEATURE_NORMS, HEAD_INITS, HEADS
     from .losses import BALANCE_MODES, LOSSES
     from .models import BACKBONES
 
@@ -147,7 +147,7 @@ def check_choices(cfg: Config) -> None:
     _check("model.backbone", cfg.model.backbone, BACKBONES)
     _check("model.head", cfg.model.head, HEADS)
     _check("model.feature_norm", cfg.model.feature_norm, FEATURE_NORMS)
-    _check("model.head_init", cfg.model.head_init, ("default", "kaiming_normal"))
+    _check("model.head_init", cfg.model.head_init, HEAD_INITS)
     _check("loss.name", cfg.loss.name, LOSSES)
     _check("loss.balance", cfg.loss.balance, BALANCE_MODES)
 

@@ -20,6 +20,7 @@ from .registry import Registry
 __all__ = [
     "FEATURE_NORMS",
     "HEADS",
+    "HEAD_INITS",
     "CosineHead",
     "ETFHead",
     "HeadEntry",
@@ -31,6 +32,7 @@ __all__ = [
 ]
 
 FEATURE_NORMS: tuple[str, ...] = ("bn_l2", "bn", "none")
+HEAD_INITS: tuple[str, ...] = ("default", "kaiming_normal")  # LinearHead's ``init``
 
 
 class HeadOutput(NamedTuple):
@@ -148,8 +150,8 @@ class LinearHead(nn.Module):
         self.linear = nn.Linear(in_features, num_classes, bias=bias)
         if init == "kaiming_normal":
             nn.init.kaiming_normal_(self.linear.weight)
-        elif init != "default":
-            raise ValueError(f"unknown head init {init!r}; valid: default, kaiming_normal")
+        elif init not in HEAD_INITS:
+            raise ValueError(f"unknown head init {init!r}; valid: {', '.join(HEAD_INITS)}")
         self.frozen = bool(frozen)
         if frozen:
             for p in self.linear.parameters():
