@@ -117,17 +117,19 @@ def test_extends(tmp_path):
     assert cfg.optim.lr == 0.3 and cfg.optim.epochs == 9
 
 
-def test_scale_schedule_is_proportional():
+def test_scale_schedule_scales_the_decays_and_keeps_the_warmup():
     cfg = load_config(overrides=["loss.name=ce", "loss.drw_epoch=160"])
     short = scale_schedule(cfg, 30)
     assert short.optim.epochs == 30
     assert short.optim.milestones == [24, 27]
-    assert short.optim.warmup_epochs == 0.75  # 5 * 0.15, ramped per batch (not rounded)
+    assert short.optim.warmup_epochs == 5  # kept: a warm-up counts steps, not a share
     assert short.loss.drw_epoch == 24
     assert cfg.optim.epochs == 200  # the original is untouched
-    # the warm-up scales exactly; milestones round to whole epochs, halves up (not to even)
-    assert scale_schedule(cfg, 20).optim.warmup_epochs == 0.5
-    assert scale_schedule(cfg, 400).optim.warmup_epochs == 10
+    # ... capped at a sixth of the new schedule, unrounded (ramped per batch); milestones round
+    # to whole epochs, halves up (not to even)
+    assert scale_schedule(cfg, 20).optim.warmup_epochs == pytest.approx(20 / 6, abs=1e-6)
+    assert scale_schedule(cfg, 3).optim.warmup_epochs == 0.5
+    assert scale_schedule(cfg, 400).optim.warmup_epochs == 5
     assert isinstance(scale_schedule(cfg, 400).optim.warmup_epochs, int)
     assert scale_schedule(cfg, 4).optim.milestones == [3, 4]  # 3.2, 3.6
     assert scale_schedule(cfg, 25).optim.milestones == [20, 23]  # 20, 22.5
@@ -197,10 +199,11 @@ def test_baseline_presets_bring_their_papers_recipes(epochs):
     la = optim("la")
     assert la.nesterov and la.mixup_alpha == 0.0 and la.weight_decay == 2e-4
     assert la.milestones == [round(epochs * m / 1241) for m in (604, 926, 1128)]
-    assert la.warmup_epochs == pytest.approx(epochs * 20 / 1241, rel=1e-3)
+    # the preset's warm-up over the recipe's 200 epochs, kept by --epochs up to a sixth of it
+    assert la.warmup_epochs == pytest.approx(min(200 * 20 / 1241, epochs / 6), rel=1e-3)
     bs = optim("bs")
     assert (bs.batch_size, bs.lr, bs.weight_decay, bs.schedule) == (512, 0.05, 5e-4, "cosine")
-    assert bs.warmup_epochs == pytest.approx(epochs * 800 / 13000, rel=1e-3)
+    assert bs.warmup_epochs == pytest.approx(min(200 * 800 / 13000, epochs / 6), rel=1e-3)
     for m in ("la", "bs", "focal", "ldam_drw", "ce"):
         o = optim(m)
         assert o.epochs == epochs

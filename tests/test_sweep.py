@@ -453,7 +453,7 @@ def test_epochs_scale_the_schedule_and_drw(tmp_path):
     spec = spec.resolve()
     cfg = spec.cell_config("ldam_drw", 0.01, 0, tmp_path)
     assert cfg.optim.epochs == 30 and cfg.optim.milestones == [24, 27]
-    assert drw_start(cfg) == 24 and cfg.optim.warmup_epochs == 0.75
+    assert drw_start(cfg) == 24 and cfg.optim.warmup_epochs == 5
     assert cfg.data.imbalance == 0.01 and cfg.data.subset_seed == 0 and cfg.seed == 0
     assert cfg.run.name == "ldam_drw-ir100-s0" and cfg.model.head == "cosine"
     # on the digits default (30 epochs, first decay at 24) DRW switches on inside the run too

@@ -23,7 +23,8 @@ def add_schedule_options(p: argparse.ArgumentParser, scope: str = "") -> None:
         "--epochs",
         type=int,
         default=None,
-        help="shorten or lengthen the schedule; warm-up, decay milestones and the DRW epoch scale with it",
+        help="shorten or lengthen the schedule; the decay milestones and the DRW epoch scale with it, "
+        "the warm-up keeps its length (at most a sixth of N)",
     )
     p.add_argument(
         "--shared-recipe",

@@ -42,7 +42,7 @@ DESCRIPTIONS = {
     "optim.nesterov": "Nesterov momentum",
     "optim.batch_size": "training mini-batch size (DR's per-batch class weights are computed "
     "over it)",
-    "optim.epochs": "training epochs (`--epochs N` also scales the milestones and warm-up)",
+    "optim.epochs": "training epochs (`--epochs N` also scales the milestones; the warm-up stays, at most N/6)",
     "optim.milestones": "step schedule: epochs at which the rate is multiplied by `gamma`",
     "optim.gamma": "step schedule: the factor at each milestone",
     "eval.batch_size": "batch size of evaluation and collapse passes (no effect on results)",
@@ -73,7 +73,8 @@ the defaults below (the official CIFAR-LT recipe of Yang et al., 2022), the embe
 settings when no recipe is given (column *no recipe*), a recipe (`--config NAME`: one of the
 files listed at the end of this page, shipped with the package, or any YAML file) with its
 `extends:` chain, a method preset (`--method`), `--set key=value` overrides, and `--epochs N`, which scales the
-schedule (warm-up, milestones, DRW and EMA epochs) proportionally. `ncollapse train ...
+schedule (milestones, DRW, mixup and EMA epochs) proportionally and keeps the warm-up (at most a
+sixth of the new length). `ncollapse train ...
 --print-config` prints the result; every run saves it as `config.yaml`.
 
 Set a key on the command line with `--set section.key=value` (YAML syntax for the value:
