@@ -191,6 +191,12 @@ class FakeRunner:
         }
         if cfg.data.val != "none":  # a validation split was asked for
             summary["val"] = {"acc": 0.4 + 0.1 * seed}
+            every = cfg.eval.every
+            for epoch in range(1, cfg.optim.epochs + 1):
+                if (every and epoch % every == 0) or epoch == cfg.optim.epochs:
+                    acc = 0.01 * epoch + 0.1 * seed  # the fake's curve
+                    rd.append_metrics({"kind": "eval", "epoch": epoch, "split": "val", "acc": acc})
+                    rd.append_metrics({"kind": "eval", "epoch": epoch, "split": "test", "acc": 0})
         rd.write_summary(summary)
         return runner_mod.RunResult(rd.path, summary)
 
@@ -338,6 +344,30 @@ def test_validation_accuracy_is_tabulated_only_when_measured(tmp_path, fake):
     assert main([*base, "--out", str(plain)]) == 0
     assert "| val |" not in (plain / "results.md").read_text()
     assert _read_csv(plain / "results.csv")[0]["val_acc_mean"] == ""
+
+
+def test_accuracy_part_way_through_the_schedule_is_tabulated(tmp_path, fake, capsys):
+    """With the validation split measured during training (eval.every), --collect reports its
+    accuracy after 10 % and 30 % of the epochs (epochs 2 and 6 of 20), the test split never."""
+    out = tmp_path / "sw"
+    base = ["sweep", "--methods", "ce", "--seeds", "0,1", "--ratio", "20", "--epochs", "20"]
+    base += ["--set", "data.val=unused", "--out", str(out)]
+    assert main([*base, "--set", "eval.every=2"]) == 0
+    md = (out / "results.md").read_text()
+    assert "| val @10% | val @30% |" in md
+    row = _read_csv(out / "results.csv")[0]
+    assert float(row["val_acc_at_10_mean"]) == pytest.approx(0.02 + 0.05)  # seeds 0, 1
+    assert float(row["val_acc_at_30_mean"]) == pytest.approx(0.06 + 0.05)
+    assert float(row["val_acc_at_30_std"]) == pytest.approx(0.1 / 2**0.5)
+    capsys.readouterr()
+    assert main([*base, "--set", "eval.every=2", "--collect", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert rows[0]["val_acc_at_10_mean"] == pytest.approx(0.07)
+    # measured only at the end: no such columns, None in the records
+    late = tmp_path / "late"
+    assert main([*base[:-1], str(late), "--set", "eval.every=0"]) == 0
+    assert "| val @10% |" not in (late / "results.md").read_text()
+    assert _read_csv(late / "results.csv")[0]["val_acc_at_10_mean"] == ""
 
 
 def test_sweep_refuses_a_training_run_directory(tmp_path, fake, capsys):

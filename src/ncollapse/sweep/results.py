@@ -17,6 +17,8 @@ from .spec import SPEC_FILE, cell_name, ratio_label
 __all__ = [
     "ACC_KEYS",
     "COLLAPSE_KEYS",
+    "EARLY_KEYS",
+    "EARLY_SHARES",
     "METRIC_KEYS",
     "aggregate",
     "collect",
@@ -37,7 +39,18 @@ COLLAPSE_KEYS = (
     "minority_collapse_means",
     "minority_collapse_w",
 )
-METRIC_KEYS = (*ACC_KEYS, "val_acc", *COLLAPSE_KEYS, "train_seconds", "wall_seconds")
+#: shares of the schedule at which the validation accuracy is reported, where the run measured it
+#: then (``eval.every``): how fast a method gets there (``val_acc_at_10`` = after 10 % of the epochs)
+EARLY_SHARES = (10, 30)
+EARLY_KEYS = tuple(f"val_acc_at_{p}" for p in EARLY_SHARES)
+METRIC_KEYS = (
+    *ACC_KEYS,
+    "val_acc",
+    *EARLY_KEYS,
+    *COLLAPSE_KEYS,
+    "train_seconds",
+    "wall_seconds",
+)
 
 
 def read_spec(out_dir: str | Path) -> dict[str, Any]:
@@ -93,6 +106,7 @@ def collect(out_dir: str | Path, spec_json: dict[str, Any]) -> list[dict[str, An
         for k in ACC_KEYS:
             rec[k] = final.get(k)
         rec["val_acc"] = (summary.get("val") or {}).get("acc")  # runs with data.val set
+        rec.update(early_val_accuracy(run, summary.get("epochs")))
         for k in COLLAPSE_KEYS:
             rec[k] = coll.get(k)
         rec["train_seconds"] = summary.get("train_seconds")
@@ -111,6 +125,26 @@ def collect(out_dir: str | Path, spec_json: dict[str, Any]) -> list[dict[str, An
             pass
         records.append(rec)
     return records
+
+
+def early_val_accuracy(run: Run, epochs: int | None) -> dict[str, float | None]:
+    """Validation accuracy after each share of :data:`EARLY_SHARES` of the schedule (epoch
+    ``round(share * epochs / 100)``, at least 1), None where the run did not measure it then."""
+    out: dict[str, float | None] = dict.fromkeys(EARLY_KEYS)
+    if not epochs:
+        return out
+    try:
+        records = run.metrics()
+    except (UserError, OSError):
+        return out
+    val = {
+        r.get("epoch"): r.get("acc")
+        for r in records
+        if r.get("kind") == "eval" and r.get("split") == "val"
+    }
+    for share, key in zip(EARLY_SHARES, EARLY_KEYS):
+        out[key] = val.get(max(1, math.floor(share * epochs / 100 + 0.5)))
+    return out
 
 
 def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
@@ -175,6 +209,8 @@ MD_COLUMNS = [
     ("mid idx", "medium_idx", True),
     ("tail idx", "few_idx", True),
     ("val", "val_acc", True),
+    ("val @10%", "val_acc_at_10", True),
+    ("val @30%", "val_acc_at_30", True),
     ("NC1", "nc1", False),
     ("NC2 means", "nc2_etf_error", False),
     ("NC2 W", "w_etf_error", False),
@@ -232,9 +268,10 @@ def format_markdown(rows: list[dict[str, Any]], spec_json: dict[str, Any]) -> st
             f"- wall time: {total / 3600:.2f} h summed over {runs} finished runs "
             f"({total / 60:.1f} min; runs in parallel processes overlap)"
         )
-    # the validation column only when some run measured the validation split (data.val)
+    # the validation columns only when some run measured the validation split (data.val) then
+    optional = ("val_acc", *EARLY_KEYS)
     columns = [
-        c for c in MD_COLUMNS if c[1] != "val_acc" or any(r.get("val_acc_mean") for r in rows)
+        c for c in MD_COLUMNS if c[1] not in optional or any(r.get(f"{c[1]}_mean") for r in rows)
     ]
     lines += [
         "",
@@ -254,7 +291,8 @@ def format_markdown(rows: list[dict[str, Any]], spec_json: dict[str, Any]) -> st
         "test set; many/medium/few by training count (> 100 / 20-100 / < 20; n/a: no class in "
         "the group); head/mid/tail idx by class index, the official CIFAR tables' split (K = 10: "
         "[0,3) / [3,7) / [7,10); K = 100: [0,36) / [36,71) / [71,100); else thirds); val = "
-        "accuracy on the validation split (data.val), where measured. Collapse metrics on the training set at the final epoch (docs/metrics.md): "
+        "accuracy on the validation split (data.val), where measured, at the final epoch and "
+        "(val @10%, @30%) after 10 % and 30 % of the epochs (runs with eval.every). Collapse metrics on the training set at the final epoch (docs/metrics.md): "
         "NC1 = tr(Sigma_W Sigma_B^+)/K; NC2 = ETF error of the centred class means and of the "
         "classifier rows (for ETF heads the classifier is the fixed frame); NC3 = self-duality; "
         "MC = minority-collapse index of the tail-class means and classifier rows (0: ETF, 1: "
