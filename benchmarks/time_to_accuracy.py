@@ -57,6 +57,18 @@ def _finished(path: str) -> dict:
     return run.summary()
 
 
+def _runs_label(paths: list[str]) -> str:
+    """The runs' recipe name (their config's ``name``), or the names joined when they differ."""
+    from ncollapse.rundir import Run
+
+    names = []
+    for path in paths:
+        name = str(Run(Path(path)).raw_config().get("name") or Path(path).name)
+        if name not in names:
+            names.append(name)
+    return " + ".join(names)
+
+
 def _row(label: str, summaries: list[dict]) -> dict:
     def stat(values: list[float | None]) -> tuple[float | None, float | None, list]:
         xs = [v for v in values if v is not None]
@@ -104,8 +116,10 @@ def main() -> None:
     from ncollapse.runner import cpu_info
 
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    label = args.recipe
     if args.runs:
         fast = [_finished(d) for d in args.runs]
+        label = _runs_label(args.runs)
     else:
         fast = [_train(args.recipe, s, args, val=True) for s in seeds]
     if args.official:
@@ -119,7 +133,7 @@ def main() -> None:
             )
         official = [json.loads(OFFICIAL_RECORD.read_text())]
         source = f"record {OFFICIAL_RECORD.relative_to(HERE.parent)}"
-    rows = [_row("official cifar10_lt_r100_etf_dr", official), _row(args.recipe, fast)]
+    rows = [_row("official cifar10_lt_r100_etf_dr", official), _row(label, fast)]
     ratio = rows[0]["wall"][0] / rows[1]["wall"][0]
     cpu = cpu_info()
     if args.json:
