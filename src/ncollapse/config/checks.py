@@ -161,9 +161,9 @@ def scale_schedule(cfg: Config, epochs: int) -> Config:
 
     A warm-up protects the first updates from the full rate while the weights and BatchNorm
     statistics are still those of the initialisation, so it is counted in steps, not as a share
-    of the schedule. Scaled proportionally, 5 of 200 epochs would be 0.75 of 30: that trained
-    the learnable-classifier baseline about a point worse at 30 epochs while the same warm-up
-    kept helped it, so proportional scaling shortchanged the baseline (docs/claims.md)."""
+    of the schedule. Scaled proportionally, 5 of 200 epochs would be 0.75 of 30, which cost the
+    learnable-classifier baseline about a point against the 5-epoch warm-up of a plain loop of
+    the released recipe (docs/claims.md, row 1)."""
     if epochs < 1:
         raise ConfigError(f"epochs must be >= 1, got {epochs}")
     old = cfg.optim.epochs
