@@ -48,25 +48,14 @@ def _train(recipe: str, seed: int, args: argparse.Namespace, val: bool) -> dict:
     ).summary
 
 
-def _finished(path: str) -> dict:
+def _finished(path: str) -> tuple[dict, str]:
+    """A finished run's summary and its recipe name (its config's ``name``)."""
     from ncollapse.rundir import Run
 
     run = Run(Path(path))
     if run.status() != "done":
         raise SystemExit(f"time_to_accuracy: {path} is not a finished run (no summary.json)")
-    return run.summary()
-
-
-def _runs_label(paths: list[str]) -> str:
-    """The runs' recipe name (their config's ``name``), or the names joined when they differ."""
-    from ncollapse.rundir import Run
-
-    names = []
-    for path in paths:
-        name = str(Run(Path(path)).raw_config().get("name") or Path(path).name)
-        if name not in names:
-            names.append(name)
-    return " + ".join(names)
+    return run.summary(), str(run.raw_config().get("name") or run.path.name)
 
 
 def _row(label: str, summaries: list[dict]) -> dict:
@@ -118,8 +107,8 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     label = args.recipe
     if args.runs:
-        fast = [_finished(d) for d in args.runs]
-        label = _runs_label(args.runs)
+        fast, names = zip(*(_finished(d) for d in args.runs))
+        label = " + ".join(dict.fromkeys(names))  # the runs' names, each once, in order
     else:
         fast = [_train(args.recipe, s, args, val=True) for s in seeds]
     if args.official:
