@@ -210,3 +210,11 @@ def test_baseline_presets_bring_their_papers_recipes(epochs):
         shared = optim(m, shared=True)
         assert (shared.mixup_alpha, shared.schedule, shared.batch_size) == (1.0, "step", 128)
     assert optim("allnc", shared=True).mixup_alpha == 0.0  # no mixup is part of AllNC itself
+
+
+def test_a_recipe_key_that_is_not_a_string_is_a_config_error(tmp_path):
+    """YAML's "?" alone is the mapping {None: None}: an unknown key, not a TypeError."""
+    p = tmp_path / "q.yaml"
+    p.write_text("?")
+    with pytest.raises(ConfigError, match="unknown config key 'None'"):
+        load_config(p)

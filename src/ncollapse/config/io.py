@@ -102,6 +102,7 @@ def _from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     kwargs = {}
     for key, value in data.items():
         if key not in hints:
+            key = str(key)  # YAML allows keys that are not strings ("?" alone is {None: None})
             # every key, so one in the wrong section is found (``loss.lr`` -> ``optim.lr``);
             # with none close, the keys of this section
             best = closest(prefix + key, all_keys(Config) if prefix else all_keys(cls))
