@@ -48,14 +48,18 @@ def _train(recipe: str, seed: int, args: argparse.Namespace, val: bool) -> dict:
     ).summary
 
 
-def _finished(path: str) -> tuple[dict, str]:
-    """A finished run's summary and its recipe name (its config's ``name``)."""
+def _finished(path: str) -> tuple[dict, str, str]:
+    """A finished run's summary, its recipe name (its config's ``name``) and the machine it
+    ran on (from its env.json: the GPU, else the CPU model)."""
     from ncollapse.rundir import Run
 
     run = Run(Path(path))
     if run.status() != "done":
         raise SystemExit(f"time_to_accuracy: {path} is not a finished run (no summary.json)")
-    return run.summary(), str(run.raw_config().get("name") or run.path.name)
+    env_file = run.path / "env.json"
+    env = json.loads(env_file.read_text()) if env_file.is_file() else {}
+    where = env.get("cuda_device") or (env.get("cpu") or {}).get("model") or "unrecorded"
+    return run.summary(), str(run.raw_config().get("name") or run.path.name), str(where)
 
 
 def _row(label: str, summaries: list[dict]) -> dict:
@@ -71,6 +75,25 @@ def _row(label: str, summaries: list[dict]) -> dict:
     val = stat([(s.get("val") or {}).get("acc") for s in summaries])
     return {"label": label, "epochs": summaries[0].get("epochs"), "wall": wall, "test": test,
             "tail": tail, "val": val, "precision": summaries[0].get("precision", "fp32")}  # fmt: skip
+
+
+def time_ratio(official: list[dict], fast: list[dict]) -> tuple[float | None, str]:
+    """The official runs' mean wall time over the fast runs', and what it compares; no ratio
+    when the two were measured on different kinds of device (a CPU record against GPU runs
+    says nothing about either recipe)."""
+    where_official = sorted({str(s.get("device", "?")) for s in official})
+    where_fast = sorted({str(s.get("device", "?")) for s in fast})
+    if where_official != where_fast:
+        return None, (
+            f"no time ratio: the official figure was measured on {'/'.join(where_official)}, "
+            f"the fast runs on {'/'.join(where_fast)}; rerun with --official on this machine"
+        )
+    wall_official = [s["wall_seconds"] for s in official if s.get("wall_seconds")]
+    wall_fast = [s["wall_seconds"] for s in fast if s.get("wall_seconds")]
+    if not wall_official or not wall_fast:
+        return None, "no time ratio: a run recorded no wall time"
+    ratio = statistics.mean(wall_official) / statistics.mean(wall_fast)
+    return ratio, f"time ratio official / fast: {ratio:.1f}x (mean wall time per run)"
 
 
 def _fmt(stat: tuple, pct: bool) -> str:
@@ -107,8 +130,9 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     label = args.recipe
     if args.runs:
-        fast, names = zip(*(_finished(d) for d in args.runs))
+        fast, names, machines = zip(*(_finished(d) for d in args.runs))
         label = " + ".join(dict.fromkeys(names))  # the runs' names, each once, in order
+        made_on = " + ".join(dict.fromkeys(machines))
     else:
         fast = [_train(args.recipe, s, args, val=True) for s in seeds]
     if args.official:
@@ -123,16 +147,28 @@ def main() -> None:
         official = [json.loads(OFFICIAL_RECORD.read_text())]
         source = f"record {OFFICIAL_RECORD.relative_to(HERE.parent)}"
     rows = [_row("official cifar10_lt_r100_etf_dr", official), _row(label, fast)]
-    ratio = rows[0]["wall"][0] / rows[1]["wall"][0]
+    ratio, ratio_note = time_ratio(official, list(fast))
     cpu = cpu_info()
     if args.json:
         print(
             json.dumps(
-                {"cpu": cpu, "rows": rows, "time_ratio": ratio, "official": source}, indent=2
+                {
+                    "cpu": cpu,
+                    "rows": rows,
+                    "time_ratio": ratio,
+                    "time_ratio_note": ratio_note,
+                    "official": source,
+                },
+                indent=2,
             )
         )
         return
-    print(f"CPU: {cpu['model']} ({', '.join(cpu['features'])}); threads per run: {args.threads}")
+    if args.runs:
+        print(f"fast runs read from their directories, made on: {made_on}")
+    else:
+        print(
+            f"CPU: {cpu['model']} ({', '.join(cpu['features'])}); threads per run: {args.threads}"
+        )
     print(f"official figures: {source}")
     print("| recipe | epochs | precision | wall s | test acc % | test classes 7-9 % | val acc % |")
     print("|---|---:|---|---:|---:|---:|---:|")
@@ -141,7 +177,7 @@ def main() -> None:
             f"| {r['label']} | {r['epochs']} | {r['precision']} | {_fmt(r['wall'], False)} | "
             f"{_fmt(r['test'], True)} | {_fmt(r['tail'], True)} | {_fmt(r['val'], True)} |"
         )
-    print(f"time ratio official / fast: {ratio:.1f}x (mean wall time per run)")
+    print(ratio_note)
 
 
 if __name__ == "__main__":
