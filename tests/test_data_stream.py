@@ -152,3 +152,29 @@ def test_to_normalized_equals_batch_normalize():
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     ref = BatchAugment(mean, std).normalize(torch.from_numpy(a).permute(2, 0, 1)[None])[0]
     assert torch.equal(to_normalized(Image.fromarray(a), mean, std), ref)
+
+
+def test_workers_start_without_rerunning_an_unguarded_script(tmp_path):
+    """Workers come from a fork server (never forked from a threaded process); a user's script
+    without an ``if __name__ == "__main__"`` guard is not run again by it."""
+    import subprocess
+    import sys
+
+    paths = make_list_dataset(tmp_path)
+    script = tmp_path / "user_script.py"
+    script.write_text(
+        "from ncollapse.config.schema import DataConfig\n"
+        "from ncollapse.data import load_data, make_loader\n"
+        "print('script body ran', flush=True)\n"
+        f"cfg = DataConfig(name='listfile', root={str(tmp_path)!r}, "
+        f"train_list={str(paths['train'])!r}, test_list='test.txt', size=16)\n"
+        "b = load_data(cfg)\n"
+        "n = sum(len(y) for _, y in make_loader(b.train, None, 4, workers=2, train=True,"
+        " seed=0, epoch=0))\n"
+        "print('samples', n, flush=True)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.count("script body ran") == 1 and "samples 12" in out.stdout

@@ -62,17 +62,23 @@ from ncollapse.data import load_data
 from ncollapse.engine.distributed import init_distributed
 from ncollapse.runner import build_trainer, run_training
 
-spec = json.load(open(sys.argv[1]))
-for method, overrides in spec["train"]:
-    run_training(compose(method=method, overrides=overrides))
-method, overrides, model, out = spec["evaluate"]
-cfg = compose(method=method, overrides=overrides)
-dist, device = init_distributed("cpu")
-trainer = build_trainer(cfg, load_data(cfg.data), device, dist=dist)
-trainer.network.load_state_dict(torch.load(model))
-records = trainer.evaluate(1) + trainer.collapse(1)
-if dist.rank == 0:
-    json.dump(records, open(out, "w"))
+
+def main():  # guarded: under torchrun, list-file workers start from a fork server
+    spec = json.load(open(sys.argv[1]))
+    for method, overrides in spec["train"]:
+        run_training(compose(method=method, overrides=overrides))
+    method, overrides, model, out = spec["evaluate"]
+    cfg = compose(method=method, overrides=overrides)
+    dist, device = init_distributed("cpu")
+    trainer = build_trainer(cfg, load_data(cfg.data), device, dist=dist)
+    trainer.network.load_state_dict(torch.load(model))
+    records = trainer.evaluate(1) + trainer.collapse(1)
+    if dist.rank == 0:
+        json.dump(records, open(out, "w"))
+
+
+if __name__ == "__main__":
+    main()
 """
 
 

@@ -185,7 +185,28 @@ def make_loader(
         drop_last=drop_last,
         prefetch_factor=4 if workers else None,
         persistent_workers=False,
+        multiprocessing_context=_worker_context() if workers else None,
     )
+
+
+def _worker_context() -> Any:
+    """How DataLoader workers start. In a data-parallel run (torchrun), from a fork server:
+    forking a worker from a rank whose gloo threads may hold a lock at that instant can leave the
+    worker waiting forever on its copy of the lock, and the run then hangs in its next collective
+    (seen once in the test suite). The server preloads this module (torch with it), so workers
+    start quickly; like any fork-server or spawn start, it imports the caller's main module in
+    each worker, so a torchrun script needs an ``if __name__ == "__main__"`` guard
+    (docs/distributed.md). Single-process runs keep the platform's default (fork on Linux), which
+    imposes no guard."""
+    import multiprocessing
+
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return None
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return None
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    return ctx
 
 
 def _list_path(p: str, root: Path) -> Path:
