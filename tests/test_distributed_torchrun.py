@@ -224,6 +224,48 @@ def _wait_for_epoch(run_dir: Path, proc: subprocess.Popen, epoch: int, timeout: 
     raise AssertionError("timed out waiting for the run")
 
 
+def _children(pid: int) -> list[int]:
+    """The live processes whose parent is ``pid`` (from /proc; Linux only, as torchrun here)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue  # ended while listed
+            state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+            if int(ppid) == pid and state != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = (Path("/proc") / str(pid) / "stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _kill_torchrun(proc: subprocess.Popen, timeout: float = 60) -> None:
+    """SIGKILL torchrun and its workers at once, and wait until none is left. torchrun starts
+    each worker in a session of its own, so killing torchrun's process group alone leaves the
+    workers training (and writing checkpoints) on their own; each worker's group holds its
+    DataLoader workers and their fork server."""
+    workers = _children(proc.pid)
+    assert len(workers) == 2, f"expected torchrun's 2 workers, found {workers}"
+    for pgid in (proc.pid, *workers):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+    start = time.monotonic()
+    while any(_alive(p) for p in workers):
+        assert time.monotonic() - start < timeout, "torchrun's workers outlived SIGKILL"
+        time.sleep(0.02)
+
+
 def test_sigkilled_two_process_run_resumes_exactly(tmp_path):
     cmd = ["-m", "ncollapse", "train", "--method", "etf_dr", "--epochs", "12", "--out", "runs"]
     cmd += ["--set", "optim.mixup_alpha=1.0", "--set", "data.augment=standard"]
@@ -241,8 +283,7 @@ def test_sigkilled_two_process_run_resumes_exactly(tmp_path):
     try:
         _wait_for_epoch(cut, proc, 4)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both workers, mid-epoch
-        proc.wait()
+        _kill_torchrun(proc)  # torchrun and both workers, mid-epoch
     assert not (cut / "summary.json").exists()
     kept = torch.load(cut / "checkpoint.pt", weights_only=False)["epoch"]
     assert 3 <= kept < 12
