@@ -28,24 +28,27 @@ HERE = Path(__file__).resolve().parent
 OFFICIAL_RECORD = HERE / "records" / "cifar10_lt_r100_etf_dr_200ep_seed0.json"
 
 
-def _train(recipe: str, seed: int, args: argparse.Namespace, val: bool) -> dict:
+def _train(recipe: str, seed: int, args: argparse.Namespace, val: bool) -> str:
+    """Train (or resume, or find finished) one seed of ``recipe``; its run directory."""
     import ncollapse
     from ncollapse.rundir import Run
 
-    name = f"{recipe}-s{seed}"
+    stem = Path(recipe).name.removesuffix(".yaml").removesuffix(".yml")  # a name or a file
+    name = f"{stem}-s{seed}"
     run = Run(Path(args.out) / name)
     if run.status() == "done":
-        return run.summary()
+        return str(run.path)
     over = [f"run.progress={args.progress}"]
     if args.threads:
         over.append(f"run.threads={args.threads}")
     if val:
         over += ["data.val=unused", "eval.splits=[val,test]"]
     if run.status() == "resumable":
-        return ncollapse.train(resume=run.path, device=args.device).summary
-    return ncollapse.train(
+        return str(ncollapse.train(resume=run.path, device=args.device).run_dir)
+    res = ncollapse.train(
         recipe, overrides=over, seed=seed, out=args.out, name=name, device=args.device
-    ).summary
+    )
+    return str(res.run_dir)
 
 
 def _finished(path: str) -> tuple[dict, str, str]:
@@ -128,15 +131,12 @@ def main() -> None:
     from ncollapse.runner import cpu_info
 
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    label = args.recipe
-    if args.runs:
-        fast, names, machines = zip(*(_finished(d) for d in args.runs))
-        label = " + ".join(dict.fromkeys(names))  # the runs' names, each once, in order
-        made_on = " + ".join(dict.fromkeys(machines))
-    else:
-        fast = [_train(args.recipe, s, args, val=True) for s in seeds]
+    dirs = args.runs or [_train(args.recipe, s, args, val=True) for s in seeds]
+    fast, names, machines = zip(*(_finished(d) for d in dirs))
+    label = " + ".join(dict.fromkeys(names))  # the runs' names, each once, in order
+    made_on = " + ".join(dict.fromkeys(machines))  # the GPU, else the CPU, each run names
     if args.official:
-        official = [_train("cifar10_lt_r100_etf_dr", 0, args, val=False)]
+        official = [_finished(_train("cifar10_lt_r100_etf_dr", 0, args, val=False))[0]]
         source = "rerun now"
     else:
         if not OFFICIAL_RECORD.is_file():
@@ -166,9 +166,8 @@ def main() -> None:
     if args.runs:
         print(f"fast runs read from their directories, made on: {made_on}")
     else:
-        print(
-            f"CPU: {cpu['model']} ({', '.join(cpu['features'])}); threads per run: {args.threads}"
-        )
+        print(f"fast runs made here on: {made_on}; threads per run: {args.threads}")
+        print(f"this CPU: {cpu['model']} ({', '.join(cpu['features'])})")
     print(f"official figures: {source}")
     print("| recipe | epochs | precision | wall s | test acc % | test classes 7-9 % | val acc % |")
     print("|---|---:|---|---:|---:|---:|---:|")

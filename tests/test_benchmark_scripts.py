@@ -30,3 +30,30 @@ def test_time_ratio_only_between_runs_on_the_same_kind_of_device():
     assert "cpu" in note and "cuda" in note and "--official" in note
     ratio, note = tta.time_ratio(official, [{"device": "cpu"}])
     assert ratio is None and "no wall time" in note
+
+
+def test_trained_runs_are_read_back_with_the_machine_they_ran_on(tmp_path):
+    """Without --runs the script trains, then reads each run back like a --runs directory: the
+    machine printed is the one the run recorded (here this CPU), and a finished run is found
+    again rather than retrained."""
+    from argparse import Namespace
+
+    from ncollapse.runner import cpu_info
+
+    tta = _load("time_to_accuracy")
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(
+        "name: tiny\nmethod: etf_dr\ndata: {name: digits, imbalance: 0.1}\n"
+        "optim: {epochs: 1, warmup_epochs: 0, milestones: [], batch_size: 64}\n"
+        "eval: {collapse_every: 0}\nrun: {tensorboard: false, amp: false}\n"
+    )
+    args = Namespace(out=str(tmp_path / "runs"), progress="none", threads=1, device=None)
+    path = tta._train(str(recipe), 0, args, val=False)
+    summary, name, machine = tta._finished(path)
+    assert name == "tiny" and summary["epochs"] == 1
+    assert machine == cpu_info()["model"]
+    stamp = (Path(path) / "summary.json").stat().st_mtime_ns
+    assert tta._train(str(recipe), 0, args, val=False) == path  # found, not retrained
+    assert (Path(path) / "summary.json").stat().st_mtime_ns == stamp
+    with pytest.raises(SystemExit, match="not a finished run"):
+        tta._finished(str(tmp_path))
