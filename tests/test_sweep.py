@@ -15,6 +15,7 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -440,6 +441,31 @@ def test_finished_cell_with_other_config_is_refused(tmp_path, fake):
     cfg_path.write_text(cfg_path.read_text().replace("lr: 0.1", "lr: 0.2"))
     with pytest.raises(Exception, match=r"optim.lr: 0.2 -> 0.1"):
         run_sweep(_spec(methods="ce", seeds="0"), out, log=None)
+
+
+def test_collect_warns_of_finished_cells_with_another_config(tmp_path, fake, capsys):
+    """--collect trains nothing, so it cannot refuse a cell like a run does; it tabulates it and
+    names the cell and the difference. A grid whose recipe file is gone is said unchecked."""
+    out = tmp_path / "sw"
+    recipe = tmp_path / "mine.yaml"
+    recipe.write_text("data: {name: digits}\noptim: {lr: 0.1}\n")
+    args = ["sweep", "--recipe", str(recipe), "--methods", "ce,la", "--seeds", "0", "--ratio", "20"]
+    args += ["--epochs", "2", "--out", str(out)]
+    assert main(args) == 0
+    capsys.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing to say about a consistent grid
+        assert main([*args, "--collect"]) == 0
+    cfg_path = out / "ce-ir20-s0" / "config.yaml"
+    cfg_path.write_text(cfg_path.read_text().replace("lr: 0.1", "lr: 0.2"))
+    with pytest.warns(UserWarning) as caught:
+        assert main([*args, "--collect"]) == 0
+    notes = [str(w.message) for w in caught]
+    assert len(notes) == 1 and "ce-ir20-s0" in notes[0] and "optim.lr: 0.2 -> 0.1" in notes[0]
+    assert "| ce |" in capsys.readouterr().out  # still tabulated
+    recipe.unlink()
+    with pytest.warns(UserWarning, match="were not checked against the sweep's settings"):
+        assert main([*args, "--collect"]) == 0
 
 
 def test_finished_cell_from_an_older_version_is_kept(tmp_path, fake):

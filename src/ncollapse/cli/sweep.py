@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 from .common import add_schedule_options, print_json
@@ -98,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         parse_ratios,
         read_spec,
         run_sweep,
+        stale_cells,
         write_results,
     )
 
@@ -124,6 +126,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.collect:
         spec_json = read_spec(out)
+        for note in stale_cells(out, spec_json):
+            warnings.warn(note, stacklevel=1)
         rows = write_results(out, spec_json)
         missing = missing_cells(out, spec_json)
         result = {"out_dir": str(out), "spec": spec_json, "rows": rows, "missing": missing}

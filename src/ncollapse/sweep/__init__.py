@@ -23,7 +23,7 @@ mix incomparable runs, so the sweep refuses and lists the differences.
 
 from __future__ import annotations
 
-from .execute import list_cells, run_sweep
+from .execute import list_cells, run_sweep, stale_cells
 from .results import (
     ACC_KEYS,
     COLLAPSE_KEYS,
@@ -63,5 +63,6 @@ __all__ = [
     "ratio_label",
     "read_spec",
     "run_sweep",
+    "stale_cells",
     "write_results",
 ]

@@ -26,7 +26,7 @@ from ..rundir import Run, atomic_write_bytes
 from .results import missing_cells, write_results
 from .spec import SPEC_FILE, SweepSpec, cell_name, check_spec
 
-__all__ = ["list_cells", "run_sweep"]
+__all__ = ["list_cells", "run_sweep", "stale_cells"]
 
 
 def _say(msg: str, log: Callable[[str], None] | None) -> None:
@@ -66,9 +66,14 @@ class CellLock:
         self._lock.release()
 
 
+def _differences(run: Run, cfg: Config) -> list[str]:
+    """How the config ``run`` was trained with differs from ``cfg``, ``run.*`` keys aside."""
+    return [d for d in config_diff(run.config_dict(), config_to_dict(cfg)) if not is_run_key(d)]
+
+
 def _check_cell_config(run: Run, cfg: Config) -> None:
     """A finished cell must have been trained with the config asked for now."""
-    diff = [d for d in config_diff(run.config_dict(), config_to_dict(cfg)) if not is_run_key(d)]
+    diff = _differences(run, cfg)
     if diff:
         raise UserError(
             f"the finished run {run.path} was trained with another config than this sweep asks "
@@ -76,6 +81,41 @@ def _check_cell_config(run: Run, cfg: Config) -> None:
             + "\n  ".join(diff)
             + "\n(choose another --out, or delete that run directory to retrain it)"
         )
+
+
+def stale_cells(out_dir: str | Path, spec_json: dict[str, Any]) -> list[str]:
+    """Notes on the finished cells of a recorded grid whose run was trained with another config
+    than the grid's settings give today (an edited recipe file, a run directory copied in by
+    hand), one per cell with its first difference; what ``--collect`` warns about, since it
+    tabulates what it finds without training. One note when the grid cannot be rebuilt at all
+    (its recipe file is gone, say)."""
+    out = Path(out_dir)
+    try:
+        spec = SweepSpec(
+            methods=spec_json["methods"],
+            seeds=spec_json["seeds"],
+            imbalance=spec_json["imbalance"],
+            recipe=spec_json.get("recipe"),
+            epochs=spec_json.get("epochs"),
+            subset_seed=spec_json.get("subset_seed"),
+            overrides=list(spec_json.get("overrides") or []),
+            shared_recipe=bool(spec_json.get("shared_recipe", False)),
+        ).resolve()
+        stale = []
+        for r, s, m in spec.cells():
+            run = Run(out / cell_name(m, r, s))
+            if run.status() != "done":
+                continue
+            diff = _differences(run, spec.cell_config(m, r, s, out))
+            if diff:
+                more = f" and {len(diff) - 1} more" if len(diff) > 1 else ""
+                stale.append(
+                    f"{run.path} was trained with another config than the sweep's settings give "
+                    f"now ({diff[0]}{more}; was the recipe file edited?): its row mixes the two"
+                )
+        return stale
+    except (UserError, KeyError, TypeError) as exc:
+        return [f"the finished runs of {out} were not checked against the sweep's settings: {exc}"]
 
 
 def _prepare_dir(spec: SweepSpec, out: Path, log: Callable[[str], None] | None) -> dict[str, Any]:
