@@ -126,9 +126,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.collect:
         spec_json = read_spec(out)
+        rows = write_results(out, spec_json)  # first: a damaged run is an error, not a warning
         for note in stale_cells(out, spec_json):
             warnings.warn(note, stacklevel=1)
-        rows = write_results(out, spec_json)
         missing = missing_cells(out, spec_json)
         result = {"out_dir": str(out), "spec": spec_json, "rows": rows, "missing": missing}
     else:
