@@ -224,27 +224,25 @@ def _wait_for_epoch(run_dir: Path, proc: subprocess.Popen, epoch: int, timeout: 
     raise AssertionError("timed out waiting for the run")
 
 
-def _children(pid: int) -> list[int]:
-    """The live processes whose parent is ``pid`` (from /proc; Linux only, as torchrun here)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue  # ended while listed
-            state, ppid = stat.rsplit(")", 1)[1].split()[:2]
-            if int(ppid) == pid and state != "Z":
-                found.append(int(entry.name))
-    return found
-
-
-def _alive(pid: int) -> bool:
+def _parent_if_alive(pid: int) -> int | None:
+    """The parent of a live process (from /proc; Linux only, as torchrun here); None once it
+    has ended or is a zombie."""
     try:
         stat = (Path("/proc") / str(pid) / "stat").read_text()
     except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+        return None
+    state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+    return None if state == "Z" else int(ppid)
+
+
+def _children(pid: int) -> list[int]:
+    """The live processes whose parent is ``pid``."""
+    pids = (int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit())
+    return [p for p in pids if _parent_if_alive(p) == pid]
+
+
+def _alive(pid: int) -> bool:
+    return _parent_if_alive(pid) is not None
 
 
 def _kill_torchrun(proc: subprocess.Popen, timeout: float = 60) -> None:

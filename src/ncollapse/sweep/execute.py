@@ -91,16 +91,7 @@ def stale_cells(out_dir: str | Path, spec_json: dict[str, Any]) -> list[str]:
     (its recipe file is gone, say)."""
     out = Path(out_dir)
     try:
-        spec = SweepSpec(
-            methods=spec_json["methods"],
-            seeds=spec_json["seeds"],
-            imbalance=spec_json["imbalance"],
-            recipe=spec_json.get("recipe"),
-            epochs=spec_json.get("epochs"),
-            subset_seed=spec_json.get("subset_seed"),
-            overrides=list(spec_json.get("overrides") or []),
-            shared_recipe=bool(spec_json.get("shared_recipe", False)),
-        ).resolve()
+        spec = SweepSpec.from_json(spec_json).resolve()
         stale = []
         for r, s, m in spec.cells():
             run = Run(out / cell_name(m, r, s))

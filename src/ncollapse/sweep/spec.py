@@ -222,6 +222,21 @@ class SweepSpec:
             epochs=self.epochs,
         )
 
+    @classmethod
+    def from_json(cls, record: dict[str, Any]) -> SweepSpec:
+        """The grid a ``sweep.json`` record (:meth:`to_json`) describes; KeyError when the
+        record lacks an axis."""
+        return cls(
+            methods=record["methods"],
+            seeds=record["seeds"],
+            imbalance=record["imbalance"],
+            recipe=record.get("recipe"),
+            epochs=record.get("epochs"),
+            subset_seed=record.get("subset_seed"),
+            overrides=list(record.get("overrides") or []),
+            shared_recipe=bool(record.get("shared_recipe", False)),
+        )
+
     def to_json(self) -> dict[str, Any]:
         assert self.imbalance is not None
         return {
