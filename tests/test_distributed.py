@@ -17,6 +17,7 @@ from ncollapse.engine.distributed import (
     SINGLE,
     Distributed,
     ReadOnlyRun,
+    exit_process,
     is_main_process,
     shard_bounds,
     shard_sizes,
@@ -113,6 +114,23 @@ def test_only_rank_0_is_the_main_process(monkeypatch):
         monkeypatch.setenv("RANK", rank)
         monkeypatch.setenv("LOCAL_RANK", rank)
         assert is_main_process() is main
+
+
+def test_exit_process_returns_without_a_process_group():
+    """One process (no torchrun): the command exits the usual way, and tests may call main()."""
+    assert exit_process(3) is None
+
+
+def test_the_console_script_exits_through_exit_process(monkeypatch):
+    import ncollapse.cli as cli
+    import ncollapse.engine.distributed as distributed
+
+    seen = []
+    monkeypatch.setattr(cli, "main", lambda: 7)
+    monkeypatch.setattr(distributed, "exit_process", seen.append)
+    with pytest.raises(SystemExit) as exc:
+        cli.run()
+    assert seen == [7] and exc.value.code == 7
 
 
 @pytest.mark.parametrize("command", ["train", "compare"])

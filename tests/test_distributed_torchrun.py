@@ -63,7 +63,7 @@ import json, sys
 import torch
 from ncollapse.composition import compose
 from ncollapse.data import load_data
-from ncollapse.engine.distributed import init_distributed
+from ncollapse.engine.distributed import exit_process, init_distributed
 from ncollapse.runner import build_trainer, run_training
 
 
@@ -78,11 +78,13 @@ def main():  # guarded: under torchrun, list-file workers start from a fork serv
     trainer.network.load_state_dict(torch.load(model))
     records = trainer.evaluate(1) + trainer.collapse(1)
     if dist.rank == 0:
-        json.dump(records, open(out, "w"))
+        with open(out, "w") as f:
+            json.dump(records, f)
 
 
 if __name__ == "__main__":
     main()
+    exit_process(0)  # as the ncollapse command ends (docs/distributed.md, "Exit")
 """
 
 
@@ -185,6 +187,35 @@ def test_two_rank_evaluation_equals_one(two_and_one):
         for key, v in a.items():
             if isinstance(v, float) and v == v:
                 assert b[key] == pytest.approx(v, rel=1e-4, abs=1e-6), key
+
+
+EXITER = """
+import atexit, os, sys
+import torch
+import torch.distributed as tdist
+from torch.nn.parallel import DistributedDataParallel
+from ncollapse.engine.distributed import exit_process, init_distributed
+
+dist, device = init_distributed("cpu")
+model = DistributedDataParallel(torch.nn.Linear(3, 2))
+model(torch.randn(4, 3)).sum().backward()  # DDP keeps the gloo group's threads alive from here
+atexit.register(lambda: open(f"ran_{dist.rank}", "w").close())
+print(f"rank {dist.rank} left unflushed", end="")  # a pipe: block-buffered
+exit_process(int(sys.argv[1]))
+raise SystemExit("exit_process returned")
+"""
+
+
+def test_workers_end_through_exit_process(tmp_path):
+    """Exit handlers run, buffered output arrives, the status is the one given, no teardown abort."""
+    (tmp_path / "exiter.py").write_text(EXITER)
+    proc = _run([*TORCHRUN, "exiter.py", "0"], cwd=tmp_path)
+    assert "rank 0 left unflushed" in proc.stdout and "rank 1 left unflushed" in proc.stdout
+    assert (tmp_path / "ran_0").exists() and (tmp_path / "ran_1").exists()
+    failed = subprocess.run(
+        [*TORCHRUN, "exiter.py", "3"], cwd=tmp_path, env=ENV, capture_output=True, text=True
+    )
+    assert failed.returncode != 0 and "exitcode  : 3" in failed.stderr
 
 
 def _files(root: Path) -> list[str]:

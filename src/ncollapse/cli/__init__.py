@@ -153,5 +153,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def run() -> None:
+    """The ``ncollapse`` process: :func:`main`, then exit with its status. A torchrun worker
+    exits through :func:`ncollapse.engine.distributed.exit_process`, which skips the
+    interpreter's teardown (PyTorch's gloo threads can abort it)."""
+    code = main()
+    from ..engine.distributed import exit_process
+
+    exit_process(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()
