@@ -254,13 +254,13 @@ def exit_process(code: int) -> None:
 
     A process that trained with DDP on gloo cannot rely on the interpreter's normal teardown:
     PyTorch's DDP keeps the process group alive past ``destroy_process_group`` (its gloo threads
-    keep running, measured with torch 2.13), and the C++ teardown at exit then aborts now and then
-    (SIGABRT, "terminate called without an active exception"; seen in CI and in 1 of 31 local
-    12-epoch jobs, then in none of 261 more). torchrun reports such a job as failed although every file was written. So the
-    process group is left together, the exit handlers run (logging, multiprocessing, our own) and
-    the streams are flushed, then the process ends without the teardown (``os._exit``). The
-    ``ncollapse`` command does this; a script of your own that trains under torchrun can call it
-    last, once its own files are closed."""
+    keep running, measured with torch 2.13), and the C++ teardown at exit then aborts now and
+    then (SIGABRT, "terminate called without an active exception"; seen once in CI and once in
+    31 local two-process jobs, then in none of 314 more). torchrun reports such a job as failed
+    although every file was written. So the process group is left together, the exit handlers
+    run (logging, multiprocessing, our own) and the streams are flushed, then the process ends
+    without the teardown (``os._exit``). The ``ncollapse`` command does this; a script of your
+    own that trains under torchrun can call it last, once its own files are closed."""
     if not (tdist.is_available() and tdist.is_initialized()):
         return
     try:
