@@ -190,9 +190,8 @@ def test_two_rank_evaluation_equals_one(two_and_one):
 
 
 EXITER = """
-import atexit, os, sys
+import atexit, sys
 import torch
-import torch.distributed as tdist
 from torch.nn.parallel import DistributedDataParallel
 from ncollapse.engine.distributed import exit_process, init_distributed
 

@@ -267,7 +267,7 @@ def exit_process(code: int) -> None:
         for thread in threading.enumerate():  # what the interpreter would wait for at exit
             if thread is not threading.current_thread() and not thread.daemon:
                 thread.join()
-        _shutdown()
+        _shutdown()  # also for a group opened without init_distributed (no exit handler then)
         atexit._run_exitfuncs()
     finally:
         for stream in (sys.stdout, sys.stderr):
@@ -279,8 +279,9 @@ def exit_process(code: int) -> None:
 
 
 def _shutdown() -> None:
-    """Leave the process group together: a rank that tears its connections down while another
-    still holds them could abort at exit (seen once as SIGABRT on gloo), so all meet first."""
+    """Leave the process group together (all ranks meet first, then destroy it). Registered at
+    exit by :func:`init_distributed`; this alone does not stop the teardown abort after DDP,
+    which is why the command ends through :func:`exit_process`."""
     if tdist.is_initialized():
         try:
             tdist.barrier()
