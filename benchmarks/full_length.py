@@ -47,7 +47,8 @@ def queue(methods: list[str] | None, seeds: list[int]) -> list[tuple[str, str, l
     rest = [m for m in chosen if m[0] not in ("ce", "la")]
     out = [(m, r, o, s) for s in seeds for m, r, o in first]
     out += [(m, r, o, s) for m, r, o in rest for s in seeds]
-    return out
+    # a run whose record already exists from an earlier grid (the fp32 ETF + DR seed 0) last
+    return sorted(out, key=lambda q: (RECORDS / f"{run_name(q[0], q[3])}.json").is_file())
 
 
 def run_name(method: str, seed: int) -> str:
