@@ -187,6 +187,36 @@ def test_mixed_precisions_and_a_missing_field_are_shown(grid):
     assert etf[6] == "70.00 ± 2.83 (n = 2)"  # validation from the two records that have it
 
 
+def test_full_length_reads_the_records_full_length_py_writes(tmp_path, grid):
+    """A record as ``benchmarks/full_length.py`` writes it (a finished run's summary with the
+    validation figures, precision, threads, machine and command added) fills its row."""
+    import ncollapse
+
+    spec = importlib.util.spec_from_file_location(
+        "full_length", ROOT / "benchmarks" / "full_length.py"
+    )
+    full_length = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(full_length)
+    over = {
+        "data": {"name": "digits", "imbalance": 0.1, "val": "unused", "val_per_class": 5},
+        "optim": {"epochs": 1, "warmup_epochs": 0, "milestones": [], "batch_size": 64},
+        "eval": {"collapse_every": 0, "splits": ["val", "test"]},
+        "run": {"tensorboard": False, "progress": "none", "threads": 1},
+    }
+    result = ncollapse.train(method="ce", overrides=over, out=tmp_path / "runs", name="ce-s0")
+    path = full_length.write_record(result.run_dir, ["train", "--method", "ce"], tmp_path / "w")
+    name = full_length.run_name("ce", 0)
+    assert name == "cifar10_lt_r100_ce_200ep_seed0"
+    shutil.copy(path, grid.folder / f"{name}.json")
+    rec = json.loads(path.read_text())
+    row = _row(figures.table_full_length(figures.Records(grid.folder)), "learnable CE")
+    assert row[1:4] == ["pending: 1 of 3 (seed 0)", rec["precision"], rec["machine"]]
+    assert (
+        row[4] == f"{100 * rec['final']['acc']:.2f}" and row[6] == f"{100 * rec['val']['acc']:.2f}"
+    )
+    assert row[5] == f"{100 * rec['best_test_selected']['acc']:.2f}"
+
+
 # -- expressions ---------------------------------------------------------------------------
 
 
