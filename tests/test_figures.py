@@ -95,13 +95,31 @@ def test_editing_a_table_cell_fails_and_write_restores_it(tmp_path):
 def test_a_changed_record_fails_the_check(tmp_path):
     records = tmp_path / "records"
     shutil.copytree(figures.RECORDS, records)
-    path = records / "cifar10_lt_r100_etf_dr_200ep_seed0.json"
+    path = records / "cifar10_lt_r100_etf_dr_200ep_fp32_seed0.json"
     rec = json.loads(path.read_text())
     rec["final"]["acc"] = 0.7310
     path.write_text(json.dumps(rec))
     stale = _stale(ROOT / "README.md", records)
     assert any(s.found == "72.08" and s.want == "73.10" for s in stale)
     assert any(s.found == "0.4" and s.want == "-0.6" for s in stale)  # the derived difference too
+
+
+def test_the_grids_seed_0_replacing_the_fp32_record_leaves_the_yardstick(tmp_path):
+    """benchmarks/full_length.py writes ETF + DR's bf16 seed 0 under the fp32 run's old name: the
+    full-length table takes it, the README and speed.md keep quoting the fp32 yardstick."""
+    records = tmp_path / "records"
+    shutil.copytree(figures.RECORDS, records)
+    path = records / "cifar10_lt_r100_etf_dr_200ep_seed0.json"
+    rec = json.loads(path.read_text())
+    rec.update(precision="bf16", machine="AMD EPYC")
+    rec["final"]["acc"] = 0.7310
+    path.write_text(json.dumps(rec))
+    assert _stale(ROOT / "README.md", records) == []
+    assert _stale(ROOT / "docs" / "speed.md", records) == []
+    stale = _stale(ROOT / "docs" / "claims.md", records)
+    assert stale and all(s.what.startswith("table full-length") for s in stale)
+    row = _row(figures.table_full_length(figures.Records(records)), "ETF + DR")
+    assert row[2:5] == ["bf16", "AMD EPYC", "73.10"]
 
 
 # -- the full-length grid, from made-up records ----------------------------------------------
