@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ncollapse.build import build_network
-from ncollapse.config import digits_defaults, load_config
+from ncollapse.composition import compose
 from ncollapse.engine import lr_at_epoch
 from ncollapse.engine.loop import Trainer, epoch_generators
 from ncollapse.engine.mixup import mixup_batch
@@ -87,11 +87,13 @@ def test_metrics_reader_skips_torn_line(tmp_path):
 
 
 def test_etf_too_narrow_names_the_width_option():
-    cfg = load_config(overrides=["model.backbone=resnet32", "model.head=etf"])
+    cfg = compose("cifar10_lt", overrides=["model.backbone=resnet32", "model.head=etf"])
     with pytest.raises(ConfigError) as info:
         build_network(cfg, num_classes=100, in_channels=3)
     assert "no simplex ETF" in str(info.value) and "model.width=2" in str(info.value)
-    assert build_network(load_config(overrides=["model.width=2"]), 100, 3).head.frame.shape == (
+    assert build_network(
+        compose("cifar10_lt", overrides=["model.width=2"]), 100, 3
+    ).head.frame.shape == (
         128,
         100,
     )
@@ -106,7 +108,7 @@ def _digits_cfg(tmp_path, epochs=4, **over):
     ]
     sets += ["optim.milestones=[2,3]", "optim.warmup_epochs=1"]
     sets += [f"{k}={v}" for k, v in over.items()]  # the test's own settings win
-    return load_config(base=digits_defaults(), overrides=sets)
+    return compose(overrides=sets)
 
 
 def test_etf_frame_unchanged_by_training_and_saved(tmp_path):

@@ -21,7 +21,7 @@ import torch
 from . import __version__
 from .build import build_augment, build_criterion, build_evaluator, build_network
 from .composition import compose
-from .config import Config, config_diff, config_from_dict, config_to_dict, is_run_key
+from .config import Config, config_diff, config_to_dict, is_run_key
 from .data import load_data
 from .data.base import DataBundle
 from .engine.distributed import SINGLE, Distributed, ReadOnlyRun, init_distributed
@@ -119,7 +119,7 @@ def _resume_config(saved: dict[str, Any], given: Config | None) -> Config:
     """The saved config, with the ``run.*`` keys of ``given`` (where and how to run); any other
     difference is refused."""
     if given is None:
-        return config_from_dict(saved)
+        return compose(base=saved)
     new = config_to_dict(given)
     diff = [d for d in config_diff(saved, new) if not is_run_key(d)]
     if diff:
@@ -130,7 +130,7 @@ def _resume_config(saved: dict[str, Any], given: Config | None) -> Config:
         )
     merged = dict(saved)
     merged["run"] = {**saved.get("run", {}), **new["run"]}
-    return config_from_dict(merged)
+    return compose(base=merged)
 
 
 def build_trainer(

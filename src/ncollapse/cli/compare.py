@@ -55,10 +55,11 @@ def format_table(rows: list[dict[str, Any]], split: str = "count") -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..composition import compose
-    from ..config import METHODS, config_diff, config_to_dict
+    from ..config import config_diff, config_to_dict
     from ..data import load_data
     from ..engine.distributed import is_main_process
     from ..errors import UserError
+    from ..methods import METHODS
     from ..rundir import check_out_dir
     from ..runner import run_training
 

@@ -8,7 +8,7 @@ from .common import add_run_options, print_json, typed_options
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from ..config import METHODS
+    from ..methods import METHODS
 
     p = sub.add_parser(
         "train",

@@ -41,6 +41,7 @@ from .distributed import SINGLE, Distributed
 from .ema import WeightAverage
 from .evaluate import Evaluator, network_outputs
 from .guard import check_finite
+from .optimizers import build_optimizer
 from .precision import autocast_dtype
 from .progress import Progress
 from .schedule import lr_at, ramps_per_batch
@@ -109,9 +110,7 @@ class Trainer:
         )
         params = [p for p in self.network.parameters() if p.requires_grad]
         o = optim
-        self.optimizer = torch.optim.SGD(
-            params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov
-        )
+        self.optimizer = build_optimizer(params, o)  # optim.optimizer, SGD by default
         self.amp_dtype = autocast_dtype(device, run.amp)
         self.scaler = torch.amp.GradScaler(
             "cuda", enabled=device.type == "cuda" and self.amp_dtype == torch.float16

@@ -56,7 +56,7 @@ def _split(text: str | Sequence[Any]) -> list[str]:
 
 def parse_methods(text: str | Sequence[str]) -> list[str]:
     """Comma-separated method presets, checked against :data:`ncollapse.config.METHODS`."""
-    from ..config import METHODS
+    from ..methods import METHODS
 
     methods = _split(text)
     if not methods:
