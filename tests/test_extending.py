@@ -1,6 +1,6 @@
-"""Adding a loss, a head or a method from outside the package: one definition and one registry
-line each (which also declares the config keys it reads), and the CLI, the config checks and
-the engine take them up (docs/architecture.md)."""
+"""Adding a loss, a head, a method, a schedule or an optimiser from outside the package: one
+definition and one registry line each (which also declares the config keys it reads), and the
+CLI, the config checks and the engine take them up (docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import ncollapse
 from ncollapse.cli import main
 from ncollapse.config import INF, option
 from ncollapse.criterion import Batch, Criterion
+from ncollapse.engine.optimizers import OPTIMIZERS
+from ncollapse.engine.schedule import SCHEDULES, Schedule
 from ncollapse.errors import ConfigError
 from ncollapse.heads import HEADS, HeadOutput, register_head
 from ncollapse.losses import LOSSES, LossContext, register_loss
@@ -144,3 +146,33 @@ def test_a_loss_with_its_own_option_is_one_registration(tmp_path, toy_loss_with_
     LOSSES.unregister("toy_scaled")  # the key goes with the loss that declared it
     with pytest.raises(ConfigError, match="unknown config key 'loss.toy_scale'"):
         ncollapse.compose(overrides=["loss.toy_scale=2"])
+
+
+def test_a_schedule_and_an_optimizer_registered_from_outside(tmp_path):
+    made = []
+
+    def plain_sgd(params, optim):
+        made.append(optim.optimizer)
+        return torch.optim.SGD(params, lr=optim.lr)
+
+    def constant(optim, epoch, progress):
+        return optim.lr * optim.toy_level
+
+    OPTIMIZERS.register("toy_sgd", plain_sgd)
+    SCHEDULES.register(
+        "toy_constant",
+        Schedule(constant, lambda optim, epoch: False),
+        options={"optim.toy_level": option(0.5, "the share of optim.lr the rate stays at")},
+    )
+    try:
+        over = {**QUIET, "optim": {"optimizer": "toy_sgd", "schedule": "toy_constant"}}
+        over["optim"]["toy_level"] = 0.25
+        result = ncollapse.train(overrides=over, epochs=2, out=tmp_path, name="toys")
+        assert made == ["toy_sgd"]
+        lrs = [r["lr"] for r in result.run.metrics() if r["kind"] == "train"]
+        assert lrs == [pytest.approx(0.1 * 0.25)] * 2
+        with pytest.raises(ConfigError, match="did you mean 'toy_sgd'"):
+            ncollapse.compose(overrides=["optim.optimizer=toy_sdg"])
+    finally:
+        OPTIMIZERS.unregister("toy_sgd")
+        SCHEDULES.unregister("toy_constant")

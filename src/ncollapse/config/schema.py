@@ -171,6 +171,11 @@ class OptimConfig(Section, key="optim"):
         "permutation (None: never)",
         scale=scale_fraction,
     )
+    grad_clip: float | None = option(
+        None,
+        "clip the gradient to this global L2 norm before every step (None: no clipping)",
+        range=(0, INF, "()"),
+    )
 
 
 class EvalConfig(Section, key="eval"):
