@@ -59,9 +59,9 @@ def run(args: argparse.Namespace) -> int:
     from ..data import load_data
     from ..engine.distributed import is_main_process
     from ..errors import UserError
-    from ..methods import METHODS
     from ..rundir import check_out_dir
     from ..runner import run_training
+    from ..sweep.spec import parse_methods
 
     typed = typed_options(args)
     if bool(args.config_a) != bool(args.config_b):
@@ -73,16 +73,7 @@ def run(args: argparse.Namespace) -> int:
         ]
         configs = [(cfg.name if cfg.name != "run" else n, cfg) for n, cfg in configs]
     else:
-        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-        if not methods:
-            raise UserError("--methods is empty; give e.g. --methods ce,etf_dr")
-        twice = sorted({m for m in methods if methods.count(m) > 1})
-        if twice:
-            raise UserError(
-                f"--methods lists {', '.join(twice)} twice; each method is trained once"
-            )
-        for m in methods:
-            METHODS.get(m, "--methods")  # the flag the user typed, with a did-you-mean
+        methods = parse_methods(args.methods)
         configs = [
             (m, compose(args.recipe, m, [*args.overrides, f"name={m}"], **typed)) for m in methods
         ]
