@@ -41,7 +41,7 @@ docs-serve: $(STAMP)  ## preview the site at http://127.0.0.1:8000
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
 
 docs-config: $(STAMP)  ## regenerate docs/config.md from the config dataclasses
-	$(PY) -m ncollapse.config.reference --write docs/config.md
+	$(PY) -m ncollapse.reference --write docs/config.md
 
 benchmarks: $(STAMP)
 	$(PY) benchmarks/throughput.py

@@ -3,19 +3,20 @@ import warnings
 import pytest
 
 from ncollapse.composition import compose
-from ncollapse.config import (
-    config_diff,
-    config_to_dict,
-    drw_start,
-    load_config,
-    parse_override,
-    scale_schedule,
-)
+from ncollapse.config import config_diff, config_to_dict, parse_override, scale_schedule
 from ncollapse.errors import ConfigError
+from ncollapse.losses import drw_start
+
+
+def official(path=None, overrides=(), extra=None):
+    """The official CIFAR-LT recipe (the config's defaults), or the recipe file at ``path``,
+    with overrides."""
+    cfg = compose(path or "cifar10_lt", overrides=extra or overrides)
+    return cfg
 
 
 def test_defaults_are_the_official_recipe():
-    cfg = load_config()
+    cfg = official()
     o = cfg.optim
     assert (o.lr, o.momentum, o.weight_decay, o.batch_size, o.epochs) == (0.1, 0.9, 2e-4, 128, 200)
     assert (o.warmup_epochs, o.milestones, o.mixup_alpha) == (5, [160, 180], 1.0)
@@ -24,10 +25,10 @@ def test_defaults_are_the_official_recipe():
 
 def test_unknown_key_names_key_and_closest():
     with pytest.raises(ConfigError) as info:
-        load_config(overrides=["optim.lrr=0.2"])
+        official(overrides=["optim.lrr=0.2"])
     assert "optim.lrr" in str(info.value) and "'optim.lr'" in str(info.value)
     with pytest.raises(ConfigError, match="did you mean 'data.imbalance'"):
-        load_config(extra={"data": {"imbalanse": 0.1}})
+        official(extra={"data": {"imbalanse": 0.1}})
 
 
 @pytest.mark.parametrize(
@@ -55,20 +56,20 @@ def test_unknown_key_suggests_the_key_meant(typed, meant):
 
     assert closest(typed, all_keys(Config)) == meant
     with pytest.raises(ConfigError, match=f"did you mean '{meant}'\\?"):
-        load_config(overrides=[f"{typed}=0.1"])
+        official(overrides=[f"{typed}=0.1"])
 
 
 def test_unknown_key_without_a_close_one_lists_its_section():
     with pytest.raises(ConfigError, match="optim has: .*optim.lr,") as info:
-        load_config(overrides=["optim.zzzzzz=1"])
+        official(overrides=["optim.zzzzzz=1"])
     assert "did you mean" not in str(info.value) and "data." not in str(info.value)
     with pytest.raises(ConfigError, match="did you mean 'optim'"):
-        load_config(overrides=["optm.lr=1"])
+        official(overrides=["optm.lr=1"])
 
 
 def test_closest_on_plain_names():
-    from ncollapse.config import METHODS
     from ncollapse.errors import closest
+    from ncollapse.methods import METHODS
 
     assert closest("etfdr", METHODS) == "etf_dr"
     assert closest("ldam", METHODS) == "ldam_drw"
@@ -79,46 +80,46 @@ def test_closest_on_plain_names():
 @pytest.mark.parametrize("value", ["0", "-0.5", "100", "1.5"])
 def test_imbalance_range(value):
     with pytest.raises(ConfigError) as info:
-        load_config(overrides=[f"data.imbalance={value}"])
+        official(overrides=[f"data.imbalance={value}"])
     assert "(0, 1]" in str(info.value)
     if value == "100":
         assert "r = 0.01" in str(info.value)
 
 
 def test_types_are_checked_and_coerced():
-    cfg = load_config(overrides=["optim.lr=5e-2", "optim.milestones=[10,20]", "run.amp=false"])
+    cfg = official(overrides=["optim.lr=5e-2", "optim.milestones=[10,20]", "run.amp=false"])
     assert cfg.optim.lr == 0.05 and cfg.optim.milestones == [10, 20] and cfg.run.amp is False
     with pytest.raises(ConfigError, match="optim.epochs"):
-        load_config(overrides=["optim.epochs=ten"])
+        official(overrides=["optim.epochs=ten"])
     with pytest.raises(ConfigError, match="did you mean 'etf'"):
         compose(overrides=["model.head=etff"])
 
 
 def test_dr_needs_etf_head():
     with pytest.raises(ConfigError, match="model.head=etf"):
-        load_config(overrides=["model.head=linear", "loss.name=dr"])
+        official(overrides=["model.head=linear", "loss.name=dr"])
 
 
 def test_file_and_bad_file(tmp_path):
     p = tmp_path / "r.yaml"
     p.write_text("name: x\noptim:\n  lr: 0.2\n")
-    assert load_config(p).optim.lr == 0.2
-    with pytest.raises(ConfigError, match="not found"):
-        load_config(tmp_path / "missing.yaml")
+    assert official(p).optim.lr == 0.2
+    with pytest.raises(ConfigError, match="neither a file nor a known recipe"):
+        official(tmp_path / "missing.yaml")
     p.write_text("[1, 2")
     with pytest.raises(ConfigError, match="cannot parse"):
-        load_config(p)
+        official(p)
 
 
 def test_extends(tmp_path):
     (tmp_path / "base.yaml").write_text("optim:\n  lr: 0.3\n  epochs: 7\n")
     (tmp_path / "child.yaml").write_text("extends: base.yaml\noptim:\n  epochs: 9\n")
-    cfg = load_config(tmp_path / "child.yaml")
+    cfg = official(tmp_path / "child.yaml")
     assert cfg.optim.lr == 0.3 and cfg.optim.epochs == 9
 
 
 def test_scale_schedule_scales_the_decays_and_keeps_the_warmup():
-    cfg = load_config(overrides=["loss.name=ce", "loss.drw_epoch=160"])
+    cfg = official(overrides=["loss.name=ce", "loss.drw_epoch=160"])
     short = scale_schedule(cfg, 30)
     assert short.optim.epochs == 30
     assert short.optim.milestones == [24, 27]
@@ -134,46 +135,46 @@ def test_scale_schedule_scales_the_decays_and_keeps_the_warmup():
     assert scale_schedule(cfg, 4).optim.milestones == [3, 4]  # 3.2, 3.6
     assert scale_schedule(cfg, 25).optim.milestones == [20, 23]  # 20, 22.5
     assert scale_schedule(cfg, 25).loss.drw_epoch == 20
-    no_warmup = load_config(overrides=["optim.warmup_epochs=0"])
+    no_warmup = official(overrides=["optim.warmup_epochs=0"])
     assert scale_schedule(no_warmup, 20).optim.warmup_epochs == 0
 
 
 def test_drw_start_defaults_to_the_first_milestone():
-    assert drw_start(load_config(overrides=["loss.name=ce"])) is None  # off by default
-    on = load_config(overrides=["loss.name=ldam", "model.head=cosine", "loss.drw=true"])
+    assert drw_start(official(overrides=["loss.name=ce"])) is None  # off by default
+    on = official(overrides=["loss.name=ldam", "model.head=cosine", "loss.drw=true"])
     assert on.loss.drw_epoch is None and drw_start(on) == 160  # the first lr decay of 200
     assert drw_start(scale_schedule(on, 30)) == 24  # moves with the shortened schedule
     assert drw_start(scale_schedule(on, 10)) == 8
-    own = load_config(overrides=["loss.name=ce", "loss.drw=true", "loss.drw_epoch=100"])
+    own = official(overrides=["loss.name=ce", "loss.drw=true", "loss.drw_epoch=100"])
     assert drw_start(own) == 100
-    assert drw_start(load_config(overrides=["loss.name=ce", "loss.drw_epoch=7"])) == 7
+    assert drw_start(official(overrides=["loss.name=ce", "loss.drw_epoch=7"])) == 7
     with pytest.raises(ConfigError, match="set loss.drw_epoch=N"):
-        load_config(overrides=["loss.name=ce", "loss.drw=true", "optim.milestones=[]"])
+        official(overrides=["loss.name=ce", "loss.drw=true", "optim.milestones=[]"])
     with pytest.raises(ConfigError, match="loss.name=dr has none"):
-        load_config(overrides=["loss.drw=true"])
+        official(overrides=["loss.drw=true"])
     with pytest.raises(ConfigError, match="loss.drw_epoch must be >= 0"):
-        load_config(overrides=["loss.name=ce", "loss.drw_epoch=-1"])
+        official(overrides=["loss.name=ce", "loss.drw_epoch=-1"])
 
 
 def test_drw_that_never_switches_on_warns():
     with pytest.warns(UserWarning, match="starts at epoch 160 but the run has 100 epochs"):
-        load_config(overrides=["loss.name=ce", "loss.drw_epoch=160", "optim.epochs=100"])
+        official(overrides=["loss.name=ce", "loss.drw_epoch=160", "optim.epochs=100"])
 
 
 def test_ldam_on_a_linear_head_warns_and_names_the_cosine_head():
     with pytest.warns(UserWarning, match="set model.head=cosine"):
-        load_config(overrides=["loss.name=ldam", "model.head=linear"])
+        official(overrides=["loss.name=ldam", "model.head=linear"])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        load_config(overrides=["loss.name=ldam", "model.head=cosine"])
+        official(overrides=["loss.name=ldam", "model.head=cosine"])
 
 
 def test_override_parsing_and_diff():
     assert parse_override("a.b=1") == {"a": {"b": 1}}
     with pytest.raises(ConfigError, match="key=value"):
         parse_override("nonsense")
-    a = config_to_dict(load_config())
-    b = config_to_dict(load_config(overrides=["optim.lr=0.2"]))
+    a = config_to_dict(official())
+    b = config_to_dict(official(overrides=["optim.lr=0.2"]))
     assert config_diff(a, b) == ["optim.lr: 0.1 -> 0.2"]
 
 
@@ -217,4 +218,4 @@ def test_a_recipe_key_that_is_not_a_string_is_a_config_error(tmp_path):
     p = tmp_path / "q.yaml"
     p.write_text("?")
     with pytest.raises(ConfigError, match="unknown config key 'None'"):
-        load_config(p)
+        official(p)

@@ -47,4 +47,4 @@ def test_register_and_load_custom():
         with pytest.raises(ValueError, match="already"):
             register_dataset(name)(tiny)
     finally:
-        DATASETS.pop(name)
+        DATASETS.unregister(name)

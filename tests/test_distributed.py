@@ -336,9 +336,9 @@ def test_which_batch_the_loss_sees():
 
 
 def test_loss_batch_option_is_checked():
-    from ncollapse.config import load_config
+    from ncollapse.composition import compose
     from ncollapse.errors import ConfigError
 
-    assert load_config(overrides=["run.loss_batch=global", "run.sync_bn=true"]).run.sync_bn
+    assert compose(overrides=["run.loss_batch=global", "run.sync_bn=true"]).run.sync_bn
     with pytest.raises(ConfigError, match="run.loss_batch"):
-        load_config(overrides=["run.loss_batch=whole"])
+        compose(overrides=["run.loss_batch=whole"])

@@ -26,18 +26,10 @@ SKIP = re.compile(r"<!--\s*skip:\s*(\w+)(.*?)-->")
 
 
 def _registries() -> list:
-    from ncollapse.config import METHODS
-    from ncollapse.data import DATASETS
-    from ncollapse.heads import HEADS
-    from ncollapse.losses import LOSSES
-    from ncollapse.models import BACKBONES
+    from ncollapse.composition import REGISTRIES
+    from ncollapse.methods import METHODS
 
-    return [METHODS, DATASETS, HEADS, LOSSES, BACKBONES]
-
-
-def _entries(registry) -> dict:
-    """The mapping behind a registry (a ``Registry`` or a plain dict)."""
-    return registry if isinstance(registry, dict) else registry._items
+    return [METHODS, *REGISTRIES]
 
 
 def _document(page: Path):
@@ -56,7 +48,7 @@ def test_page_examples_run(page, tmp_path, monkeypatch):
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    saved = [(r, dict(_entries(r))) for r in _registries()]
+    saved = [(r, set(r.names())) for r in _registries()]
     ran = skipped = 0
     try:
         for example in _document(page):
@@ -67,10 +59,9 @@ def test_page_examples_run(page, tmp_path, monkeypatch):
                 continue
             ran += 1
     finally:
-        for registry, items in saved:
-            entries = _entries(registry)
-            entries.clear()
-            entries.update(items)
+        for registry, names in saved:  # what an example registered goes, with its config keys
+            for name in set(registry.names()) - names:
+                registry.unregister(name)
         torch.set_num_threads(threads)
     assert ran + skipped > 0
 

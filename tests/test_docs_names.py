@@ -157,7 +157,8 @@ def test_named_python_names_exist(page):
 def test_named_commands_options_and_keys_exist(page):
     from ncollapse.cli import build_parser
     from ncollapse.composition import compose
-    from ncollapse.config import METHODS, config_to_dict, recipe_names
+    from ncollapse.config import config_to_dict, recipe_names
+    from ncollapse.methods import METHODS
 
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices

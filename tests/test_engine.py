@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ncollapse.build import build_network
-from ncollapse.config import digits_defaults, load_config
+from ncollapse.composition import compose
 from ncollapse.engine import lr_at_epoch
 from ncollapse.engine.loop import Trainer, epoch_generators
 from ncollapse.engine.mixup import mixup_batch
@@ -87,11 +87,13 @@ def test_metrics_reader_skips_torn_line(tmp_path):
 
 
 def test_etf_too_narrow_names_the_width_option():
-    cfg = load_config(overrides=["model.backbone=resnet32", "model.head=etf"])
+    cfg = compose("cifar10_lt", overrides=["model.backbone=resnet32", "model.head=etf"])
     with pytest.raises(ConfigError) as info:
         build_network(cfg, num_classes=100, in_channels=3)
     assert "no simplex ETF" in str(info.value) and "model.width=2" in str(info.value)
-    assert build_network(load_config(overrides=["model.width=2"]), 100, 3).head.frame.shape == (
+    assert build_network(
+        compose("cifar10_lt", overrides=["model.width=2"]), 100, 3
+    ).head.frame.shape == (
         128,
         100,
     )
@@ -106,7 +108,7 @@ def _digits_cfg(tmp_path, epochs=4, **over):
     ]
     sets += ["optim.milestones=[2,3]", "optim.warmup_epochs=1"]
     sets += [f"{k}={v}" for k, v in over.items()]  # the test's own settings win
-    return load_config(base=digits_defaults(), overrides=sets)
+    return compose(overrides=sets)
 
 
 def test_etf_frame_unchanged_by_training_and_saved(tmp_path):
@@ -143,25 +145,31 @@ class _Killed(Exception):
     pass
 
 
-@pytest.mark.parametrize("mixup", [0.0, 1.0])
-def test_resume_after_kill_matches_uninterrupted(tmp_path, monkeypatch, mixup):
-    over = {"optim.mixup_alpha": mixup, "data.augment": "standard"}
-    full = run_training(_digits_cfg(tmp_path / "a", **over, **{"run.name": "full"}))
-
+def cut_after_two_epochs(monkeypatch, train, *args, **kwargs):
+    """``train(*args, **kwargs)``, killed while running the third epoch, after epoch 2's
+    checkpoint."""
     original = Trainer.train_epoch
 
     def dying(self, epoch):
-        if epoch == 2:  # killed while running the third epoch, after epoch 2's checkpoint
+        if epoch == 2:
             raise _Killed
         return original(self, epoch)
 
     monkeypatch.setattr(Trainer, "train_epoch", dying)
-    cfg = _digits_cfg(tmp_path / "b", **over, **{"run.name": "cut"})
     with pytest.raises(_Killed):
-        run_training(cfg)
+        train(*args, **kwargs)
+    monkeypatch.setattr(Trainer, "train_epoch", original)
+
+
+@pytest.mark.parametrize("mixup", [0.0, 1.0])
+def test_resume_after_kill_matches_uninterrupted(tmp_path, monkeypatch, mixup):
+    over = {"optim.mixup_alpha": mixup, "data.augment": "standard"}
+    full = run_training(_digits_cfg(tmp_path / "a", **over, **{"run.name": "full"}))
+    cut_after_two_epochs(
+        monkeypatch, run_training, _digits_cfg(tmp_path / "b", **over, **{"run.name": "cut"})
+    )
     run_dir = tmp_path / "b" / "cut"
     assert torch.load(run_dir / "checkpoint.pt", weights_only=False)["epoch"] == 2
-    monkeypatch.setattr(Trainer, "train_epoch", original)
     resumed = run_training(resume=run_dir)
 
     ma = [r for r in read_metrics(full.run_dir / "metrics.jsonl") if r["kind"] != "train"]
@@ -194,6 +202,54 @@ def test_resume_of_a_run_saved_before_a_config_key_existed(tmp_path):
     path.write_text(yaml.safe_dump(saved))
     with pytest.raises(ConfigError, match="no_such_key"):
         run_training(cfg, resume=res.run_dir)
+
+
+#: what a checkpoint holds, and its trainer state, as every version since format 2 writes them
+CHECKPOINT_V2 = {
+    "format",
+    "epoch",
+    "model",
+    "optimizer",
+    "scaler",
+    "criterion",
+    "ema",
+    "trainer",
+    "rng",
+}
+TRAINER_V2 = {"best_acc", "best_epoch", "train_seconds", "wall_seconds", "first_loss"}
+#: config keys added after format 2 (optimisers by name, gradient clipping): absent from the
+#: config.yaml of a run written before them
+ADDED_SINCE = {"optim": ["optimizer", "grad_clip", "betas", "eps"]}
+
+
+def test_a_run_directory_of_the_previous_format_resumes_exactly(tmp_path, monkeypatch):
+    """A run written before the optimiser and clipping keys existed (its config.yaml lacks
+    them), stopped after epoch 2, resumes to the weights of the uninterrupted run; the
+    checkpoint's keys are those of format 2, which the long runs on disk were written in."""
+    import yaml
+
+    over = {"optim.ema": 0.9, "optim.mixup_alpha": 1.0, "data.augment": "standard"}
+    full = run_training(_digits_cfg(tmp_path / "a", **over, **{"run.name": "full"}))
+    cut_after_two_epochs(
+        monkeypatch, run_training, _digits_cfg(tmp_path / "b", **over, **{"run.name": "old"})
+    )
+    run_dir = tmp_path / "b" / "old"
+    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    assert set(ckpt) == CHECKPOINT_V2 and ckpt["format"] == 2 and ckpt["epoch"] == 2
+    assert set(ckpt["trainer"]) == TRAINER_V2 and ckpt["ema"]["updates"] > 0
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    for section, keys in ADDED_SINCE.items():
+        for key in keys:
+            del saved[section][key]
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+
+    resumed = run_training(resume=run_dir)
+    sa, sb = torch.load(full.run_dir / "model.pt"), torch.load(run_dir / "model.pt")
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    ma = [r for r in read_metrics(full.run_dir / "metrics.jsonl") if r["kind"] != "train"]
+    mb = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] != "train"]
+    assert ma == mb and resumed.summary["final"] == full.summary["final"]
+    assert resumed.summary["weights"] == "average"
 
 
 def test_resume_refuses_a_different_config(tmp_path):
@@ -305,3 +361,27 @@ def test_a_last_batch_of_one_sample_is_skipped_not_a_crash(tmp_path):
     assert res.summary["final"]["acc"] >= 0
     first = next(r for r in read_metrics(res.run_dir / "metrics.jsonl") if r["kind"] == "train")
     assert first["epoch"] == 1
+
+
+def test_adamw_and_gradient_clipping_are_options(tmp_path, monkeypatch):
+    clipped = []
+    real = torch.nn.utils.clip_grad_norm_
+
+    def spy(params, max_norm, *args, **kwargs):
+        norm = real(params, max_norm, *args, **kwargs)
+        clipped.append((max_norm, float(norm)))
+        return norm
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
+    over = {"optim.optimizer": "adamw", "optim.lr": 1e-3, "optim.grad_clip": 0.5}
+    res = run_training(_digits_cfg(tmp_path, epochs=1, **over, **{"run.name": "adamw"}))
+    batches = -(-sum(json.loads((res.run_dir / "data.json").read_text())["class_counts"]) // 64)
+    assert len(clipped) == batches and {m for m, _ in clipped} == {0.5}
+    assert max(n for _, n in clipped) > 0.5  # the gradients it was given were larger
+    ckpt = torch.load(res.run_dir / "checkpoint.pt", weights_only=False)
+    assert "exp_avg_sq" in next(iter(ckpt["optimizer"]["state"].values()))  # Adam's moments
+    assert np.isfinite(res.summary["final"]["acc"])
+    with pytest.raises(ConfigError, match="optim.betas"):
+        compose(overrides=["optim.optimizer=adamw", "optim.betas=[0.9]"])
+    with pytest.raises(ConfigError, match="optim.grad_clip"):
+        compose(overrides=["optim.grad_clip=0"])

@@ -130,10 +130,6 @@ def test_fast_levers_train_end_to_end_with_validation_only(tmp_path):
     assert lrs[-1] == pytest.approx(0.0, abs=1e-9) and max(lrs) > lrs[-1]
 
 
-class _Killed(Exception):
-    pass
-
-
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
@@ -143,7 +139,7 @@ def test_resume_with_the_fast_levers_is_exact(tmp_path, monkeypatch, device):
     """Killed after epoch 2 and resumed: the weight average, the per-batch cosine rate and
     the mixup cut-off continue exactly (same weights as the uninterrupted run), on the CPU and
     on a GPU (bit-identical there too on an H200, 2026-11-28)."""
-    from ncollapse.engine.loop import Trainer
+    from test_engine import cut_after_two_epochs
 
     over = {
         "run": {**QUIET["run"], "device": device},
@@ -151,17 +147,9 @@ def test_resume_with_the_fast_levers_is_exact(tmp_path, monkeypatch, device):
         "eval": {"every": 0, "collapse_splits": ["train"]},
     }
     full = ncollapse.train(overrides=over, epochs=4, out=tmp_path, name="full")
-    original = Trainer.train_epoch
-
-    def dying(self, epoch):
-        if epoch == 2:
-            raise _Killed
-        return original(self, epoch)
-
-    monkeypatch.setattr(Trainer, "train_epoch", dying)
-    with pytest.raises(_Killed):
-        ncollapse.train(overrides=over, epochs=4, out=tmp_path, name="cut")
-    monkeypatch.setattr(Trainer, "train_epoch", original)
+    cut_after_two_epochs(
+        monkeypatch, ncollapse.train, overrides=over, epochs=4, out=tmp_path, name="cut"
+    )
     resumed = ncollapse.train(resume=tmp_path / "cut")
     a, b = torch.load(full.run_dir / "model.pt"), torch.load(resumed.run_dir / "model.pt")
     assert resumed.summary["weights"] == "average"

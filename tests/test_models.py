@@ -79,4 +79,4 @@ def test_register_backbone():
         with pytest.raises(ValueError, match="already"):
             register_backbone(name)(tiny)
     finally:
-        BACKBONES.pop(name)
+        BACKBONES.unregister(name)

@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ncollapse.config import digits_defaults, load_config
+from ncollapse.composition import compose
 from ncollapse.engine.loop import Trainer
 from ncollapse.runner import run_training
 
@@ -51,7 +51,7 @@ def _record_and_train(tmp_path, monkeypatch, method, **over):
         f"run.name={method}",
     ]
     sets += [f"{k}={v}" for k, v in over.items()]
-    cfg = load_config(base=digits_defaults(), overrides=sets, method=method)
+    cfg = compose(method=method, overrides=sets)
     res = run_training(cfg)
     final = torch.load(res.run_dir / "model.pt")
     return cfg, start["state"], steps, final

@@ -31,7 +31,9 @@ def test_setup_commands_are_make_targets():
 
 
 def test_readme_commands_name_existing_recipes_and_methods():
-    from ncollapse.config import METHODS, config_to_dict, find_config, load_config
+    from ncollapse.composition import compose
+    from ncollapse.config import config_to_dict
+    from ncollapse.methods import METHODS
 
     blocks = "\n".join(re.findall(r"```bash\n(.*?)```", README, flags=re.S))
     configs = re.findall(r"--config (\S+)", blocks)
@@ -39,11 +41,11 @@ def test_readme_commands_name_existing_recipes_and_methods():
     methods = [m for group in re.findall(r"--methods? (\S+)", blocks) for m in group.split(",")]
     assert configs and recipes and methods
     for name in configs + recipes:
-        load_config(find_config(name))  # exists and loads
+        compose(name)  # exists and loads
     assert set(methods) <= set(METHODS), set(methods) - set(METHODS)
     keys = re.findall(r"`(?:--set )?((?:model|loss|optim|data|eval|run)\.\w+)=", README)
     assert "model.head" in keys
-    defaults = config_to_dict(load_config())
+    defaults = config_to_dict(compose())
     for key in keys:  # every config key the README names exists
         section, name = key.split(".")
         assert name in defaults[section], key

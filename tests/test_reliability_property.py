@@ -6,7 +6,6 @@ exit 0 or one ``ncollapse: error:`` line with exit 2."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import math
 import tempfile
@@ -45,17 +44,16 @@ keys = st.one_of(known, known, known, st.text(max_size=12), st.sampled_from(["a.
 def _usable(cfg: Config) -> None:
     """What an accepted config promises: finite numbers, seeds in range."""
 
-    def walk(obj, prefix=""):
-        for f in dataclasses.fields(obj):
-            v = getattr(obj, f.name)
-            if dataclasses.is_dataclass(v):
-                walk(v, prefix + f.name + ".")
+    def walk(values, prefix=""):
+        for name, v in values.items():
+            if isinstance(v, dict):
+                walk(v, prefix + name + ".")
             elif isinstance(v, float):
-                assert math.isfinite(v), prefix + f.name
+                assert math.isfinite(v), prefix + name
             elif isinstance(v, list):
-                assert all(math.isfinite(x) for x in v if isinstance(x, float)), prefix + f.name
+                assert all(math.isfinite(x) for x in v if isinstance(x, float)), prefix + name
 
-    walk(cfg)
+    walk(cfg.to_dict())
     for seed in (cfg.seed, cfg.data.subset_seed, cfg.data.val_seed, cfg.model.etf_seed):
         assert 0 <= seed <= SEED_MAX
     assert cfg.optim.lr > 0 and cfg.optim.epochs >= 1

@@ -22,8 +22,11 @@ import pytest
 
 import ncollapse.runner as runner_mod
 from ncollapse.cli import main
-from ncollapse.config import METHODS, config_to_dict, drw_start, load_config
+from ncollapse.composition import compose
+from ncollapse.config import config_to_dict
 from ncollapse.errors import UserError
+from ncollapse.losses import drw_start
+from ncollapse.methods import METHODS
 from ncollapse.rundir import Run as RunDir
 from ncollapse.sweep import (
     COLLAPSE_KEYS,
@@ -564,7 +567,7 @@ def test_write_results_needs_a_sweep_dir(tmp_path):
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_recipe_loads(path):
-    cfg = load_config(path)
+    cfg = compose(path)
     assert cfg.optim.epochs >= 1 and cfg.name
 
 
@@ -573,8 +576,8 @@ def test_every_recipe_loads(path):
 def test_method_recipes_match_the_presets(ds, method):
     from ncollapse.config import method_preset
 
-    cfg = config_to_dict(load_config(CONFIGS / f"{ds}_lt_{method}.yaml"))
-    base = config_to_dict(load_config(CONFIGS / f"{ds}_lt.yaml"))
+    cfg = config_to_dict(compose(CONFIGS / f"{ds}_lt_{method}.yaml"))
+    base = config_to_dict(compose(CONFIGS / f"{ds}_lt.yaml"))
     assert cfg["data"]["imbalance"] == 0.01 and cfg["data"]["name"] == ds
     for section, values in method_preset(method, base).items():
         for key, value in values.items():

@@ -55,7 +55,6 @@ _EXPORTS = {
     # config and training
     "Config": "config",
     "compose": "composition",
-    "load_config": "composition",  # the same composition as the CLI (digits defaults without a recipe)
     "train": "runner",
     "run_training": "runner",
     "RunResult": "runner",
@@ -69,15 +68,11 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 
-#: exported under another name than the module's own
-_ALIASES = {"load_config": "compose"}
-
-
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'ncollapse' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), _ALIASES.get(name, name))
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value
 

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .config import INF, Config, Option, option, seed_option
 from .geometry import simplex_etf
 from .registry import Registry
 
@@ -223,7 +224,7 @@ class HeadEntry:
 
 
 #: head name (``model.head``) -> :class:`HeadEntry`
-HEADS: Registry[HeadEntry] = Registry("head", "model.head")
+HEADS: Registry[HeadEntry] = Registry("head", "model.head", config=Config)
 
 
 def register_head(
@@ -231,20 +232,55 @@ def register_head(
     cls: Callable[..., nn.Module],
     *,
     options: Callable[[Any], dict[str, Any]] | None = None,
+    keys: dict[str, Option] | None = None,
+    default: bool = False,
     **fixed: Any,
 ) -> None:
     """Register ``cls(in_features, num_classes, **fixed, **options(model_cfg))`` as head
-    ``name``. The module must return a :class:`HeadOutput` and have ``classifier_weight()``."""
-    HEADS.register(name, HeadEntry(cls, fixed, options or (lambda m: {})))
+    ``name``. The module must return a :class:`HeadOutput` and have ``classifier_weight()``.
+    ``keys``: the config keys the head reads (``{"model.hidden": option(16, "...")}``), added to
+    the config; ``default``: the head of a config that names none."""
+    HEADS.register(
+        name, HeadEntry(cls, fixed, options or (lambda m: {})), options=keys, default=default
+    )
 
 
-register_head("linear", LinearHead, options=lambda m: {"init": m.head_init})
-register_head("linear-frozen", LinearHead, frozen=True, options=lambda m: {"init": m.head_init})
-register_head("cosine", CosineHead, options=lambda m: {"scale": m.scale})
+#: the config keys of the built-in heads
+_SCALE = option(1.0, "logit scale s (logits = s M^T h)", range=(0, INF, "()"))
+_INIT = option(
+    "default",
+    "default: PyTorch's nn.Linear initialisation; kaiming_normal: the released CIFAR code's",
+    choices=HEAD_INITS,
+)
+_ETF = {
+    "model.feature_norm": option(
+        "bn_l2",
+        "the feature normalisation before the frame: BatchNorm and L2 (bn_l2), BatchNorm alone, none",
+        choices=FEATURE_NORMS,
+    ),
+    "model.scale": _SCALE,
+    "model.etf_seed": seed_option("seed of the fixed frame (kept apart from `seed`)"),
+}
+
+register_head(
+    "linear", LinearHead, options=lambda m: {"init": m.head_init}, keys={"model.head_init": _INIT}
+)
+register_head(
+    "linear-frozen",
+    LinearHead,
+    frozen=True,
+    options=lambda m: {"init": m.head_init},
+    keys={"model.head_init": _INIT},
+)
+register_head(
+    "cosine", CosineHead, options=lambda m: {"scale": m.scale}, keys={"model.scale": _SCALE}
+)
 register_head(
     "etf",
     ETFHead,
     options=lambda m: {"feature_norm": m.feature_norm, "scale": m.scale, "seed": m.etf_seed},
+    keys=_ETF,
+    default=True,
 )
 
 

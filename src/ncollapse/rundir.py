@@ -28,6 +28,7 @@ import math
 import os
 import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from .errors import UserError
 __all__ = [
     "COLLAPSE_STATE_FILE",
     "Run",
+    "SavedRun",
     "atomic_write_bytes",
     "check_out_dir",
     "check_run_name",
@@ -161,6 +163,20 @@ def check_out_dir(out_dir: str | Path, name: str | None = None) -> None:
         ) from None
 
 
+@dataclass
+class SavedRun:
+    """What a resume reads from a run directory (:meth:`Run.read_saved`): the saved config (as
+    written), the data record, the environment record, the metrics records and the checkpoint
+    (None before the first one)."""
+
+    run: Run
+    config: dict[str, Any]
+    data: dict[str, Any]
+    env: dict[str, Any]
+    records: list[dict[str, Any]]
+    checkpoint: dict[str, Any] | None
+
+
 class Run:
     """One run directory: its paths, writers and readers."""
 
@@ -199,9 +215,9 @@ class Run:
         return run
 
     @classmethod
-    def load(cls, path: str | Path) -> Run:
+    def load(cls, path: str | Path | Run) -> Run:
         """An existing run directory (it has a ``config.yaml``); UserError otherwise."""
-        run = cls(path)
+        run = path if isinstance(path, Run) else cls(path)
         if not run.path.exists():
             raise UserError(f"{run.path} is not a run directory: it does not exist")
         if not run.path.is_dir():
@@ -210,14 +226,19 @@ class Run:
             raise UserError(f"{run.path} is not a run directory: it has no {CONFIG_FILE}")
         return run
 
-    def check_resumable(self) -> None:
-        """Read every file a resume needs (config, data record, checkpoint) and raise the
-        one-line error of the first damaged one, before any data is loaded."""
-        self.config_dict()
-        self.data()
-        self.metrics()
-        if self.checkpoint_path.is_file():
-            self.load_checkpoint()
+    def read_saved(self) -> SavedRun:
+        """Read, once, every file a resume needs (config, data record, environment, metrics,
+        checkpoint), raising the one-line error of the first damaged one before any data is
+        loaded. A damaged ``env.json`` is no obstacle (it only keeps the thread count)."""
+        config = self.config_dict()
+        data = self.data()
+        try:
+            env = self.env()
+        except UserError:
+            env = {}
+        records = self.metrics()
+        checkpoint = self.load_checkpoint() if self.checkpoint_path.is_file() else None
+        return SavedRun(self, config, data, env, records, checkpoint)
 
     @staticmethod
     def is_run(path: str | Path) -> bool:
@@ -289,9 +310,13 @@ class Run:
         with open(self.metrics_path, "a") as fh:
             fh.write(json.dumps(_jsonable(record)) + "\n")
 
-    def truncate_metrics(self, last_epoch: int) -> None:
-        """Drop records after ``last_epoch`` (written after the checkpoint a resume starts from)."""
-        keep = [r for r in self.metrics() if int(r.get("epoch", 0)) <= last_epoch]
+    def truncate_metrics(
+        self, last_epoch: int, records: list[dict[str, Any]] | None = None
+    ) -> None:
+        """Drop records after ``last_epoch`` (written after the checkpoint a resume starts
+        from); ``records``: the file's records when they have been read already."""
+        records = self.metrics() if records is None else records
+        keep = [r for r in records if int(r.get("epoch", 0)) <= last_epoch]
         atomic_write_bytes(self.metrics_path, "".join(json.dumps(r) + "\n" for r in keep).encode())
 
     def _save_torch(self, path: Path, obj: Any) -> None:
@@ -342,13 +367,12 @@ class Run:
         return raw
 
     def config_dict(self) -> dict[str, Any]:
-        """The saved config, completed with the defaults of keys added since it was written (so
-        an older run compares equal to the same config today)."""
-        from .config import complete_config_dict
-
+        """The saved config as written (a UserError names a damaged file). Keys added to the
+        package since the run was written are absent: ``ncollapse.compose(base=...)`` fills
+        them in with their defaults, which keep the old behaviour."""
         if not self.config_path.is_file():
             raise UserError(f"{self.path} is not a run directory: it has no {CONFIG_FILE}")
-        return complete_config_dict(self._read_config())
+        return self._read_config()
 
     def raw_config(self) -> dict[str, Any]:
         """The saved config exactly as written (no defaults filled in); {} when unreadable."""

@@ -21,7 +21,7 @@ import torch
 from . import __version__
 from .build import build_augment, build_criterion, build_evaluator, build_network
 from .composition import compose
-from .config import Config, config_diff, config_from_dict, config_to_dict, is_run_key
+from .config import Config, complete_config_dict, config_diff, config_to_dict, is_run_key
 from .data import load_data
 from .data.base import DataBundle
 from .engine.distributed import SINGLE, Distributed, ReadOnlyRun, init_distributed
@@ -29,7 +29,7 @@ from .engine.loop import Trainer
 from .engine.precision import autocast_dtype
 from .engine.progress import Progress
 from .errors import UserError
-from .rundir import Run, check_out_dir, check_run_name
+from .rundir import Run, SavedRun, check_out_dir, check_run_name
 from .threads import set_threads
 
 __all__ = ["RunResult", "build_trainer", "cpu_info", "run_training", "train"]
@@ -118,8 +118,9 @@ def _data_record(cfg: Config, bundle: DataBundle) -> dict[str, Any]:
 def _resume_config(saved: dict[str, Any], given: Config | None) -> Config:
     """The saved config, with the ``run.*`` keys of ``given`` (where and how to run); any other
     difference is refused."""
+    saved = complete_config_dict(saved)  # keys added since the run was written: their defaults
     if given is None:
-        return config_from_dict(saved)
+        return compose(base=saved)
     new = config_to_dict(given)
     diff = [d for d in config_diff(saved, new) if not is_run_key(d)]
     if diff:
@@ -130,14 +131,13 @@ def _resume_config(saved: dict[str, Any], given: Config | None) -> Config:
         )
     merged = dict(saved)
     merged["run"] = {**saved.get("run", {}), **new["run"]}
-    return config_from_dict(merged)
+    return compose(base=merged)
 
 
 def build_trainer(
     cfg: Config,
     bundle: DataBundle,
     device: torch.device,
-    run: Run | None = None,
     progress: Progress | None = None,
     dist: Distributed = SINGLE,
 ) -> Trainer:
@@ -162,7 +162,6 @@ def build_trainer(
         run=cfg.run,
         seed=cfg.seed,
         augment=build_augment(cfg, bundle) if bundle.resident else None,
-        run_dir=run,
         device=device,
         evaluator=build_evaluator(cfg, bundle),
         progress=progress or Progress(cfg.optim.epochs, "none"),
@@ -175,75 +174,71 @@ def build_trainer(
 def run_training(
     cfg: Config | None = None,
     *,
-    resume: str | Path | None = None,
+    resume: str | Path | Run | SavedRun | None = None,
     bundle: DataBundle | None = None,
     prefix: str = "",
 ) -> RunResult:
-    """Train ``cfg`` into a new run directory, or resume the run at ``resume`` (``cfg``, when
-    given with ``resume``, must match the saved config except for its ``run.*`` keys).
+    """Train ``cfg`` into a new run directory, or resume the run at ``resume`` (a path, a
+    :class:`~ncollapse.rundir.Run`, or what :meth:`~ncollapse.rundir.Run.read_saved` read from
+    it; ``cfg``, when given with ``resume``, must match the saved config except for its
+    ``run.*`` keys).
 
     Started by torchrun with several processes, this is one rank of a data-parallel run
     (``docs/distributed.md``): rank 0 decides on and writes the run directory, the others only
     read it."""
-    run: Run | None = None
+    saved: SavedRun | None = None
     if resume is not None:
-        run = Run.load(resume)
-        run.check_resumable()  # every file a resume reads, before any data is loaded
-        cfg = _resume_config(run.config_dict(), cfg)
+        # every file a resume reads, read once, before any data is loaded
+        saved = resume if isinstance(resume, SavedRun) else Run.load(resume).read_saved()
+        cfg = _resume_config(saved.config, cfg)
     elif cfg is None:
         raise ValueError("run_training needs a config or a run directory to resume")
     else:
         check_out_dir(cfg.run.out_dir, cfg.run.name)
 
     dist, device = init_distributed(cfg.run.device)
-    dist.check_same("runs", [config_to_dict(cfg), None if resume is None else str(resume)])
-    if resume is None and cfg.run.name is not None:  # refuse a taken name before loading data
+    dist.check_same("runs", [config_to_dict(cfg), None if saved is None else str(saved.run.path)])
+    if saved is None and cfg.run.name is not None:  # refuse a taken name before loading data
         dist.on_main(lambda: _refuse_taken_name(cfg))
     requested = cfg.run.threads
-    if requested is None and run is not None:  # a resume keeps the thread count it started with
-        try:
-            requested = int(run.env().get("threads") or 0) or None
-        except UserError:
-            requested = None
+    if requested is None and saved is not None:  # a resume keeps the thread count it started with
+        requested = int(saved.env.get("threads") or 0) or None
     threads = set_threads(requested)
     if bundle is None:
         bundle = dist.first_per_node(lambda: load_data(cfg.data))
-    trainer = build_trainer(cfg, bundle, device, dist=dist)
+    mode = cfg.run.progress if dist.is_main else "none"
+    progress = Progress(cfg.optim.epochs, mode, prefix=prefix)
+    trainer = build_trainer(cfg, bundle, device, progress=progress, dist=dist)
     # the run directory is made only once everything that can be refused has been built
-    created = run is None
-    if run is None:
+    if saved is None:
         name, explicit = cfg.run.name or cfg.name, cfg.run.name is not None
         run = Run(dist.on_main(lambda: Run.create(cfg.run.out_dir, name, explicit=explicit).path))
     else:
-        saved_counts = run.data()["class_counts"]
-        if list(saved_counts) != list(bundle.class_counts):
+        run = saved.run
+        if list(saved.data["class_counts"]) != list(bundle.class_counts):
             raise UserError(
                 f"the data found now gives class counts {list(bundle.class_counts)}, but the run in "
-                f"{run.path} trained on {saved_counts}; resume with the same data"
+                f"{run.path} trained on {saved.data['class_counts']}; resume with the same data"
             )
 
-    if not dist.is_main:
-        run = ReadOnlyRun(run)  # type: ignore[assignment]
-    mode = cfg.run.progress if dist.is_main else "none"
-    progress = Progress(cfg.optim.epochs, mode, prefix=prefix)
-    trainer.progress = progress
-    trainer.run_dir = run
-    if created:
-        run.write_config(config_to_dict(cfg))
-        run.write_data(_data_record(cfg, bundle))
-        run.write_env(_env_record(device, cfg.run.amp, dist, trainer.global_batch))
+    writer: Any = run if dist.is_main else ReadOnlyRun(run)
+    if saved is None:
+        writer.write_config(config_to_dict(cfg))
+        writer.write_data(_data_record(cfg, bundle))
+        writer.write_env(_env_record(device, cfg.run.amp, dist, trainer.global_batch))
         progress.message(f"run directory: {run.path} ({threads.describe()})")
-    elif dist.broadcast_object(run.checkpoint_path.is_file()):
-        trainer.load_state_dict(run.load_checkpoint())
-        run.truncate_metrics(trainer.state.epoch)
+    elif dist.broadcast_object(saved.checkpoint is not None):
+        assert saved.checkpoint is not None
+        trainer.load_state_dict(saved.checkpoint)
+        writer.truncate_metrics(trainer.state.epoch, saved.records)
         progress.message(f"resuming {run.path} after epoch {trainer.state.epoch}")
     else:  # stopped before its first checkpoint: nothing to keep, start from epoch 0
-        run.truncate_metrics(0)
+        writer.truncate_metrics(0, saved.records)
         progress.message(f"{run.path} has no checkpoint yet: training it from epoch 0")
     try:
-        summary = trainer.fit()
+        summary = trainer.fit(writer)
     except BaseException as exc:
-        if created and dist.is_main and not run.checkpoint_path.is_file():
+        if saved is None and dist.is_main and not run.checkpoint_path.is_file():
             # no epoch was kept: leave nothing behind, so the same command can simply be rerun
             shutil.rmtree(run.path, ignore_errors=True)
             if isinstance(exc, UserError):
@@ -264,7 +259,7 @@ def train(
     method: str | None = None,
     overrides: Any = (),
     *,
-    resume: str | Path | None = None,
+    resume: str | Path | Run | SavedRun | None = None,
     bundle: DataBundle | None = None,
     **typed: Any,
 ) -> RunResult:
@@ -280,8 +275,8 @@ def train(
         result.summary["final"]["acc"]
     """
     if resume is not None:
-        saved = Run.load(resume).config_dict()
-        cfg = compose(base=saved, overrides=overrides, **typed)
-        return run_training(cfg, resume=resume, bundle=bundle)
+        saved = resume if isinstance(resume, SavedRun) else Run.load(resume).read_saved()
+        cfg = compose(base=saved.config, overrides=overrides, **typed)
+        return run_training(cfg, resume=saved, bundle=bundle)
     cfg = compose(recipe, method, overrides, **typed)
     return run_training(cfg, bundle=bundle)

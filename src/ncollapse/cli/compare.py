@@ -55,12 +55,13 @@ def format_table(rows: list[dict[str, Any]], split: str = "count") -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..composition import compose
-    from ..config import METHODS, config_diff, config_to_dict
+    from ..config import config_diff, config_to_dict
     from ..data import load_data
     from ..engine.distributed import is_main_process
     from ..errors import UserError
     from ..rundir import check_out_dir
     from ..runner import run_training
+    from ..sweep.spec import parse_methods
 
     typed = typed_options(args)
     if bool(args.config_a) != bool(args.config_b):
@@ -72,16 +73,7 @@ def run(args: argparse.Namespace) -> int:
         ]
         configs = [(cfg.name if cfg.name != "run" else n, cfg) for n, cfg in configs]
     else:
-        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-        if not methods:
-            raise UserError("--methods is empty; give e.g. --methods ce,etf_dr")
-        twice = sorted({m for m in methods if methods.count(m) > 1})
-        if twice:
-            raise UserError(
-                f"--methods lists {', '.join(twice)} twice; each method is trained once"
-            )
-        for m in methods:
-            METHODS.get(m, "--methods")  # the flag the user typed, with a did-you-mean
+        methods = parse_methods(args.methods)
         configs = [
             (m, compose(args.recipe, m, [*args.overrides, f"name={m}"], **typed)) for m in methods
         ]

@@ -12,7 +12,7 @@ from .common import add_schedule_options, print_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from ..config import METHODS
+    from ..methods import METHODS
 
     p = sub.add_parser(
         "sweep",

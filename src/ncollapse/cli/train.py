@@ -8,7 +8,7 @@ from .common import add_run_options, print_json, typed_options
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from ..config import METHODS
+    from ..methods import METHODS
 
     p = sub.add_parser(
         "train",
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from ..composition import compose
     from ..engine.distributed import is_main_process
     from ..errors import UserError
-    from ..rundir import Run, check_out_dir
+    from ..rundir import Run
     from ..runner import run_training, train
 
     if args.resume is not None:
@@ -63,9 +63,9 @@ def run(args: argparse.Namespace) -> int:
                 "would be ignored: drop them (only --set run.KEY=... and --device may change "
                 "on a resume), or start a new run without --resume"
             )
-        run.check_resumable()  # a damaged file is named before any data is loaded
         device = {"device": args.device} if args.device else {}
-        result = train(resume=args.resume, overrides=args.overrides, **device)
+        # reads the run directory once; a damaged file is named before any data is loaded
+        result = train(resume=run, overrides=args.overrides, **device)
     else:
         cfg = compose(
             args.config, args.method, args.overrides, name=args.name, **typed_options(args)
@@ -77,8 +77,7 @@ def run(args: argparse.Namespace) -> int:
 
             print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
             return 0
-        check_out_dir(cfg.run.out_dir, cfg.run.name)  # before any data is loaded
-        result = run_training(cfg)
+        result = run_training(cfg)  # checks --out and --name before any data is loaded
     if not is_main_process():  # under torchrun rank 0 alone reports the run
         return 0
     if args.json:

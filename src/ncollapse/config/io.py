@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import types
@@ -14,8 +13,9 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError, closest, did_you_mean
-from .methods import METHODS, method_preset
+from .presets import METHODS, method_preset
 from .schema import Config
+from .section import Section, is_section
 
 __all__ = [
     "RECIPES_DIR",
@@ -35,8 +35,8 @@ __all__ = [
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
-def _field_types(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+def _field_types(cls: type[Section]) -> dict[str, Any]:
+    return {name: opt.type for name, opt in cls.options().items()}
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -47,7 +47,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return None
         inner = [a for a in args if a is not type(None)]
         return _coerce(value, inner[0], key)
-    if dataclasses.is_dataclass(tp):
+    if is_section(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"config key '{key}' is a section; give it a mapping, not {value!r}")
         return _from_dict(tp, value, key + ".")
@@ -96,9 +96,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
-def _from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+def _from_dict(cls: type[Section], data: dict[str, Any], prefix: str = "") -> Any:
     hints = _field_types(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    names = list(hints)
     kwargs = {}
     for key, value in data.items():
         if key not in hints:
@@ -118,18 +118,14 @@ def _from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     return obj
 
 
-def all_keys(cls: type, prefix: str = "") -> list[str]:
-    out = []
-    for name, tp in _field_types(cls).items():
-        out.append(prefix + name)
-        if dataclasses.is_dataclass(tp):
-            out.extend(all_keys(tp, prefix + name + "."))
-    return out
+def all_keys(cls: type[Section], prefix: str = "") -> list[str]:
+    """Every dotted key below ``cls``, sections included."""
+    return [key for key, _ in cls.walk(prefix)]
 
 
-def config_to_dict(cfg: Any) -> dict[str, Any]:
+def config_to_dict(cfg: Section) -> dict[str, Any]:
     """The config as plain nested dicts (what the run directory stores)."""
-    return dataclasses.asdict(cfg)
+    return cfg.to_dict()
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

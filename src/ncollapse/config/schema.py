@@ -1,19 +1,23 @@
-"""The run configuration: one typed tree of dataclasses.
+"""The run configuration: one typed tree of sections, with the keys every run reads.
 
 A recipe file lists only what differs from the defaults below. The defaults are the official
-CIFAR-LT recipe of Yang et al. (NeurIPS 2022) where one exists; the embedded default data
-(long-tailed digits) gets its own small schedule, :func:`digits_defaults`. Every field is listed,
-with its meaning, in ``docs/config.md`` (generated from this file).
+CIFAR-LT recipe of Yang et al. (NeurIPS 2022) where one exists. The keys of one component (a
+loss's constants, a head's options, a schedule's milestones) are declared by that component with
+its registry, and the choice of component (``loss.name``, ``model.head``, ...) takes its valid
+names and its default from that registry (:mod:`.section`). Every key is listed, with its
+meaning, in ``docs/config.md`` (generated from these declarations).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+import math
+
+from ..errors import ConfigError
+from .section import INF, Section, option, section
 
 __all__ = [
     "RUN_KEYS",
-    "AllNCConfig",
+    "SEED_MAX",
     "Config",
     "DataConfig",
     "EvalConfig",
@@ -21,190 +25,232 @@ __all__ = [
     "ModelConfig",
     "OptimConfig",
     "RunConfig",
-    "digits_defaults",
+    "scale_epochs",
+    "scale_fraction",
+    "seed_option",
 ]
 
 #: config keys that say where and how a run executes, not what it computes: a resumed run may
 #: change them, and a sweep rerun may change them between invocations
 RUN_KEYS = ("run.",)
 
-
-@dataclass
-class DataConfig:
-    """What to train on. ``name``: digits | cifar10 | cifar100 | imagefolder."""
-
-    name: str = "digits"
-    root: str | None = None  # where the files are; None searches the usual places
-    imbalance: float = 0.01  # imbalance factor r in (0, 1]; imbalance ratio = 1/r
-    profile: str = "exp"  # exp | step
-    subset_seed: int = 0  # seed of the long-tail subset choice (kept apart from `seed`)
-    download: bool = False  # fetch the official archives when missing (needs a network)
-    augment: str = "auto"  # auto | standard (crop+flip) | none
-    class_order: list[str] | None = None  # imagefolder: explicit class order (label = index)
-    cache_dir: str | None = None  # where decoded uint8 arrays are cached; None: beside the data
-    test_fraction: float = 0.3  # digits only: share of each class held out (balanced) for test
-    # validation split: `unused` holds out up to val_per_class training images per class that
-    # the long-tail subset leaves unused (never the test set); `none` has no validation set
-    val: str = "none"  # none | unused
-    val_per_class: int = 1000
-    val_seed: int = 0  # seed of the validation draw (kept apart from the other seeds)
-    size: int | None = None  # resize images to size x size at decode time (None: keep)
-    train_list: str | None = None  # list-file datasets: "<relative path> <label>" per line
-    test_list: str | None = None
-    val_list: str | None = None
-    workers: int = 4  # streaming datasets: DataLoader worker processes
+#: seeds go to NumPy's legacy generator too, which takes 0 .. 2**32 - 1
+SEED_MAX = 2**32 - 1
 
 
-@dataclass
-class ModelConfig:
-    """Backbone and head. ``head``: linear | linear-frozen | cosine | etf."""
-
-    backbone: str = "resnet32"
-    width: int = 1  # width multiplier (CIFAR ResNets: 1 -> 16/32/64, 2 -> 32/64/128)
-    head: str = "etf"
-    feature_norm: str = "bn_l2"  # etf head: bn_l2 | bn | none
-    scale: float = 1.0  # etf and cosine heads: logit scale s (logits = s M^T h)
-    etf_seed: int = 0  # seed of the fixed frame (kept apart from `seed`)
-    pretrained: str | None = None  # backbone weights from a local file (torchvision key names)
-    # linear heads: default (PyTorch's nn.Linear) | kaiming_normal (the released CIFAR code's)
-    head_init: str = "default"
+def _seed(key: str, value: int) -> None:
+    if not 0 <= value <= SEED_MAX:
+        raise ConfigError(
+            f"config key '{key}' is a seed: an integer in [0, {SEED_MAX}], got {value}"
+        )
 
 
-@dataclass
-class LossConfig:
-    """Training loss. ``name``: ce | dr | la | bs | focal | ldam | allnc."""
-
-    name: str = "dr"
-    balance: str = "batch"  # dr: batch (official) | none | global
-    reg_lam: float = 0.0  # dr: weight of the mean feature norm
-    tau: float = 1.0  # la: logit-adjustment temperature
-    focal_gamma: float = 1.0  # focal: focusing parameter
-    ldam_max_margin: float = 0.5  # ldam: largest per-class margin
-    ldam_scale: float = 30.0  # ldam: logit scale s
-    drw: bool = False  # deferred re-weighting (class weights switched on late in training)
-    drw_epoch: int | None = None  # drw from this epoch (None: the first lr milestone); sets drw
-    drw_beta: float = 0.9999  # drw: effective-number beta
-    posthoc_tau: float | None = None  # post-hoc logit adjustment at evaluation (None: off)
+def seed_option(doc: str) -> int:
+    """A seed: an integer in [0, 2**32 - 1], 0 by default."""
+    return option(0, doc, check=_seed)  # type: ignore[no-any-return]
 
 
-@dataclass
-class OptimConfig:
-    """SGD and its schedule (official: linear warm-up, then steps at ``milestones``), mixup and
-    weight averaging."""
-
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 2e-4
-    nesterov: bool = False
-    batch_size: int = 128
-    epochs: int = 200
-    # whole epochs ramp once per epoch (official); a fraction (a shortened schedule) per batch
-    warmup_epochs: float = 5
-    milestones: list[int] = field(default_factory=lambda: [160, 180])
-    gamma: float = 0.1
-    # step schedule: the rate after the m-th milestone is lr * lr_factors[m-1] (None: gamma**m)
-    lr_factors: list[float] | None = None
-    schedule: str = "step"  # step (official) | cosine | linear (decay to final_lr * lr)
-    final_lr: float = 0.0  # cosine and linear: the last rate, as a fraction of lr
-    mixup_alpha: float = 1.0  # 0 turns mixup off
-    mixup_epochs: float | None = None  # mixup only in the first N epochs (None: all of them)
-    # exponential moving average of the weights (and BatchNorm statistics), per step: 0 is off;
-    # evaluation, the collapse metrics and model.pt use the average
-    ema: float = 0.0
-    ema_start: float = 0.0  # the epoch from which the average runs (earlier weights are skipped)
-    # deferred re-sampling: from this epoch on, each epoch draws its N samples class-balanced
-    # (every class equally likely, with replacement) instead of a permutation (None: never)
-    balanced_from: float | None = None
+def _whole_if_whole(x: float) -> float | int:
+    return int(x) if float(x).is_integer() else x
 
 
-@dataclass
-class EvalConfig:
+def scale_epochs(least: int):
+    """``scale`` of an :class:`~.section.Option` holding whole epochs (one or a list): halves
+    round up (Python's round() would go to even), never below ``least``; None stays None."""
+
+    def scale(value, factor, epochs):
+        if value is None:
+            return None
+        if isinstance(value, list):
+            return [scale(v, factor, epochs) for v in value]
+        return max(least, math.floor(value * factor + 0.5))
+
+    return scale
+
+
+def scale_fraction(value, factor, epochs):
+    """``scale`` of an option holding a (fractional) epoch: proportional, to 6 decimals."""
+    return None if value is None else _whole_if_whole(round(value * factor, 6))
+
+
+#: the longest warm-up ``--epochs`` leaves, as a share of the new schedule
+WARMUP_CAP = 1 / 6
+
+
+def _scale_warmup(value, factor, epochs):
+    # a fraction of an epoch ramps per batch (not rounded: a one-epoch ramp is already the full
+    # rate); the warm-up keeps its length, at most a sixth of the new schedule
+    return _whole_if_whole(round(min(value, epochs * WARMUP_CAP), 6))
+
+
+class DataConfig(Section, key="data"):
+    """What to train on."""
+
+    name: str = option(None, "the dataset")
+    root: str | None = option(None, "where the files are; None searches the usual places")
+    imbalance: float = option(0.01, "imbalance factor r in (0, 1]; imbalance ratio = 1/r")
+    profile: str = option("exp", "how counts fall from the largest class to the smallest")
+    subset_seed: int = seed_option("seed of the long-tail subset choice (kept apart from `seed`)")
+    download: bool = option(False, "fetch the official archives when missing (needs a network)")
+    augment: str = option("auto", "`auto`: the dataset's own default")
+    cache_dir: str | None = option(
+        None, "where decoded uint8 arrays are cached; None: beside the data"
+    )
+    val: str = option(
+        "none",
+        "validation split: `unused` holds out up to val_per_class training images per class "
+        "that the long-tail subset leaves unused (never the test set); `none` has no validation "
+        "set",
+    )
+    val_per_class: int = option(
+        1000, "`val: unused`: at most this many validation images per class", range=(1, INF, "[)")
+    )
+    val_seed: int = seed_option("seed of the validation draw (kept apart from the other seeds)")
+    size: int | None = option(None, "resize images to size x size at decode time (None: keep)")
+    workers: int = option(4, "streaming datasets: DataLoader worker processes")
+
+
+class ModelConfig(Section, key="model"):
+    """Backbone and head."""
+
+    backbone: str = option(None, "the feature extractor")
+    width: int = option(1, "width multiplier (CIFAR ResNets: 1 -> 16/32/64, 2 -> 32/64/128)")
+    head: str = option(None, "the classifier after the backbone")
+    pretrained: str | None = option(
+        None, "backbone weights from a local file (torchvision key names)"
+    )
+
+
+class LossConfig(Section, key="loss"):
+    """Training loss."""
+
+    name: str = option(None, "the training loss")
+    posthoc_tau: float | None = option(None, "post-hoc logit adjustment at evaluation (None: off)")
+
+
+class OptimConfig(Section, key="optim"):
+    """The optimiser and its schedule (official: SGD, linear warm-up, then steps at
+    ``milestones``), mixup and weight averaging."""
+
+    optimizer: str = option(None, "the optimiser")
+    lr: float = option(0.1, "peak learning rate (after the warm-up)")
+    weight_decay: float = option(
+        2e-4, "L2 weight decay, on all parameters (BatchNorm included, as the released code)"
+    )
+    batch_size: int = option(
+        128, "training mini-batch size (DR's per-batch class weights are computed over it)"
+    )
+    epochs: int = option(
+        200,
+        "training epochs (`--epochs N` also scales the milestones; the warm-up stays, at most N/6)",
+    )
+    warmup_epochs: float = option(
+        5,
+        "whole epochs ramp once per epoch (official); a fraction (a shortened schedule) per batch",
+        scale=_scale_warmup,
+    )
+    schedule: str = option(None, "how the rate moves after the warm-up")
+    mixup_alpha: float = option(1.0, "0 turns mixup off")
+    mixup_epochs: float | None = option(
+        None, "mixup only in the first N epochs (None: all of them)", scale=scale_fraction
+    )
+    ema: float = option(
+        0.0,
+        "exponential moving average of the weights (and BatchNorm statistics), per step: 0 is "
+        "off; evaluation, the collapse metrics and model.pt use the average",
+    )
+    ema_start: float = option(
+        0.0,
+        "the epoch from which the average runs (earlier weights are skipped)",
+        scale=scale_fraction,
+    )
+    balanced_from: float | None = option(
+        None,
+        "deferred re-sampling: from this epoch on, each epoch draws its N samples "
+        "class-balanced (every class equally likely, with replacement) instead of a "
+        "permutation (None: never)",
+        scale=scale_fraction,
+    )
+    grad_clip: float | None = option(
+        None,
+        "clip the gradient to this global L2 norm before every step (None: no clipping)",
+        range=(0, INF, "()"),
+    )
+
+
+class EvalConfig(Section, key="eval"):
     """When and what to evaluate."""
 
-    every: int = 1  # measure accuracy every N epochs (0: only at the end; always at the end)
-    # where accuracy is measured: test and/or val (the validation split of data.val); choose
-    # hyper-parameters on val and look at test once
-    splits: list[str] = field(default_factory=lambda: ["test"])
-    tta: bool = False  # average the logits of every image and its mirror image
-    # neural-collapse metrics (NC1-NC4, minority collapse) every N epochs and at the end; 0: only
-    # at the end. A pass over the training set without augmentation (and the test set), each time
-    collapse_every: int = 5
-    collapse_splits: list[str] = field(
-        default_factory=lambda: ["train", "test"]
-    )  # where to measure
-    batch_size: int = 512
+    every: int = option(
+        1, "measure accuracy every N epochs (0: only at the end; always at the end)"
+    )
+    splits: list[str] = option(
+        ["test"],
+        "where accuracy is measured: test and/or val (the validation split of data.val); choose "
+        "hyper-parameters on val and look at test once",
+    )
+    tta: bool = option(False, "average the logits of every image and its mirror image")
+    collapse_every: int = option(
+        5,
+        "neural-collapse metrics (NC1-NC4, minority collapse) every N epochs and at the end; 0: "
+        "only at the end. A pass over the training set without augmentation (and the test set), "
+        "each time",
+    )
+    collapse_splits: list[str] = option(["train", "test"], "where to measure")
+    batch_size: int = option(
+        512, "batch size of evaluation and collapse passes (no effect on results)"
+    )
 
 
-@dataclass
-class RunConfig:
+class RunConfig(Section, key="run"):
     """Where outputs go and how the loop runs."""
 
-    out_dir: str = "runs"
-    name: str | None = None  # run directory name; None derives one from the recipe
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    # mixed precision where the hardware runs it natively: CUDA (bf16 or fp16), CPUs with bf16
-    # instructions (avx512_bf16, amx_bf16); fp32 elsewhere. Evaluation is always fp32.
-    amp: bool = True
-    # torch CPU threads; None: the cores not busy when the run starts (docs/threads.md)
-    threads: int | None = None
-    channels_last: bool = True  # NHWC memory layout for image batches (about 1.5-2x faster convs)
-    checkpoint_every: int = 1
-    tensorboard: bool = True
-    progress: str = "auto"  # auto | bar | log | none
-    # data-parallel training under torchrun (docs/distributed.md): BatchNorm statistics over the
-    # global batch (all processes) instead of each process's share; no effect in one process
-    sync_bn: bool = False
-    # under torchrun, the batch the loss sees: local (each process's share, as DDP code computes
-    # it: DR's per-batch class weights per share), global (the outputs of the whole global batch
-    # gathered: the one-process loss), auto (local; global for a criterion with state, e.g. AllNC)
-    loss_batch: str = "auto"
+    out_dir: str = option("runs", "parent folder of run directories")
+    name: str | None = option(None, "run directory name; None derives one from the recipe")
+    device: str = option("auto", "auto | cpu | cuda | cuda:N")
+    amp: bool = option(
+        True,
+        "mixed precision where the hardware runs it natively: CUDA (bf16 or fp16), CPUs with "
+        "bf16 instructions (avx512_bf16, amx_bf16); fp32 elsewhere. Evaluation is always fp32.",
+    )
+    threads: int | None = option(
+        None,
+        "torch CPU threads; None: the cores not busy when the run starts (docs/threads.md)",
+    )
+    channels_last: bool = option(
+        True, "NHWC memory layout for image batches (about 1.5-2x faster convs)"
+    )
+    checkpoint_every: int = option(1, "save `checkpoint.pt` every N epochs (and at the end)")
+    tensorboard: bool = option(True, "write TensorBoard event files to `tb/` in the run directory")
+    progress: str = option("auto", "how training reports itself on the terminal")
+    sync_bn: bool = option(
+        False,
+        "data-parallel training under torchrun (docs/distributed.md): BatchNorm statistics over "
+        "the global batch (all processes) instead of each process's share; no effect in one "
+        "process",
+    )
+    loss_batch: str = option(
+        "auto",
+        "under torchrun, the batch the loss sees: local (each process's share, as DDP code "
+        "computes it: DR's per-batch class weights per share), global (the outputs of the whole "
+        "global batch gathered: the one-process loss), auto (local; global for a criterion with "
+        "state, e.g. AllNC)",
+    )
 
 
-@dataclass
-class AllNCConfig:
-    """AllNC components (docs/allnc.md); each can be switched off for ablation."""
-
-    hycon: bool = True
-    hycon_weight: float = 1.0
-    hycon_temperature: float = 0.1
-    p2p: bool = True
-    p2p_weight: float = 1.0
-    p2p_temperature: float = 0.5
-    p2p_symmetric: bool = True
-    gbbn: bool = True
-    mean_momentum: float = 0.9
-    batch_weight: float = 0.5  # class prototype = mix of in-batch mean (this share) and memory
-    centre: bool = True  # HyCon/P2P on directions about the class-balanced centre of the means
-    gbbn_detach: bool = False  # ablation: the reversed batch trains only the classifier
-
-
-@dataclass
-class Config:
+class Config(Section):
     """The whole run. ``seed`` drives initialisation and data order; the subset and ETF seeds
     live in ``data.subset_seed`` and ``model.etf_seed``."""
 
-    name: str = "run"
-    seed: int = 0
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    run: RunConfig = field(default_factory=RunConfig)
-    allnc: AllNCConfig = field(default_factory=AllNCConfig)
-
-
-def digits_defaults() -> dict[str, Any]:
-    """Overrides that make the embedded digits data train in seconds (a dict for :func:`load_config`)."""
-    return {
-        "data": {"name": "digits", "imbalance": 0.05},
-        "model": {"backbone": "digits_cnn"},
-        "optim": {
-            "epochs": 30,
-            "batch_size": 64,
-            "warmup_epochs": 2,
-            "milestones": [24, 28],
-            "weight_decay": 5e-4,
-            "mixup_alpha": 0.0,
-        },
-    }
+    name: str = option(
+        "run", "the run's name (recipes and method presets set it; `run.name` names the directory)"
+    )
+    seed: int = seed_option(
+        "training seed: initialisation, data order, augmentation and mixup draws"
+    )
+    data: DataConfig = section(DataConfig)
+    model: ModelConfig = section(ModelConfig)
+    loss: LossConfig = section(LossConfig)
+    optim: OptimConfig = section(OptimConfig)
+    eval: EvalConfig = section(EvalConfig)
+    run: RunConfig = section(RunConfig)

@@ -6,18 +6,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..config import Config
+
 # the reader modules register their loaders on import
 from . import cifar as _cifar  # noqa: F401  (cifar10, cifar100; imports imagefolder)
 from . import digits as _digits  # noqa: F401
 from . import mnist as _mnist  # noqa: F401  (mnist, fashion_mnist)
 from . import svhn as _svhn  # noqa: F401  (svhn, stl10)
-from .augment import BatchAugment, make_augment
+from .augment import AUGMENTS, BatchAugment, make_augment
 from .base import ArrayDataset, DataBundle
 from .digits import load_digits_lt
-from .longtail import long_tail_counts, long_tail_indices, long_tail_subset
+from .longtail import PROFILES, long_tail_counts, long_tail_indices, long_tail_subset
 from .registry import DATASETS, dataset_names, get_loader, register_dataset
 from .split import VAL_MODES, check_val_options, unused_validation_indices
 from .stream import StreamingDataset, make_loader  # registers listfile
+
+# the values of the data keys these modules implement
+Config.set_choices("data.profile", PROFILES)
+Config.set_choices("data.augment", ("auto", *AUGMENTS))
+Config.set_choices("data.val", VAL_MODES)
 
 __all__ = [
     "DATASETS",

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
 from ..errors import DataError
 
-if TYPE_CHECKING:
-    from .stream import StreamingDataset
+__all__ = ["ArrayDataset", "DataBundle", "Split"]
 
-__all__ = ["ArrayDataset", "DataBundle"]
+
+class Split(Protocol):
+    """What every split of a bundle offers: an :class:`ArrayDataset`, or a dataset that streams
+    from files (:class:`~ncollapse.data.stream.StreamingDataset`)."""
+
+    labels: torch.Tensor
+    classes: list[str]
+    resident: bool
+
+    def __len__(self) -> int: ...
 
 
 class ArrayDataset(torch.utils.data.Dataset):
@@ -81,14 +89,14 @@ class DataBundle:
     read through :func:`~ncollapse.data.stream.make_loader`).
     """
 
-    train: ArrayDataset | StreamingDataset
-    test: ArrayDataset | StreamingDataset
+    train: Split
+    test: Split
     class_counts: list[int]
     info: dict[str, Any] = field(default_factory=dict)
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
     augment: str = "none"
-    val: ArrayDataset | StreamingDataset | None = None
+    val: Split | None = None
 
     @property
     def resident(self) -> bool:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ..config import option
 from ..errors import DataError
 from .base import DataBundle
 from .bundle import build_lt_bundle
@@ -334,7 +335,14 @@ def read_imagefolder(
     return out, classes, meta
 
 
-@register_dataset("imagefolder")
+@register_dataset(
+    "imagefolder",
+    options={
+        "data.class_order": option(
+            None, "explicit class order (label = index)", type=list[str] | None
+        )
+    },
+)
 def load_imagefolder_lt(cfg: Any) -> DataBundle:
     """``data.name: imagefolder``: ``data.root`` is a folder or .tar.gz with train/ and test/."""
     if not cfg.root:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..config import option
 from ..errors import DataError
 from .base import DataBundle
 from .registry import register_dataset
@@ -214,7 +215,16 @@ def _list_path(p: str, root: Path) -> Path:
     return q if q.is_file() or q.is_absolute() else (root / q if (root / q).is_file() else q)
 
 
-@register_dataset("listfile")
+@register_dataset(
+    "listfile",
+    options={
+        "data.train_list": option(
+            None, 'the training list: "<relative path> <label>" per line', type=str | None
+        ),
+        "data.test_list": option(None, "the test list (same format)", type=str | None),
+        "data.val_list": option(None, "an optional validation list (same format)", type=str | None),
+    },
+)
 def load_listfile(cfg: Any) -> DataBundle:
     """``data.name: listfile``: ``data.root`` + ``data.train_list`` / ``test_list`` (+ ``val_list``)."""
     if not cfg.root or not getattr(cfg, "train_list", None) or not getattr(cfg, "test_list", None):

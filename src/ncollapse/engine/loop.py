@@ -6,8 +6,14 @@ The loop knows no head, no loss and no method. It gets, already built by the com
 - a criterion (:class:`ncollapse.criterion.Criterion`): ``criterion(batch, out) -> loss``, with
   ``set_epoch``, ``state_dict``/``load_state_dict`` and ``sampling_weights`` for extra batches;
 - the data bundle and the resolved augmentation (a :class:`~ncollapse.data.BatchAugment`);
-- the ``optim``, ``eval`` and ``run`` sections of the config, an
-  :class:`~ncollapse.engine.evaluate.Evaluator` and the :class:`~ncollapse.rundir.Run`.
+- the ``optim``, ``eval`` and ``run`` sections of the config and an
+  :class:`~ncollapse.engine.evaluate.Evaluator`; :meth:`Trainer.fit` gets the run directory it
+  writes to (:class:`RunFiles`).
+
+The optimiser and the schedule are made by name from their registries (``optim.optimizer``,
+``optim.schedule``). :meth:`Trainer.fit` runs the epochs; everything else it does (evaluation,
+collapse measurement, the divergence guard, checkpoints, logging, weight averaging, gradient
+clipping) is a callback (:mod:`.callbacks`).
 
 Data stays resident as uint8 tensors on the training device; each batch is one gather, one
 batched augmentation and one forward (extra batches are forwarded together with the main one).
@@ -24,8 +30,9 @@ from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -35,27 +42,40 @@ from ..criterion import Criterion
 from ..data.augment import BatchAugment
 from ..data.base import DataBundle
 from ..errors import UserError
-from ..rundir import Run
 from .batches import StepInput
+from .callbacks import Callback, default_callbacks
 from .distributed import SINGLE, Distributed
 from .ema import WeightAverage
 from .evaluate import Evaluator, network_outputs
-from .guard import check_finite
+from .optimizers import build_optimizer
 from .precision import autocast_dtype
 from .progress import Progress
-from .schedule import lr_at, ramps_per_batch
+from .schedule import SCHEDULES
 from .sources import Splits
 from .state import TrainState, epoch_generators, resolve_device
 from .step import forward_loss, sees_global_batch
 from .syncbn import convert_sync_batchnorm
-from .tensorboard import EventWriter
 
-__all__ = ["Trainer", "epoch_generators", "resolve_device"]
+__all__ = ["RunFiles", "Trainer", "epoch_generators", "resolve_device"]
+
+
+class RunFiles(Protocol):
+    """What the trainer needs of a run directory (:class:`ncollapse.rundir.Run`)."""
+
+    path: Path
+    tensorboard_dir: Path
+
+    def append_metrics(self, record: dict[str, Any]) -> None: ...
+    def metrics(self) -> list[dict[str, Any]]: ...
+    def save_checkpoint(self, state: dict[str, Any]) -> None: ...
+    def save_model(self, state_dict: dict[str, Any]) -> None: ...
+    def save_collapse_state(self, source: Any = None, **arrays: Any) -> Any: ...
+    def write_summary(self, summary: dict[str, Any]) -> None: ...
 
 
 class Trainer:
-    """Runs ``optim.epochs`` epochs of SGD on ``data.train`` and evaluates on ``data.test``
-    (and ``data.val``)."""
+    """Runs ``optim.epochs`` epochs on ``data.train`` and evaluates on ``data.test`` (and
+    ``data.val``); ``callbacks`` run after the built-in ones (:mod:`.callbacks`)."""
 
     def __init__(
         self,
@@ -68,16 +88,17 @@ class Trainer:
         run: Any,
         seed: int,
         augment: BatchAugment | None,
-        run_dir: Run | None,
         device: torch.device,
         evaluator: Evaluator,
         progress: Progress | None = None,
         name: str = "run",
         dist: Distributed = SINGLE,
         workers: int = 0,
+        callbacks: Sequence[Callback] = (),
     ) -> None:
         self.name = name
         self.optim = optim
+        self.epochs = int(optim.epochs)
         self.eval_cfg = evaluation
         self.run_cfg = run
         self.seed = int(seed)
@@ -88,7 +109,7 @@ class Trainer:
             self.network = convert_sync_batchnorm(self.network, device)
         self.criterion = criterion.to(device)
         self.data = data
-        self.run_dir = run_dir
+        self.run_dir: RunFiles | None = None  # given to fit()
         self.evaluator = evaluator
         self.progress = progress or Progress(optim.epochs, run.progress)
         self.state = TrainState()
@@ -107,17 +128,16 @@ class Trainer:
             workers=workers,
             dist=dist,
         )
-        params = [p for p in self.network.parameters() if p.requires_grad]
         o = optim
-        self.optimizer = torch.optim.SGD(
-            params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov
-        )
+        self.params = [p for p in self.network.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(self.params, o)
+        self.schedule = SCHEDULES.get(o.schedule)
         self.amp_dtype = autocast_dtype(device, run.amp)
         self.scaler = torch.amp.GradScaler(
             "cuda", enabled=device.type == "cuda" and self.amp_dtype == torch.float16
         )
-        self.ema = WeightAverage(self.network, o.ema) if o.ema > 0 else None
-        self.tb: EventWriter | None = None  # opened by fit(), in the run directory
+        #: the running average of the weights (``optim.ema``), kept by a callback
+        self.average = WeightAverage(self.network, o.ema) if o.ema > 0 else None
         self.batches = self.splits.train_batches(
             augment,
             batch_size=o.batch_size,
@@ -131,7 +151,11 @@ class Trainer:
         self.model = dist.wrap(self.network)  # what the training steps call (DDP under torchrun)
         self.global_batch = sees_global_batch(getattr(run, "loss_batch", "auto"), criterion, dist)
         self.collapse_state: Any = None  # the train split's last accumulator (for the plots)
-        self._last_saved = 0  # the epoch of the last checkpoint written (0: none)
+        self.last_checkpoint = 0  # the epoch of the last checkpoint written (0: none)
+        self.callbacks = [*default_callbacks(optim, evaluation, run), *callbacks]
+        self._step_hooks = _overriding(self.callbacks, "on_step_end")
+        self._before_step_hooks = _overriding(self.callbacks, "on_before_step")
+        self._clock: tuple[float, float] | None = None  # (wall seconds before, fit start)
 
     @property
     def precision(self) -> str:
@@ -140,9 +164,9 @@ class Trainer:
 
     @property
     def eval_network(self) -> nn.Module:
-        """The weights that are evaluated and saved: the running average when there is one."""
-        if self.ema is not None and self.ema.updates > 0:
-            return self.ema.module
+        """The weights that are evaluated and saved: the running average once it has started."""
+        if self.average is not None and self.average.updates > 0:
+            return self.average.module
         return self.network
 
     # ------------------------------------------------------------------ checkpoints
@@ -150,6 +174,7 @@ class Trainer:
         rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}  # noqa: NPY002
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        self._tick()
         return {
             "format": 2,
             "epoch": self.state.epoch,
@@ -157,7 +182,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "criterion": self.criterion.state_dict(),
-            "ema": None if self.ema is None else self.ema.state_dict(),
+            "ema": None if self.average is None else self.average.state_dict(),
             "trainer": self.state.to_dict(),
             "rng": rng,
         }
@@ -175,10 +200,10 @@ class Trainer:
         self.scaler.load_state_dict(ckpt["scaler"])
         if ckpt.get("criterion"):
             self.criterion.load_state_dict(ckpt["criterion"])
-        if self.ema is not None and ckpt.get("ema"):
-            self.ema.load_state_dict(ckpt["ema"])
+        if self.average is not None and ckpt.get("ema"):
+            self.average.load_state_dict(ckpt["ema"])
         self.state.load(ckpt["epoch"], ckpt["trainer"])
-        self._last_saved = self.state.epoch
+        self.last_checkpoint = self.state.epoch
         torch.set_rng_state(ckpt["rng"]["torch"])
         np.random.set_state(ckpt["rng"]["numpy"])  # noqa: NPY002
         if "cuda" in ckpt["rng"] and self.device.type == "cuda":
@@ -186,7 +211,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
     def _set_lr(self, epoch: int, progress: float = 1.0) -> float:
-        lr = lr_at(self.optim, epoch, progress)
+        lr = self.schedule.lr(self.optim, epoch, progress)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         return lr
@@ -200,9 +225,8 @@ class Trainer:
         self.network.train()
         self.criterion.set_epoch(epoch)
         num_batches = len(self.batches)
-        per_batch = ramps_per_batch(epoch, self.optim.warmup_epochs, self.optim.schedule)
-        average = self.ema is not None and epoch >= self.optim.ema_start
-        lr = self._set_lr(epoch, 0.0 if self.optim.schedule != "step" else 1.0)
+        per_batch = self.schedule.per_batch(self.optim, epoch)
+        lr = self._set_lr(epoch, 0.0 if per_batch else 1.0)
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         seen = counted = 0
         start = time.perf_counter()
@@ -211,10 +235,8 @@ class Trainer:
             if per_batch:
                 lr = self._set_lr(epoch, (b + 1) / num_batches)
             share, n = self._step(step)
-            if average:
-                if self.ema.updates == 0:  # the average starts from the current weights
-                    self.ema.reset(self.network)
-                self.ema.update(self.network)
+            for callback in self._step_hooks:
+                callback.on_step_end(self, epoch)
             loss_sum += share
             seen += step.size
             counted += n
@@ -231,8 +253,6 @@ class Trainer:
         if self.dist.enabled:  # the loss over all ranks; rank 0's BatchNorm statistics everywhere
             loss_sum = self.dist.all_reduce_sum(loss_sum)
             self.dist.sync_buffers(self.network)
-            if self.ema is not None:
-                self.dist.sync_buffers(self.ema.module)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - start
@@ -246,8 +266,8 @@ class Trainer:
         }
 
     def _step(self, step: StepInput) -> tuple[torch.Tensor, int]:
-        """Forward the batch (and any extra batches, in one forward), the loss, one SGD step;
-        returns this rank's share of the epoch's loss sum and the samples it counts
+        """Forward the batch (and any extra batches, in one forward), the loss, one optimiser
+        step; returns this rank's share of the epoch's loss sum and the samples it counts
         (:func:`~ncollapse.engine.step.forward_loss`)."""
         loss, share, counted = forward_loss(
             self.model,
@@ -260,12 +280,16 @@ class Trainer:
         )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        for callback in self._before_step_hooks:
+            callback.on_before_step(self)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return share, counted
 
-    def _check_finite(self, rec: dict[str, Any]) -> None:
-        check_finite(self, rec)
+    def unscale_gradients(self) -> None:
+        """Divide the gradients by the loss scale of fp16 training (nothing to do otherwise), so
+        that a callback sees their true size before the step."""
+        self.scaler.unscale_(self.optimizer)
 
     # ------------------------------------------------------------------ evaluation
     def iterate_outputs(
@@ -305,74 +329,66 @@ class Trainer:
         return out
 
     # ------------------------------------------------------------------ the run
-    def _log(self, record: dict[str, Any]) -> None:
-        self.run_dir.append_metrics(record)
-        if self.tb is not None:
-            kind = record["kind"]
-            prefix = kind if kind == "train" else f"{kind}_{record['split']}"
-            self.tb.add_scalars(prefix, record, record["epoch"])
+    def _tick(self) -> None:
+        """Bring ``state.wall_seconds`` up to now: the time spent in :meth:`fit`, over every
+        session of the run."""
+        if self._clock is not None:
+            before, start = self._clock
+            self.state.wall_seconds = before + time.perf_counter() - start
 
-    def fit(self) -> dict[str, Any]:
-        """Train from ``self.state.epoch`` to the end; returns the summary written to summary.json."""
-        epochs = self.optim.epochs
-        if self.run_dir is None:
-            raise ValueError("Trainer.fit needs a run directory (run_dir) to write to")
-        if self.run_cfg.tensorboard and self.tb is None and getattr(self.run_dir, "writes", True):
-            self.tb = EventWriter(self.run_dir.tensorboard_dir)
-        evals: dict[str, dict[str, Any]] = {}
-        last_collapse: list[dict[str, Any]] = []
-        every = self.eval_cfg.every
-        for epoch in range(self.state.epoch, epochs):
-            epoch_start = time.perf_counter()
-            rec = self.train_epoch(epoch)
-            self._check_finite(rec)
-            self.state.train_seconds += rec["seconds"]
-            self._log(rec)
-            e1 = epoch + 1
-            summary = f"loss {rec['loss']:.4f} lr {rec['lr']:.4g} {rec['images_per_s']:,.0f} img/s"
-            if (every and e1 % every == 0) or e1 == epochs:
-                for r in self.evaluate(e1):
-                    self._log(r)
-                    evals[r["split"]] = r
-                    summary += f" | {r['split']} acc {100 * r['acc']:.2f}%"
-                test = evals.get("test")
-                if test is not None and test["epoch"] == e1 and test["acc"] > self.state.best_acc:
-                    self.state.best_acc, self.state.best_epoch = test["acc"], e1
-            ce = self.eval_cfg.collapse_every
-            if (ce and e1 % ce == 0) or e1 == epochs:
-                last_collapse = self.collapse(e1)
-                for r in last_collapse:
-                    self._log(r)
-            self.state.epoch = e1
-            self.state.wall_seconds += time.perf_counter() - epoch_start
-            if e1 % self.run_cfg.checkpoint_every == 0 or e1 == epochs:
-                self.run_dir.save_checkpoint(self.state_dict())
-                self._last_saved = e1
-            self.progress.epoch(epoch, rec["seconds"], summary)
-        if not evals:  # resumed a finished run: report what it has
-            records = self.run_dir.metrics()
-            for r in records:
-                if r.get("kind") == "eval":
-                    evals[r.get("split", "test")] = r
-            if not evals:
-                evals = {r["split"]: r for r in self.evaluate(self.state.epoch)}
-            last = max(r["epoch"] for r in evals.values())
-            last_collapse = [
-                r for r in records if r.get("kind") == "collapse" and r["epoch"] == last
-            ]
-        return self._finish(epochs, evals, last_collapse)
+    def fit(self, run_dir: RunFiles) -> dict[str, Any]:
+        """Train from ``self.state.epoch`` to the end, writing into ``run_dir``; returns the
+        summary written to summary.json."""
+        self.run_dir = run_dir
+        self._clock = (self.state.wall_seconds, time.perf_counter())
+        for callback in self.callbacks:
+            callback.on_fit_start(self)
+        latest: dict[tuple[str, str], dict[str, Any]] = {}
+        for epoch in range(self.state.epoch, self.epochs):
+            records = [self.train_epoch(epoch)]
+            self.state.train_seconds += records[0]["seconds"]
+            self.state.epoch = epoch + 1
+            for callback in self.callbacks:
+                callback.on_epoch_end(self, epoch + 1, records)
+            latest.update({(r["kind"], r.get("split", "")): r for r in records})
+        if not any(kind == "eval" for kind, _ in latest):  # resumed a finished run
+            latest = self._reported()
+        summary = self._summary(latest)
+        self.run_dir.write_summary(summary)
+        for callback in self.callbacks:
+            callback.on_fit_end(self, summary)
+        return summary
 
-    def _finish(
-        self, epochs: int, evals: dict[str, dict[str, Any]], collapse: list[dict[str, Any]]
-    ) -> dict[str, Any]:
+    def _reported(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """The last eval records in the run's metrics (measured now when it has none), and the
+        collapse records of that epoch."""
+        assert self.run_dir is not None
+        records = self.run_dir.metrics()
+        evals = {r.get("split", "test"): r for r in records if r.get("kind") == "eval"}
+        if not evals:
+            evals = {r["split"]: r for r in self.evaluate(self.state.epoch)}
+        last = max(r["epoch"] for r in evals.values())
+        latest = {("eval", split): r for split, r in evals.items()}
+        for r in records:
+            if r.get("kind") == "collapse" and r["epoch"] == last:
+                latest[("collapse", r["split"])] = r
+        return latest
+
+    def _summary(self, latest: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
         def strip(r: dict[str, Any] | None) -> dict[str, Any] | None:
             return None if r is None else {k: v for k, v in r.items() if k not in ("kind", "split")}
 
+        last = max((r["epoch"] for (kind, _), r in latest.items() if kind == "collapse"), default=0)
+        self._tick()
         summary = {
             "name": self.name,
-            "epochs": epochs,
-            "final": strip(evals.get("test")) or {},
-            "collapse": {r["split"]: strip(r) for r in collapse},
+            "epochs": self.epochs,
+            "final": strip(latest.get(("eval", "test"))) or {},
+            "collapse": {
+                split: strip(r)
+                for (kind, split), r in latest.items()
+                if kind == "collapse" and r["epoch"] == last
+            },
             "train_seconds": self.state.train_seconds,
             "wall_seconds": self.state.wall_seconds,
             "device": str(self.device),
@@ -386,15 +402,11 @@ class Trainer:
                 "epoch": self.state.best_epoch,
                 "acc": self.state.best_acc,
             }
-        if "val" in evals:
-            summary["val"] = strip(evals["val"])
-        self.run_dir.write_summary(summary)
-        net = self.eval_network
-        self.run_dir.save_model(net.state_dict())
-        if self.collapse_state is not None:  # final class means and classifier, for plots
-            self.run_dir.save_collapse_state(
-                self.collapse_state, classifier=net.classifier_weight().detach().cpu()
-            )
-        if self.tb is not None:
-            self.tb.close()
+        if ("eval", "val") in latest:
+            summary["val"] = strip(latest[("eval", "val")])
         return summary
+
+
+def _overriding(callbacks: Sequence[Callback], hook: str) -> list[Any]:
+    """The callbacks that do something in ``hook`` (the per-step hooks skip the others)."""
+    return [c for c in callbacks if getattr(type(c), hook, None) is not getattr(Callback, hook)]

@@ -10,8 +10,11 @@ import sys
 import time
 from typing import TextIO
 
+from ..config import Config
+
 #: the values of ``run.progress``
 PROGRESS_MODES = ("auto", "bar", "log", "none")
+Config.set_choices("run.progress", PROGRESS_MODES)
 
 
 def _fmt_time(seconds: float) -> str:

@@ -15,6 +15,7 @@ Mixup rule, the same for every loss here: with partner labels ``target_b`` and c
 from __future__ import annotations
 
 from .allnc import (
+    AllNCConfig,
     AllNCCriterion,
     AllNCObjective,
     gbbn_alpha,
@@ -31,6 +32,7 @@ from .logit import (
     LogitAdjustedLoss,
     LogitCriterion,
     MixupCrossEntropy,
+    drw_start,
     drw_weights,
     ldam_margins,
     posthoc_logit_adjust,
@@ -39,6 +41,7 @@ from .logit import (
 __all__ = [
     "BALANCE_MODES",
     "LOSSES",
+    "AllNCConfig",
     "AllNCCriterion",
     "AllNCObjective",
     "BalancedSoftmaxLoss",
@@ -58,6 +61,7 @@ __all__ = [
     "batch_class_means",
     "build_criterion",
     "class_prototypes",
+    "drw_start",
     "drw_weights",
     "gbbn_alpha",
     "ldam_margins",

@@ -14,11 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import INF, Section, option, section
 from ..heads import CosineHead, HeadOutput, LinearHead
 from .allnc_parts import ClassMeanMemory, HyConLoss, P2PLoss, class_prototypes
 from .base import Batch, Criterion, LossContext, register_loss
 
 __all__ = [
+    "AllNCConfig",
     "AllNCCriterion",
     "AllNCObjective",
     "gbbn_alpha",
@@ -301,7 +303,40 @@ class AllNCCriterion(Criterion):
         )
 
 
-@register_loss("allnc")
+class AllNCConfig(Section, key="allnc"):
+    """AllNC components (docs/allnc.md); each can be switched off for ablation."""
+
+    hycon: bool = option(
+        True, "HyCon, the hybrid contrastive loss (sample against class means and samples)"
+    )
+    hycon_weight: float = option(1.0, "weight of HyCon", range=(0, INF, "[)"))
+    hycon_temperature: float = option(0.1, "temperature of HyCon", range=(0, INF, "()"))
+    p2p: bool = option(True, "P2P, the loss that aligns each class mean with its classifier row")
+    p2p_weight: float = option(1.0, "weight of P2P", range=(0, INF, "[)"))
+    p2p_temperature: float = option(0.5, "temperature of P2P", range=(0, INF, "()"))
+    p2p_symmetric: bool = option(
+        True, "P2P in both directions (each mean finds its row, each row its mean)"
+    )
+    gbbn: bool = option(
+        True,
+        "GBBN: a second, class-reversed batch whose loss weight grows as (epoch/epochs)^2 while "
+        "the natural batch's falls (docs/allnc.md)",
+    )
+    mean_momentum: float = option(
+        0.9, "momentum of the per-class memory of feature means", range=(0, 1, "[]")
+    )
+    batch_weight: float = option(
+        0.5,
+        "class prototype = mix of in-batch mean (this share) and memory",
+        range=(0, 1, "[]"),
+    )
+    centre: bool = option(
+        True, "HyCon/P2P on directions about the class-balanced centre of the means"
+    )
+    gbbn_detach: bool = option(False, "ablation: the reversed batch trains only the classifier")
+
+
+@register_loss("allnc", options={"allnc": section(AllNCConfig)})
 def build_allnc(ctx: LossContext) -> AllNCCriterion:
     """``loss.name=allnc``: the ``allnc.*`` options, GBBN over ``optim.epochs``."""
     weight = ctx.network.classifier_weight()

@@ -2,9 +2,10 @@
 the losses (class counts, the mixup rule). The calling contract the engine uses is
 :class:`ncollapse.criterion.Criterion` (re-exported here).
 
-A loss is added with one file and one registry line::
+A loss is added with one file and one registry line, which also declares the config keys the
+loss reads and what it needs of the rest of the config::
 
-    @register_loss("my_loss")
+    @register_loss("my_loss", options={"loss.my_weight": option(1.0, "my_loss: its weight")})
     def build(ctx: LossContext) -> Criterion: ...
 
 (``docs/architecture.md``, "Adding a loss", has a complete example.)
@@ -19,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..config import Config, Option
 from ..criterion import Batch, Criterion
 from ..registry import Registry
 
@@ -48,12 +50,27 @@ class LossContext:
 
 
 #: loss name (``loss.name``) -> builder ``(LossContext) -> Criterion``
-LOSSES: Registry[Callable[[LossContext], Criterion]] = Registry("loss", "loss.name")
+LOSSES: Registry[Callable[[LossContext], Criterion]] = Registry("loss", "loss.name", config=Config)
 
 
-def register_loss(name: str) -> Callable[[Callable[[LossContext], Criterion]], Any]:
-    """Decorator: register a builder ``(LossContext) -> Criterion`` as ``loss.name=name``."""
-    return LOSSES.register(name)
+def register_loss(
+    name: str,
+    *,
+    options: dict[str, Option] | None = None,
+    requires: dict[str, Any] | None = None,
+    check: Callable[[Any], None] | None = None,
+    default: bool = False,
+    **info: Any,
+) -> Callable[[Callable[[LossContext], Criterion]], Any]:
+    """Decorator: register a builder ``(LossContext) -> Criterion`` as ``loss.name=name``.
+
+    ``options``: the config keys the loss reads (``{"loss.tau": option(1.0, "...")}``), added to
+    the config with their type, default and meaning; ``requires``: what it needs of other keys
+    (``{"model.head": "etf"}``; ``why="..."`` says why in the error); ``check(cfg)``: any further
+    test (a ConfigError, or a warning); ``default``: the loss of a config that names none."""
+    return LOSSES.register(
+        name, options=options, requires=requires, check=check, default=default, **info
+    )
 
 
 def _counts(class_counts: Counts, name: str = "class_counts") -> Tensor:

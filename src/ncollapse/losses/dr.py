@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..config import INF, option
 from ..heads import HeadOutput
 from .base import Batch, Counts, Criterion, LossContext, _counts, _mix, register_loss
 
@@ -131,7 +132,18 @@ class DRCriterion(Criterion):
         return self
 
 
-@register_loss("dr")
+@register_loss(
+    "dr",
+    options={
+        "loss.balance": option(
+            "batch", "class weights: batch (the official), none or global", choices=BALANCE_MODES
+        ),
+        "loss.reg_lam": option(0.0, "weight of the mean feature norm", range=(0, INF, "[)")),
+    },
+    requires={"model.head": "etf"},
+    why="regresses onto the fixed ETF",
+    default=True,
+)
 def build_dr(ctx: LossContext) -> DRCriterion:
     """``loss.name=dr`` (needs ``model.head=etf``): ``loss.balance``, ``loss.reg_lam``."""
     lc = ctx.cfg.loss

@@ -3,14 +3,28 @@ softmax, focal, LDAM), deferred re-weighting, post-hoc logit adjustment, and the
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import INF, option, scale_epochs
+from ..errors import ConfigError
 from ..heads import HeadOutput
-from .base import Batch, Counts, Criterion, LossContext, _counts, _mix, log_prior, register_loss
+from .base import (
+    LOSSES,
+    Batch,
+    Counts,
+    Criterion,
+    LossContext,
+    _counts,
+    _mix,
+    log_prior,
+    register_loss,
+)
 
 __all__ = [
     "BalancedSoftmaxLoss",
@@ -19,6 +33,7 @@ __all__ = [
     "LogitAdjustedLoss",
     "LogitCriterion",
     "MixupCrossEntropy",
+    "drw_start",
     "drw_weights",
     "ldam_margins",
     "posthoc_logit_adjust",
@@ -222,9 +237,70 @@ class LogitCriterion(Criterion):
         return self
 
 
-def _logit_criterion(ctx: LossContext, loss: _LogitLoss) -> LogitCriterion:
-    from ..config import drw_start
+#: deferred re-weighting: the keys every logit loss reads
+_DRW = {
+    "loss.drw": option(False, "deferred re-weighting (class weights switched on late in training)"),
+    "loss.drw_epoch": option(
+        None,
+        "drw from this epoch (None: the first lr milestone); sets drw",
+        type=int | None,
+        scale=scale_epochs(0),
+    ),
+    "loss.drw_beta": option(
+        0.9999, "deferred re-weighting: effective-number beta", range=(0, 1, "[)")
+    ),
+}
 
+
+def drw_start(cfg: Any) -> int | None:
+    """The 0-based epoch from which deferred re-weighting is on, or None when it is off:
+    ``loss.drw_epoch`` when set (setting it turns DRW on), else the first lr milestone when
+    ``loss.drw`` is true (LDAM-DRW re-weights from the first decay: epoch 160 of 200)."""
+    if cfg.loss.drw_epoch is not None:
+        return cfg.loss.drw_epoch
+    if not cfg.loss.drw:
+        return None
+    if not cfg.optim.milestones:
+        raise ConfigError(
+            "loss.drw=true starts re-weighting at the first lr milestone, but optim.milestones "
+            "is empty; set loss.drw_epoch=N"
+        )
+    return int(cfg.optim.milestones[0])
+
+
+@LOSSES.add_check
+def _check_drw(cfg: Any) -> None:
+    start = drw_start(cfg)
+    if start is not None and start < 0:
+        raise ConfigError(f"loss.drw_epoch must be >= 0, got {start}")
+    takers = [name for _, name in _DRW["loss.drw"].users]  # the losses that declare it
+    if start is not None and cfg.loss.name not in takers:
+        raise ConfigError(
+            f"deferred re-weighting (loss.drw / loss.drw_epoch) weights a logit loss "
+            f"({', '.join(takers)}); loss.name={cfg.loss.name} has none: unset loss.drw and "
+            "loss.drw_epoch"
+        )
+    if start is not None and start >= cfg.optim.epochs:
+        warnings.warn(
+            f"deferred re-weighting starts at epoch {start} but the run has {cfg.optim.epochs} "
+            "epochs, so it never switches on; lower loss.drw_epoch (or the first of "
+            "optim.milestones)",
+            stacklevel=2,
+        )
+
+
+def _check_ldam(cfg: Any) -> None:
+    if cfg.model.head in ("linear", "linear-frozen"):
+        warnings.warn(
+            f"loss.name=ldam on model.head={cfg.model.head}: LDAM's margins and scale "
+            f"(loss.ldam_max_margin={cfg.loss.ldam_max_margin:g}, "
+            f"loss.ldam_scale={cfg.loss.ldam_scale:g}) are sized for cosine logits in [-1, 1] "
+            "and usually make a plain linear classifier diverge; set model.head=cosine",
+            stacklevel=2,
+        )
+
+
+def _logit_criterion(ctx: LossContext, loss: _LogitLoss) -> LogitCriterion:
     start = drw_start(ctx.cfg)
     drw = (
         None
@@ -234,31 +310,45 @@ def _logit_criterion(ctx: LossContext, loss: _LogitLoss) -> LogitCriterion:
     return LogitCriterion(loss, drw)
 
 
-@register_loss("ce")
+@register_loss("ce", options=_DRW)
 def build_ce(ctx: LossContext) -> LogitCriterion:
     """``loss.name=ce``: cross-entropy."""
     return _logit_criterion(ctx, MixupCrossEntropy())
 
 
-@register_loss("la")
+@register_loss("la", options={**_DRW, "loss.tau": option(1.0, "logit-adjustment temperature")})
 def build_la(ctx: LossContext) -> LogitCriterion:
     """``loss.name=la``: logit-adjusted cross-entropy, ``loss.tau``."""
     return _logit_criterion(ctx, LogitAdjustedLoss(ctx.class_counts, tau=ctx.cfg.loss.tau))
 
 
-@register_loss("bs")
+@register_loss("bs", options=_DRW)
 def build_bs(ctx: LossContext) -> LogitCriterion:
     """``loss.name=bs``: balanced softmax."""
     return _logit_criterion(ctx, BalancedSoftmaxLoss(ctx.class_counts))
 
 
-@register_loss("focal")
+@register_loss(
+    "focal",
+    options={
+        **_DRW,
+        "loss.focal_gamma": option(1.0, "focusing parameter", range=(0, INF, "[)")),
+    },
+)
 def build_focal(ctx: LossContext) -> LogitCriterion:
     """``loss.name=focal``: focal loss, ``loss.focal_gamma``."""
     return _logit_criterion(ctx, FocalLoss(gamma=ctx.cfg.loss.focal_gamma))
 
 
-@register_loss("ldam")
+@register_loss(
+    "ldam",
+    options={
+        **_DRW,
+        "loss.ldam_max_margin": option(0.5, "largest per-class margin", range=(0, INF, "[)")),
+        "loss.ldam_scale": option(30.0, "logit scale s", range=(0, INF, "()")),
+    },
+    check=_check_ldam,
+)
 def build_ldam(ctx: LossContext) -> LogitCriterion:
     """``loss.name=ldam``: LDAM, ``loss.ldam_max_margin``, ``loss.ldam_scale``."""
     lc = ctx.cfg.loss

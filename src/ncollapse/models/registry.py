@@ -8,25 +8,27 @@ from typing import Any
 
 from torch import nn
 
+from ..config import Config, Option
+from ..registry import Registry
+
 __all__ = ["BACKBONES", "build_backbone", "register_backbone"]
 
-BACKBONES: dict[str, Callable[..., nn.Module]] = {}
+Factory = Callable[..., nn.Module]
+
+#: backbone name (``model.backbone``) -> factory
+BACKBONES: Registry[Factory] = Registry("backbone", "model.backbone", config=Config)
 
 
-def register_backbone(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+def register_backbone(
+    name: str, *, options: dict[str, Option] | None = None, default: bool = False
+) -> Callable[[Factory], Factory]:
     """Decorator: register a factory ``f(in_channels=3, width=1, **kw) -> nn.Module``.
 
     The module must have ``out_features`` (the pooled feature dimension) and map ``(B, C, H, W)``
-    to ``(B, out_features)``.
+    to ``(B, out_features)``. ``options``: ``model.*`` keys only this backbone reads;
+    ``default``: the backbone of a config that names none.
     """
-
-    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in BACKBONES:
-            raise ValueError(f"backbone {name!r} is already registered")
-        BACKBONES[name] = fn
-        return fn
-
-    return deco
+    return BACKBONES.register(name, options=options, default=default)  # type: ignore[no-any-return]
 
 
 def build_backbone(
@@ -46,7 +48,7 @@ def build_backbone(
         raise ValueError(f"unknown backbone {name!r}; valid: {', '.join(sorted(BACKBONES))}")
     if int(width) != width or width < 1:
         raise ValueError(f"backbone width multiplier must be a positive integer, got {width!r}")
-    model = BACKBONES[name](in_channels=int(in_channels), width=int(width), **kw)
+    model = BACKBONES.get(name)(in_channels=int(in_channels), width=int(width), **kw)
     if not hasattr(model, "out_features"):
         raise TypeError(f"backbone {name!r} has no attribute out_features")
     if pretrained:

@@ -96,4 +96,5 @@ def _factory(depth: int):
 
 
 for _d in (20, 32, 44, 56, 110):
-    register_backbone(f"resnet{_d}")(_factory(_d))
+    # ResNet-32 is the backbone of the official CIFAR-LT recipe, the config's default
+    register_backbone(f"resnet{_d}", default=_d == 32)(_factory(_d))

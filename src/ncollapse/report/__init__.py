@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from .plots import (
-    analyze_features,
-    analyze_runs,
-    plot_collapse_curves,
-    plot_cosine_matrices,
-    plot_per_class,
-)
+from ..collapse_file import COLLAPSE_STATE_FILE, load_collapse_state, save_collapse_state
+from .features import analyze_features
+from .plots import analyze_runs, plot_collapse_curves, plot_cosine_matrices, plot_per_class
 from .runs import Run, read_run
-from .state import COLLAPSE_STATE_FILE, load_collapse_state, save_collapse_state
 
 __all__ = [
     "COLLAPSE_STATE_FILE",

@@ -20,7 +20,6 @@ from ..errors import UserError
 from .runs import Run, read_run
 
 __all__ = [
-    "analyze_features",
     "analyze_runs",
     "collapse_epochs",
     "plot_collapse_curves",
@@ -330,16 +329,3 @@ def analyze_runs(run_dirs: Sequence[str | Path], out_dir: str | Path | None = No
         "files": [str(p) for p in [*plots, md]],
         "notes": notes,
     }
-
-
-def analyze_features(
-    npz_path: str | Path,
-    out_dir: str | Path,
-    tail_classes: Sequence[int] | None = None,
-    train_counts: Sequence[int] | None = None,
-) -> dict:
-    """Collapse metrics, cosine plot and summary of a user's own features ``.npz``; see
-    :func:`ncollapse.report.features.analyze_features`."""
-    from .features import analyze_features as analyze
-
-    return analyze(npz_path, out_dir, tail_classes=tail_classes, train_counts=train_counts)

@@ -20,7 +20,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from ..config import Config, config_diff, config_to_dict, is_run_key
+from ..config import Config, complete_config_dict, config_diff, config_to_dict, is_run_key
 from ..errors import UserError
 from ..rundir import Run, atomic_write_bytes
 from .results import missing_cells, write_results
@@ -68,7 +68,8 @@ class CellLock:
 
 def _differences(run: Run, cfg: Config) -> list[str]:
     """How the config ``run`` was trained with differs from ``cfg``, ``run.*`` keys aside."""
-    return [d for d in config_diff(run.config_dict(), config_to_dict(cfg)) if not is_run_key(d)]
+    saved = complete_config_dict(run.config_dict())  # keys added since: their defaults
+    return [d for d in config_diff(saved, config_to_dict(cfg)) if not is_run_key(d)]
 
 
 def _check_cell_config(run: Run, cfg: Config) -> None:

@@ -56,15 +56,16 @@ def _split(text: str | Sequence[Any]) -> list[str]:
 
 def parse_methods(text: str | Sequence[str]) -> list[str]:
     """Comma-separated method presets, checked against :data:`ncollapse.config.METHODS`."""
-    from ..config import METHODS
+    from ..methods import METHODS
 
     methods = _split(text)
     if not methods:
         raise UserError("--methods is empty; give e.g. --methods ce,etf_dr")
     for m in methods:
         METHODS.get(m, "--methods")  # ConfigError with a did-you-mean
-    if len(set(methods)) != len(methods):
-        raise UserError(f"--methods lists a method twice: {','.join(methods)}")
+    twice = sorted({m for m in methods if methods.count(m) > 1})
+    if twice:
+        raise UserError(f"--methods lists {', '.join(twice)} twice; each method is trained once")
     return methods
 
 

@@ -14,8 +14,9 @@ A preset has two parts:
 ``--shared-recipe`` (``compose(shared_recipe=True)``) applies the method part alone: every method
 on the given recipe, for a controlled comparison. ``--method NAME`` on the command line (or
 ``method: NAME`` in a recipe file, or ``compose(method=NAME)``) applies a preset over the recipe
-it is given with, under the user's own ``--set`` values. This registry is the only place presets
-are defined; the recipe files of the baselines name their preset rather than repeat it.
+it is given with, under the user's own ``--set`` values. This module is the only place presets
+are defined; the recipe files of the baselines name their preset rather than repeat it. The
+registry and the way a preset applies are in :mod:`ncollapse.config.presets`.
 
 Register your own with ``METHODS.register("mine", {"model": {...}, "loss": {...},
 "recipe": {"optim": {...}}})``.
@@ -23,18 +24,12 @@ Register your own with ``METHODS.register("mine", {"model": {...}, "loss": {...}
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from ..registry import Registry
+from .config.presets import METHODS, RECIPE_KEY, Preset
 
-__all__ = ["METHODS", "RECIPE_KEY", "method_preset"]
-
-RECIPE_KEY = "recipe"
-
-Preset = dict[str, Any]
-METHODS: Registry[Preset] = Registry("method", "--method")
+__all__ = ["METHODS"]
 
 
 def _get(data: Mapping[str, Any], section: str, key: str, default: Any) -> Any:
@@ -123,25 +118,3 @@ _PRESETS: dict[str, Preset] = {
 }
 for _name, _preset in _PRESETS.items():
     METHODS.register(_name, _preset)
-
-
-def method_preset(
-    name: str, base: Mapping[str, Any] | None = None, *, shared_recipe: bool = False
-) -> dict[str, Any]:
-    """The overrides of preset ``name`` (ConfigError naming the closest otherwise) over the
-    config composed so far, ``base`` (nested dicts; missing keys take the defaults): its method
-    part and, unless ``shared_recipe``, its own recipe."""
-    preset = METHODS.get(name)
-    out = {k: copy.deepcopy(v) for k, v in preset.items() if k != RECIPE_KEY}
-    recipe: Any = preset.get(RECIPE_KEY)
-    if recipe is not None and not shared_recipe:
-        if isinstance(recipe, Callable):
-            recipe = recipe(base or {})
-        for section, values in recipe.items():
-            out[section] = {**out.get(section, {}), **copy.deepcopy(values)}
-    return out
-
-
-def has_own_recipe(name: str) -> bool:
-    """Whether preset ``name`` brings a training recipe of its own."""
-    return METHODS.get(name).get(RECIPE_KEY) is not None
