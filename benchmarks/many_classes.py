@@ -1,0 +1,152 @@
+"""Many classes: trials of ETF + DR and CE on a real 100-class long-tailed image folder.
+
+Each trial is a named set of ``--set`` overrides on one base recipe; the script trains the
+trials you name for the seeds you name (one run directory each under ``--out``; a finished run
+is read back, an interrupted one resumed) and prints one table: validation accuracy as the mean
+of per-class accuracies (what trials are chosen on), test accuracy, many / medium / few by
+training count, and the training set's NC1 and NC3 at the end. ``--json`` writes the rows.
+
+    python benchmarks/many_classes.py --root DIR --list
+    python benchmarks/many_classes.py --root DIR --trials dr_global,dr_none,ce --seeds 0
+    python benchmarks/many_classes.py --root DIR --collect        # every finished run under --out
+
+``DIR`` is an image folder with ``train/<class>/`` and ``test/<class>/`` (for instance 100
+Tiny-ImageNet classes at 32 px); ``--imbalance`` sets the long-tail factor (default 0.01).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+#: what every trial shares: the fast recipe's network and schedule at 30 epochs on the folder,
+#: with a validation split of up to 50 unused images per class, measured once at the end
+BASE = "cifar10_lt_r100_fast"
+COMMON = [
+    "data.name=imagefolder",
+    "data.val=unused",
+    "data.val_per_class=50",
+    "eval.splits=[val,test]",
+]
+EPOCHS = 30
+
+#: trial name -> (method preset, overrides); every trial runs on the shared recipe, for EPOCHS
+#: epochs unless an override ``epochs=N`` says otherwise (the schedule scales with it)
+TRIALS: dict[str, tuple[str, list[str]]] = {
+    "ce": ("ce", []),
+    "dr_global": ("etf_dr", ["loss.balance=global"]),
+    "dr_batch": ("etf_dr", ["loss.balance=batch"]),
+    "dr_none": ("etf_dr", ["loss.balance=none"]),
+    "etf_ce": ("etf_ce", []),
+    # the DR loss 10x larger: the same SGD steps as lr x10 with weight decay /10
+    "dr_none_x10": ("etf_dr", ["loss.balance=none", "optim.lr=1.0", "optim.weight_decay=5e-5"]),
+    "dr_none_nomix": ("etf_dr", ["loss.balance=none", "optim.mixup_alpha=0"]),
+    "dr_none_e60": ("etf_dr", ["loss.balance=none", "epochs=60"]),
+    "dr_none_w4": ("etf_dr", ["loss.balance=none", "model.width=4"]),
+    "dr_none_fp32": ("etf_dr", ["loss.balance=none", "run.amp=false"]),
+    "dr_global_x10": ("etf_dr", ["loss.balance=global", "optim.lr=1.0", "optim.weight_decay=5e-5"]),
+    "dr_batch_x10": ("etf_dr", ["loss.balance=batch", "optim.lr=1.0", "optim.weight_decay=5e-5"]),
+    # the two halves of x10: only the weight decay / 10, only the rate x 10
+    "dr_none_wd": ("etf_dr", ["loss.balance=none", "optim.weight_decay=5e-5"]),
+    "dr_none_lr": ("etf_dr", ["loss.balance=none", "optim.lr=1.0"]),
+    # BatchNorm without the L2 normalisation (the released ImageNet head)
+    "dr_none_bn": ("etf_dr", ["loss.balance=none", "model.feature_norm=bn"]),
+}
+
+
+def _metrics(run_dir: Path) -> dict:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    val = summary.get("val") or {}
+    per = [a for a in val.get("per_class") or [] if a is not None]
+    final = summary.get("final") or {}
+    train = (summary.get("collapse") or {}).get("train") or {}
+    return {
+        "val_bal": statistics.mean(per) if per else None,
+        "test": final.get("acc"),
+        "many": final.get("many"),
+        "medium": final.get("medium"),
+        "few": final.get("few"),
+        "nc1": train.get("nc1"),
+        "nc3": train.get("nc3"),
+        "wall": summary.get("wall_seconds"),
+    }
+
+
+def _train(name: str, seed: int, args: argparse.Namespace) -> Path:
+    method, extra = TRIALS[name]
+    run = Path(args.out) / f"{name}-r{args.imbalance:g}-s{seed}"
+    if (run / "summary.json").is_file():
+        return run
+    keys = [f"run.threads={args.threads}", "run.progress=log"]
+    if (run / "checkpoint.pt").is_file():
+        cmd = ["train", "--resume", str(run)]
+    else:
+        epochs = [e.split("=", 1)[1] for e in extra if e.startswith("epochs=")] or [args.epochs]
+        extra = [e for e in extra if not e.startswith("epochs=")]
+        sets = [*COMMON, f"data.root={args.root}", f"data.imbalance={args.imbalance}", *extra]
+        cmd = ["train", "--config", BASE, "--method", method, "--shared-recipe"]
+        cmd += ["--epochs", str(epochs[0]), "--seed", str(seed), "--out", args.out]
+        cmd += ["--name", run.name] + [x for s in sets for x in ("--set", s)]
+    cmd += [x for s in keys for x in ("--set", s)]
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    subprocess.run([sys.executable, "-m", "ncollapse", *cmd], check=True, env=env)
+    return run
+
+
+def _fmt(x: float | None, scale: float = 100.0) -> str:
+    return "-" if x is None else f"{x * scale:.2f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--root", default=os.environ.get("NCOLLAPSE_MANY_CLASSES"))
+    p.add_argument("--out", default="runs/many_classes")
+    p.add_argument("--trials", default=None, help="comma-separated trial names (default: all)")
+    p.add_argument("--seeds", default="0")
+    p.add_argument("--imbalance", type=float, default=0.01)
+    p.add_argument("--epochs", type=int, default=EPOCHS)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--list", action="store_true", help="print the trials and exit")
+    p.add_argument("--collect", action="store_true", help="tabulate finished runs only")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    if args.list:
+        for name, (method, extra) in TRIALS.items():
+            print(f"{name:24s} --method {method} {' '.join('--set ' + e for e in extra)}")
+        return 0
+    names = args.trials.split(",") if args.trials else list(TRIALS)
+    unknown = [n for n in names if n not in TRIALS]
+    if unknown:
+        raise SystemExit(f"many_classes: unknown trial(s) {', '.join(unknown)}; see --list")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    if not args.collect and not args.root:
+        raise SystemExit("many_classes: give --root (an image folder) or $NCOLLAPSE_MANY_CLASSES")
+    rows = []
+    for name in names:
+        for seed in seeds:
+            run = Path(args.out) / f"{name}-r{args.imbalance:g}-s{seed}"
+            if not args.collect:
+                run = _train(name, seed, args)
+            if (run / "summary.json").is_file():
+                rows.append({"trial": name, "seed": seed, **_metrics(run)})
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(
+        "| trial | seed | val (class mean) | test | many | medium | few | train NC1 | train NC3 | wall s |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        cells = [_fmt(r[k]) for k in ("val_bal", "test", "many", "medium", "few")]
+        cells += [_fmt(r["nc1"], 1), _fmt(r["nc3"], 1), _fmt(r["wall"], 1)]
+        print(f"| {r['trial']} | {r['seed']} | " + " | ".join(cells) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
