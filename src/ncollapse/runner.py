@@ -7,11 +7,15 @@ evaluator, create or resume the run directory, train, and return the summary.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import platform
 import shutil
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +36,15 @@ from .errors import UserError
 from .rundir import Run, SavedRun, check_out_dir, check_run_name
 from .threads import set_threads
 
-__all__ = ["RunResult", "build_trainer", "cpu_info", "run_training", "train"]
+__all__ = [
+    "STOP_SIGNALS",
+    "RunResult",
+    "build_trainer",
+    "cpu_info",
+    "run_training",
+    "stop_on_signals",
+    "train",
+]
 
 
 @dataclass
@@ -227,16 +239,29 @@ def run_training(
         writer.write_data(_data_record(cfg, bundle))
         writer.write_env(_env_record(device, cfg.run.amp, dist, trainer.global_batch))
         progress.message(f"run directory: {run.path} ({threads.describe()})")
+        progress.message(bundle.describe())
     elif dist.broadcast_object(saved.checkpoint is not None):
         assert saved.checkpoint is not None
         trainer.load_state_dict(saved.checkpoint)
         writer.truncate_metrics(trainer.state.epoch, saved.records)
-        progress.message(f"resuming {run.path} after epoch {trainer.state.epoch}")
+        at = saved.checkpoint.get("position")
+        if at is None:
+            progress.message(f"resuming {run.path} after epoch {trainer.state.epoch}")
+        elif at.get("record") is not None:
+            progress.message(
+                f"resuming {run.path} at the end of epoch {at['epoch'] + 1} (its evaluation)"
+            )
+        else:
+            progress.message(
+                f"resuming {run.path} in epoch {at['epoch'] + 1} after step {at['step']} of "
+                f"{at['steps']}"
+            )
     else:  # stopped before its first checkpoint: nothing to keep, start from epoch 0
         writer.truncate_metrics(0, saved.records)
         progress.message(f"{run.path} has no checkpoint yet: training it from epoch 0")
     try:
-        summary = trainer.fit(writer)
+        with stop_on_signals(trainer):
+            summary = trainer.fit(writer)
     except BaseException as exc:
         if saved is None and dist.is_main and not run.checkpoint_path.is_file():
             # no epoch was kept: leave nothing behind, so the same command can simply be rerun
@@ -245,6 +270,43 @@ def run_training(
                 raise UserError(f"{exc} (no epoch finished: {run.path} was removed)") from None
         raise
     return RunResult(run.path, summary)
+
+
+#: the signals that stop a run at the next step boundary, with a checkpoint: SIGTERM (what
+#: SLURM, Kubernetes and most schedulers send before they preempt or kill a job) and SIGUSR1
+#: (what SLURM sends ahead of a time limit with ``--signal=USR1@SECONDS``)
+STOP_SIGNALS = ("SIGTERM", "SIGUSR1")
+
+
+@contextlib.contextmanager
+def stop_on_signals(trainer: Trainer) -> Iterator[None]:
+    """While training, :data:`STOP_SIGNALS` ask ``trainer`` to stop at the next step boundary
+    (:meth:`~ncollapse.engine.loop.Trainer.request_stop`); a second one of them ends the process
+    at once, as it would have without this. Only in the main thread (where Python handles
+    signals), and only for signals whose handling nobody else has set; the previous handlers
+    come back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous: dict[int, Any] = {}
+
+    def handler(signum: int, frame: Any) -> None:
+        if trainer.stop_signal is not None:  # asked twice: do what the signal did before
+            signal.signal(signum, previous.get(signum, signal.SIG_DFL))
+            os.kill(os.getpid(), signum)
+            return
+        trainer.request_stop(signum)
+
+    for name in STOP_SIGNALS:
+        sig = getattr(signal, name, None)
+        if sig is None or signal.getsignal(sig) not in (signal.SIG_DFL, None):
+            continue
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _refuse_taken_name(cfg: Config) -> None:

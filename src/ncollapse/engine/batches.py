@@ -95,8 +95,12 @@ class ResidentBatches:
         """The epoch's sample order (:func:`epoch_order`), on the device."""
         return epoch_order(self.labels.cpu(), epoch, g, self.balanced_from).to(self.device)
 
-    def epoch(self, epoch: int, seed: int, mixup_alpha: float) -> Iterator[StepInput]:
-        """The steps of 0-based ``epoch``."""
+    def epoch(
+        self, epoch: int, seed: int, mixup_alpha: float, start: int = 0
+    ) -> Iterator[StepInput]:
+        """The steps of 0-based ``epoch``, from step ``start`` on (a resume inside the epoch:
+        the earlier steps' random draws are made and dropped, so the later ones are those of
+        the uninterrupted epoch)."""
         g, rng = epoch_generators(seed, epoch)
         perm = self.order(epoch, g)
         bs = self.batch_size
@@ -109,4 +113,5 @@ class ResidentBatches:
                 eidx = torch.multinomial(weights, idx.numel(), replacement=True, generator=g)
                 eidx = eidx.to(self.device)
                 extra[name] = (self._prepare(self.images[eidx], g), self.labels[eidx])
-            yield StepInput(x, Batch(y_a, y_b, lam), extra, idx.numel())
+            if b >= start:
+                yield StepInput(x, Batch(y_a, y_b, lam), extra, idx.numel())
