@@ -28,7 +28,13 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("methods", ("ncollapse.methods",)),
     (
         "composition",
-        ("ncollapse.composition", "ncollapse.build", "ncollapse.runner", "ncollapse.evaluation"),
+        (
+            "ncollapse.composition",
+            "ncollapse.build",
+            "ncollapse.runner",
+            "ncollapse.evaluation",
+            "ncollapse.inference",
+        ),
     ),
     ("reference", ("ncollapse.reference",)),
     ("sweep", ("ncollapse.sweep",)),

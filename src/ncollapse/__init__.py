@@ -59,6 +59,9 @@ _EXPORTS = {
     "run_training": "runner",
     "RunResult": "runner",
     "Run": "rundir",
+    "load_run": "inference",
+    "InferenceModel": "inference",
+    "Preempted": "errors",
     # errors
     "UserError": "errors",
     "ConfigError": "errors",

@@ -33,6 +33,7 @@ from .engine.loop import Trainer
 from .engine.precision import autocast_dtype
 from .engine.progress import Progress
 from .errors import UserError
+from .inference import preprocess_record
 from .rundir import Run, SavedRun, check_out_dir, check_run_name
 from .threads import set_threads
 
@@ -124,6 +125,7 @@ def _data_record(cfg: Config, bundle: DataBundle) -> dict[str, Any]:
             "etf_seed": cfg.model.etf_seed,
         },
         "info": bundle.info,
+        "preprocess": preprocess_record(bundle),  # what ncollapse.load_run needs
     }
 
 

@@ -16,7 +16,7 @@ import warnings
 from ..errors import Preempted, UserError
 
 # name of module in this package -> registered by its add_parser()
-COMMAND_MODULES = ("train", "compare", "evaluate", "analyze", "ufm", "sweep")
+COMMAND_MODULES = ("train", "compare", "evaluate", "predict", "export", "analyze", "ufm", "sweep")
 
 
 def build_parser() -> argparse.ArgumentParser:
