@@ -31,6 +31,8 @@ _EXPORTS = {
     "LinearHead": "heads",
     "CosineHead": "heads",
     "build_head": "heads",
+    "ETFClassifier": "dropin",
+    "DRLoss": "dropin",
     "register_head": "heads",
     # losses
     "DotRegressionLoss": "losses",
