@@ -56,6 +56,26 @@ TRIALS: dict[str, tuple[str, list[str]]] = {
     "dr_none_lr": ("etf_dr", ["loss.balance=none", "optim.lr=1.0"]),
     # BatchNorm without the L2 normalisation (the released ImageNet head)
     "dr_none_bn": ("etf_dr", ["loss.balance=none", "model.feature_norm=bn"]),
+    # the DR loss at the ETF head's scale s (DR(s h) = s DR(h)), with tempered or deferred weights
+    "dr_s10_global_p05": (
+        "etf_dr",
+        ["model.scale=10", "loss.balance=global", "loss.balance_power=0.5"],
+    ),
+    "dr_s10_global_drw": ("etf_dr", ["model.scale=10", "loss.balance=global", "loss.drw_epoch=20"]),
+    "dr_s30_none": ("etf_dr", ["model.scale=30", "loss.balance=none"]),
+    "dr_s3_global": ("etf_dr", ["model.scale=3", "loss.balance=global"]),
+    # cross-entropy's own search (a learnable linear classifier throughout)
+    "ce_lr005": ("ce", ["optim.lr=0.05"]),
+    "ce_lr02": ("ce", ["optim.lr=0.2"]),
+    "ce_wd1e-4": ("ce", ["optim.weight_decay=1e-4"]),
+    "ce_wd1e-3": ("ce", ["optim.weight_decay=1e-3"]),
+    "ce_nomix": ("ce", ["optim.mixup_alpha=0"]),
+    "ce_mix02": ("ce", ["optim.mixup_alpha=0.2"]),
+    "ce_kaiming": ("ce", ["model.head_init=kaiming_normal"]),
+    # deferred re-weighting (Cao et al.) and deferred class-balanced re-sampling
+    "ce_drw20": ("ce", ["loss.drw_epoch=20"]),
+    "ce_drw24": ("ce", ["loss.drw_epoch=24"]),
+    "ce_drs24": ("ce", ["optim.balanced_from=24"]),
 }
 
 
