@@ -26,7 +26,7 @@ def test_dr_from_logits_is_the_dr_of_the_features(balance, mixup):
     backbone = nn.Linear(16, 12)
     clf = ETFClassifier(12, 6, scale=3.0)
     ours = DRLoss(clf, balance=balance, class_counts=counts, reg_lam=0.1)
-    ref = DotRegressionLoss(balance=balance, class_counts=counts, reg_lam=0.1)
+    ref = DotRegressionLoss(balance=balance, class_counts=counts, reg_lam=0.1, scale=3.0)
     extra = {"target_b": y.flip(0), "lam": 0.3} if mixup else {}
 
     logits = clf(backbone(x))

@@ -74,8 +74,11 @@ class DRLoss(nn.Module):
             frame the features regress onto (it is not registered as a submodule: the loss has
             no parameters of its own). Without one, the logits are taken to be the cosines to a
             frame of unit columns at scale 1 (``bn_l2`` features).
-        balance, reg_lam, class_counts: as :class:`~ncollapse.losses.DotRegressionLoss`
-            (``balance="batch"``: the released code's per-batch class weights).
+        balance, reg_lam, class_counts, balance_power: as
+            :class:`~ncollapse.losses.DotRegressionLoss` (``balance="batch"``: the released
+            code's per-batch class weights). As in ncollapse's own training, the loss acts on
+            the classifier's scaled feature ``scale * h`` (``DR(s h) = s DR(h)``; ``scale = 1``,
+            the default, is the released code's).
 
     ``logits_or_output``: the classifier's logits (B, K): the loss uses the features that
     classifier kept from the forward pass that made them when these are they, else (``bn_l2``
@@ -89,9 +92,16 @@ class DRLoss(nn.Module):
         balance: str = "batch",
         reg_lam: float = 0.0,
         class_counts: Sequence[int] | None = None,
+        balance_power: float = 1.0,
     ) -> None:
         super().__init__()
-        self.dr = DotRegressionLoss(balance=balance, reg_lam=reg_lam, class_counts=class_counts)
+        self.dr = DotRegressionLoss(
+            balance=balance,
+            reg_lam=reg_lam,
+            class_counts=class_counts,
+            balance_power=balance_power,
+            scale=float(getattr(classifier, "scale", 1.0)),
+        )
         self._classifier = (classifier,)  # a tuple: not a submodule, its parameters not ours
         if classifier is not None and not hasattr(classifier, "frame"):
             raise ValueError(
@@ -131,7 +141,8 @@ class DRLoss(nn.Module):
     def _from_cosines(
         self, logits: Tensor, target: Tensor, target_b: Tensor | None, lam: float
     ) -> Tensor:
-        """DR of unit features from their logits: ``1/2 (<h, w_y> - ||w_y||)^2``, weighted."""
+        """DR of unit features from their logits: ``s/2 (<h, w_y> - ||w_y||)^2``, weighted
+        (``s`` the logit scale: the loss of the scaled feature ``s h``)."""
         clf = self.classifier
         scale = float(getattr(clf, "scale", 1.0))
         dots = logits.float() / scale
@@ -149,9 +160,9 @@ class DRLoss(nn.Module):
                 per = class_w.to(per.dtype)[y] * per
             return per.mean()
 
-        loss = _mix(dr, target, target_b, lam)
-        if self.dr.reg_lam > 0:  # the mean norm of unit features: 1, without a gradient
-            loss = loss + self.dr.reg_lam
+        loss = self.dr.scale * _mix(dr, target, target_b, lam)
+        if self.dr.reg_lam > 0:  # the mean norm of the scaled unit features: s, no gradient
+            loss = loss + self.dr.reg_lam * self.dr.scale
         return loss
 
     def extra_repr(self) -> str:
