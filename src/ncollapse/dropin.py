@@ -74,11 +74,14 @@ class DRLoss(nn.Module):
             frame the features regress onto (it is not registered as a submodule: the loss has
             no parameters of its own). Without one, the logits are taken to be the cosines to a
             frame of unit columns at scale 1 (``bn_l2`` features).
-        balance, reg_lam, class_counts, balance_power: as
-            :class:`~ncollapse.losses.DotRegressionLoss` (``balance="batch"``: the released
-            code's per-batch class weights). As in ncollapse's own training, the loss acts on
-            the classifier's scaled feature ``scale * h`` (``DR(s h) = s DR(h)``; ``scale = 1``,
-            the default, is the released code's).
+        balance: class weights, as :class:`~ncollapse.losses.DotRegressionLoss`
+            (``"batch"``: the released code's per-batch class weights).
+        reg_lam: weight of the mean feature norm.
+        class_counts: training counts per class (for ``balance="global"``).
+        balance_power: the power of the global class weights.
+
+    As in ncollapse's own training, the loss acts on the classifier's scaled feature
+    ``scale * h`` (``DR(s h) = s DR(h)``; ``scale = 1``, the default, is the released code's).
 
     ``logits_or_output``: the classifier's logits (B, K): the loss uses the features that
     classifier kept from the forward pass that made them when these are they, else (``bn_l2``
