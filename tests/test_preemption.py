@@ -164,3 +164,29 @@ def test_sigterm_from_outside_prints_how_to_resume_and_exits_143(tmp_path):
     for name in ("checkpoint.pt", "config.yaml", "data.json", "metrics.jsonl"):
         assert (run / name).stat().st_mode & 0o777 == 0o640, name
     assert (run / "checkpoint.pt").stat().st_mode & 0o777 == 0o640
+
+
+def test_a_streamed_run_resumes_inside_an_epoch_exactly(tmp_path, monkeypatch):
+    """List-file data: the resume loads only the steps left and replays their mixup draws."""
+    from test_streaming import write_jpegs
+
+    lists = write_jpegs(tmp_path, train=(12, 8, 6))
+    sets = [f"{k}={v}" for k, v in lists.items()]
+    sets += ["data.name=listfile", f"data.root={tmp_path}", "data.size=16", "data.workers=0"]
+    sets += ["optim.batch_size=4", "optim.mixup_alpha=1.0", "optim.epochs=2", "eval.batch_size=8"]
+    sets += ["optim.warmup_epochs=0", "optim.milestones=[]", "run.threads=1", "run.progress=none"]
+
+    def cfg(name):
+        return compose(
+            method="etf_dr", overrides=[*sets, f"run.out_dir={tmp_path}", f"run.name={name}"]
+        )
+
+    full = run_training(cfg("full"))
+    _signal_at_step(monkeypatch, 9)  # 7 steps per epoch: step 2 of epoch 2
+    with pytest.raises(Preempted):
+        run_training(cfg("cut"))
+    monkeypatch.undo()
+    ckpt = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)
+    assert (ckpt["epoch"], ckpt["position"]["step"], ckpt["position"]["steps"]) == (1, 2, 7)
+    run_training(resume=tmp_path / "cut")
+    _same_run(full.run_dir, tmp_path / "cut")
