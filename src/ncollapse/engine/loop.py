@@ -300,8 +300,10 @@ class Trainer:
         at, self._position = self._position, None
         if at is not None and int(at["epoch"]) != epoch:
             at = None
-        if at is not None and at.get("record") is not None:
-            return dict(at["record"])  # stopped in the end-of-epoch work: the steps are done
+        if at is not None and at.get("record") is not None:  # stopped in the end-of-epoch work
+            for group in self.optimizer.param_groups:  # the rate the epoch's last step left
+                group["lr"] = at["record"]["lr"]
+            return dict(at["record"])
         first = 0 if at is None else int(at["step"])
         rank = self.dist.rank if self.dist.enabled else 0
         loss_sum = torch.tensor(

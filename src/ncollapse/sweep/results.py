@@ -107,7 +107,7 @@ def collect(out_dir: str | Path, spec_json: dict[str, Any]) -> list[dict[str, An
         for k in ACC_KEYS:
             rec[k] = final.get(k)
         val = summary.get("val")  # runs with data.val set: class-balanced, what to select on
-        rec["val_acc"] = balanced_accuracy(val) if val else None
+        rec["val_acc"] = _class_balanced(val) if val else None
         rec.update(early_val_accuracy(run, summary.get("epochs")))
         for k in COLLAPSE_KEYS:
             rec[k] = coll.get(k)
@@ -129,6 +129,13 @@ def collect(out_dir: str | Path, spec_json: dict[str, Any]) -> list[dict[str, An
     return records
 
 
+def _class_balanced(record: dict[str, Any]) -> float | None:
+    """The class-balanced accuracy of a record (its ``bal_acc``, or the mean of its per-class
+    accuracies); a record with neither gives its ``acc``."""
+    bal = balanced_accuracy(record)
+    return bal if bal is not None else record.get("acc")
+
+
 def early_val_accuracy(run: Run, epochs: int | None) -> dict[str, float | None]:
     """Validation accuracy after each share of :data:`EARLY_SHARES` of the schedule (epoch
     ``round(share * epochs / 100)``, at least 1), None where the run did not measure it then."""
@@ -140,7 +147,7 @@ def early_val_accuracy(run: Run, epochs: int | None) -> dict[str, float | None]:
     except (UserError, OSError):
         return out
     val = {
-        r.get("epoch"): balanced_accuracy(r)
+        r.get("epoch"): _class_balanced(r)
         for r in records
         if r.get("kind") == "eval" and r.get("split") == "val"
     }
