@@ -219,3 +219,18 @@ def test_predict_and_export_of_an_image_folder_run(tmp_path, capsys):
     images = model.preprocess(sorted((root / "test").rglob("*.png")))
     assert images.shape == (30, 3, 10, 12) and images.dtype == torch.uint8
     _check_export(res.run_dir, images, tmp_path)
+
+
+def test_a_run_written_before_data_json_held_the_preprocessing(digits_run, tmp_path):
+    """Its data gives the normalisation statistics: the same model as a new run's."""
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(digits_run.run_dir, old)
+    record = json.loads((old / "data.json").read_text())
+    del record["preprocess"]
+    (old / "data.json").write_text(json.dumps(record))
+    _cfg, bundle = _test_set(digits_run)
+    with torch.no_grad():
+        want = load_run(digits_run.run_dir)(bundle.test.images)
+        assert torch.equal(load_run(old)(bundle.test.images), want)
