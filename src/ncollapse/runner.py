@@ -242,6 +242,9 @@ def run_training(
         writer.write_env(_env_record(device, cfg.run.amp, dist, trainer.global_batch))
         progress.message(f"run directory: {run.path} ({threads.describe()})")
         progress.message(bundle.describe())
+        grown = getattr(getattr(trainer.network, "backbone", None), "grown", None)
+        if grown:
+            progress.message(grown)
     elif dist.broadcast_object(saved.checkpoint is not None):
         assert saved.checkpoint is not None
         trainer.load_state_dict(saved.checkpoint)
