@@ -84,6 +84,8 @@ def _has_checkpoint(ws, err):
 
 IMG = ["--set", "data.name=imagefolder", "--set", "data.root={ws}/img"]
 CIFAR = ["--set", "data.name=cifar10", "--epochs", "1"]
+LIST = ["--set", "data.name=listfile", "--set", "data.root={ws}/l", "--set", "data.size=8",
+        "--set", "data.train_list=train.txt", "--set", "data.test_list=test.txt"]  # fmt: skip
 SETTINGS = json.dumps({"recipe": None, "epochs": 5, "subset_seed": 0, "overrides": []})
 
 C = Case
@@ -332,6 +334,25 @@ CASES: list[Case] = [
     C("sweep: interrupted", ["sweep", "--out", "{ws}/sw", "--epochs", "2", "--seeds", "0",
       "--methods", "ce", *QUIET], "ncollapse sweep --out {ws}/sw", rc=130, trains=True,
       log=True, patch=_kill_at(1)),
+    # -------------------------------------------------------- classes without training images
+    C("classes: --imbalance 0.001", [*T, "--imbalance", "0.001"], "no image of classes 7, 8, 9",
+      data=True, absent=("test_fraction",)),
+    C("classes: --imbalance 1e-300", [*T, "--imbalance", "1e-300"],
+      "images of one class only: train counts [122, 0,", data=True),
+    C("classes: data.test_fraction=0.999", [*T, "--set", "data.test_fraction=0.999"],
+      "lower data.test_fraction (now 0.999)", data=True),
+    C("classes: resume a run whose subset has one class", R, "images of one class only",
+      data=True, setup=S.edit_yaml("runs/half/config.yaml", "data.imbalance", 1e-300)),
+    C("classes: list file, a label only the test list has", [*T, *LIST], "no line of classes 3, "
+      "4, 5, 6, 7 (5 of 8", data=True, setup=S.listfile(test="img/0.png 7\nimg/1.png 1\n")),
+    C("classes: list file, label 100000000", [*T, *LIST], "100000001 classes", data=True,
+      timeout=20, setup=S.listfile(train="img/0.png 100000000\n")),
+    C("classes: list file, every label 0", [*T, *LIST], "one class only", data=True,
+      setup=S.listfile(train="img/0.png 0\nimg/1.png 0\n", test="img/0.png 0\n")),
+    C("data: list file not UTF-8", [*T, *LIST], "train.txt:2: the list file is not UTF-8",
+      data=True, setup=S.listfile(train="img/0.png 0\nimg/caf\xe9.png 1\n".encode("latin-1"))),
+    C("data: list file label in other digits", [*T, *LIST], "digits 0-9", data=True,
+      setup=S.listfile(train="img/0.png 0\nimg/1.png \u0661\n")),
     # -------------------------------------------------------- ufm (tests/test_ufm_cli.py)
     *[C(f"ufm: {' '.join(a)}", ["ufm", *a], n) for a, n in UFM_BAD],
 ]

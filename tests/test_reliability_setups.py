@@ -145,3 +145,41 @@ def features(rel: str, kind: str) -> Setup:
             p.write_text("features,labels\n1,2\n")
 
     return run
+
+
+def listfile(rel: str = "l", train: str | bytes = "", test: str | bytes = "", n: int = 6) -> Setup:
+    """A list-file dataset ``rel/``: ``n`` PNGs ``img/<i>.png`` and the lists ``train.txt`` and
+    ``test.txt`` as given (default: images i with label i % 3)."""
+
+    def run(ws: Path) -> None:
+        from PIL import Image
+
+        d = ws / rel
+        (d / "img").mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(0)
+        for i in range(n):
+            a = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+            Image.fromarray(a).save(d / "img" / f"{i}.png")
+        default = "".join(f"img/{i}.png {i % 3}\n" for i in range(n))
+        for name, text in (("train.txt", train or default), ("test.txt", test or default)):
+            (d / name).write_bytes(text.encode() if isinstance(text, str) else text)
+
+    return run
+
+
+def edit_yaml(rel: str, key: str, value: object) -> Setup:
+    """Set the dotted ``key`` of the YAML file ``ws/rel`` (a run's ``config.yaml``)."""
+
+    def run(ws: Path) -> None:
+        import yaml
+
+        p = ws / rel
+        doc = yaml.safe_load(p.read_text())
+        *sections, leaf = key.split(".")
+        cur = doc
+        for s in sections:
+            cur = cur[s]
+        cur[leaf] = value
+        p.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+    return run
