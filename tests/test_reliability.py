@@ -86,7 +86,8 @@ IMG = ["--set", "data.name=imagefolder", "--set", "data.root={ws}/img"]
 CIFAR = ["--set", "data.name=cifar10", "--epochs", "1"]
 LIST = ["--set", "data.name=listfile", "--set", "data.root={ws}/l", "--set", "data.size=8",
         "--set", "data.train_list=train.txt", "--set", "data.test_list=test.txt"]  # fmt: skip
-SETTINGS = json.dumps({"recipe": None, "epochs": 5, "subset_seed": 0, "overrides": []})
+SETTINGS = json.dumps({"recipe": None, "epochs": 5, "subset_seed": 0, "overrides": [],
+                       "methods": ["ce"], "imbalance": [0.05], "seeds": [0]})  # fmt: skip
 
 C = Case
 # fmt: off
@@ -353,6 +354,32 @@ CASES: list[Case] = [
       data=True, setup=S.listfile(train="img/0.png 0\nimg/caf\xe9.png 1\n".encode("latin-1"))),
     C("data: list file label in other digits", [*T, *LIST], "digits 0-9", data=True,
       setup=S.listfile(train="img/0.png 0\nimg/1.png \u0661\n")),
+    # -------------------------------------------------------- sweep cells it did not make
+    C("sweep: a user's folder named like a cell", SW, "holds files a run does not write "
+      "(notes.txt) (and 1 more cells); nothing was deleted",
+      setup=S.chain(S.file("sw/ce-ir20-s0/notes.txt", "mine"), S.file("sw/ce-ir20-s1/a", "b"))),
+    C("sweep --list: a user's folder named like a cell", [*SW, "--list"], rc=0,
+      stdout="ce-ir20-s0                       blocked ({ws}/sw/ce-ir20-s0 holds files",
+      setup=S.file("sw/ce-ir20-s0/notes.txt", "mine")),
+    C("sweep: a user's file in a cell the sweep made", SW, "(notes.txt)", setup=S.chain(
+      S.file("sw/ce-ir20-s0/config.yaml", "{}\n"), S.file("sw/ce-ir20-s0/notes.txt", "mine"),
+      S.file("sw/.ce-ir20-s0.created", ""))),
+    C("sweep: an unfinished run it did not make", SW, "an unfinished run this sweep did not make",
+      setup=S.file("sw/ce-ir20-s0/config.yaml", "{}\n")),
+    C("sweep: a cell path that is a file", SW, "ce-ir20-s0 is a file, not a cell directory",
+      setup=S.file("sw/ce-ir20-s0", "x")),
+    C("sweep: a cell path that is a symlink", SW, "is a symbolic link", setup=S.chain(
+      S.file("elsewhere/notes.txt", "mine"), S.link("sw/etf_dr-ir20-s1", "elsewhere"))),
+    C("sweep: a cell path that is a dangling symlink", SW, "is a symbolic link",
+      setup=S.link("sw/ce-ir20-s0", "nowhere")),
+    C("sweep --collect: sweep.json {}", ["sweep", "--collect", "--out", "{ws}/sw"],
+      "sweep.json is damaged (methods, imbalance, seeds: missing",
+      setup=S.file("sw/sweep.json", "{}")),
+    C("sweep: sweep.json {}", SW, "sweep.json is damaged (methods, imbalance, seeds",
+      setup=S.file("sw/sweep.json", "{}")),
+    C("sweep --collect: sweep.json imbalance 0", ["sweep", "--collect", "--out", "{ws}/sw"],
+      "(imbalance: missing or not a list of factors in (0, 1])",
+      setup=S.file("sw/sweep.json", '{"methods": ["ce"], "imbalance": [0], "seeds": [0]}')),
     # -------------------------------------------------------- ufm (tests/test_ufm_cli.py)
     *[C(f"ufm: {' '.join(a)}", ["ufm", *a], n) for a, n in UFM_BAD],
 ]

@@ -39,7 +39,7 @@ class Case:
     the workspace (a run that trains); otherwise a refused command must leave it byte-identical.
     ``trains``: the case trains (it may load data and write). ``log``: lines before the last one
     on stderr are progress (a sweep's), only the last is judged. ``check(ws, err)`` returns what
-    went wrong, or None."""
+    went wrong, or None. ``stdout``: what the command must print (a listing)."""
 
     id: str
     argv: list[str]
@@ -52,6 +52,7 @@ class Case:
     log: bool = False
     absent: tuple[str, ...] = ()
     check: Callable[[Path, str], str | None] | None = None
+    stdout: str = ""  # what stdout must hold (a command that answers there)
     patch: Callable[[pytest.MonkeyPatch], None] | None = None
     timeout: int = 60
     marks: tuple = field(default_factory=tuple)
@@ -226,6 +227,9 @@ def judge(case: Case, o: Outcome) -> tuple[str, str]:
     needle = case.needle.replace("{ws}", ws)
     if needle and needle not in o.err:
         return "message", f"{needle!r} not in: {o.err.strip()[:200]}"
+    said = case.stdout.replace("{ws}", ws)
+    if said and said not in o.out:
+        return "message", f"{said!r} not on stdout: {o.out.strip()[:200]}"
     for bad in case.absent:
         if bad.replace("{ws}", ws) in o.err:
             return "surprise", f"says {bad!r}: {o.err.strip()[:200]}"

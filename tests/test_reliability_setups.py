@@ -32,6 +32,16 @@ def file(rel: str, content: bytes | str) -> Setup:
     return run
 
 
+def link(rel: str, target: str) -> Setup:
+    """A symbolic link ``ws/rel`` to ``ws/target`` (which need not exist)."""
+
+    def run(ws: Path) -> None:
+        (ws / rel).parent.mkdir(parents=True, exist_ok=True)
+        (ws / rel).symlink_to(ws / target)
+
+    return run
+
+
 def folder(rel: str) -> Setup:
     return lambda ws: (ws / rel).mkdir(parents=True, exist_ok=True)
 
