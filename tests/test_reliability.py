@@ -354,6 +354,22 @@ CASES: list[Case] = [
       data=True, setup=S.listfile(train="img/0.png 0\nimg/caf\xe9.png 1\n".encode("latin-1"))),
     C("data: list file label in other digits", [*T, *LIST], "digits 0-9", data=True,
       setup=S.listfile(train="img/0.png 0\nimg/1.png \u0661\n")),
+    # -------------------------------------------------------- loaded weights must be finite
+    C("resume: a checkpoint with NaN weights", R, "checkpoint.pt holds NaN or inf in",
+      setup=S.poison("runs/half/checkpoint.pt")),
+    C("resume: NaN only in a BatchNorm buffer of the checkpoint", R, "running_var",
+      setup=S.poison("runs/half/checkpoint.pt", only="running_var")),
+    C("resume: a finished run whose checkpoint is NaN", ["train", "--resume", "{ws}/runs/done",
+      *QUIET], "checkpoint.pt holds NaN or inf", setup=S.poison("runs/done/checkpoint.pt")),
+    C("evaluate: model.pt with NaN weights", ["evaluate", "{ws}/runs/done"],
+      "model.pt holds NaN or inf in", setup=S.poison("runs/done/model.pt")),
+    C("evaluate: NaN only in a BatchNorm buffer of model.pt", ["evaluate", "{ws}/runs/done"],
+      "running_var", setup=S.poison("runs/done/model.pt", only="running_var")),
+    C("evaluate: damaged model.pt", ["evaluate", "{ws}/runs/done"], "model.pt is damaged",
+      setup=S.damage("runs/done/model.pt")),
+    C("evaluate: no model.pt", ["evaluate", "{ws}/runs/half"], "has no model.pt"),
+    C("train: pretrained weights with NaN", [*T, "--set", "model.pretrained={ws}/w.pt"],
+      "w.pt holds NaN or inf", data=True, setup=S.pretrained("w.pt")),
     # -------------------------------------------------------- sweep cells it did not make
     C("sweep: a user's folder named like a cell", SW, "holds files a run does not write "
       "(notes.txt) (and 1 more cells); nothing was deleted",

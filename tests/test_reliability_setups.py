@@ -193,3 +193,42 @@ def edit_yaml(rel: str, key: str, value: object) -> Setup:
         p.write_text(yaml.safe_dump(doc, sort_keys=False))
 
     return run
+
+
+def poison(rel: str, only: str = "") -> Setup:
+    """NaN in the weights of a checkpoint or ``model.pt`` (every floating-point tensor, or only
+    those whose name contains ``only``, such as ``running_var``)."""
+
+    def run(ws: Path) -> None:
+        import torch
+
+        p = ws / rel
+        obj = torch.load(p, map_location="cpu", weights_only=False)
+        state = obj["model"] if "model" in obj else obj
+        hit = 0
+        for name, t in state.items():
+            if t.is_floating_point() and only in name:
+                t.fill_(float("nan"))
+                hit += 1
+        assert hit, f"no tensor of {rel} matches {only!r}"
+        torch.save(obj, p)
+
+    return run
+
+
+def pretrained(rel: str, nan: bool = True) -> Setup:
+    """A weight file for the digits backbone (``model.pretrained``), NaN throughout."""
+
+    def run(ws: Path) -> None:
+        import torch
+
+        from ncollapse.models import build_backbone
+
+        state = build_backbone("digits_cnn", in_channels=1).state_dict()
+        for t in state.values():
+            if nan and t.is_floating_point():
+                t.fill_(float("nan"))
+        (ws / rel).parent.mkdir(parents=True, exist_ok=True)
+        torch.save(state, ws / rel)
+
+    return run

@@ -42,9 +42,7 @@ def evaluate_run(
     if bad or not splits:
         raise UserError(f"--split takes {', '.join(SPLITS)}, got {', '.join(bad) or 'nothing'}")
     run = Run.load(run_dir)
-    model_path = run.path / "model.pt"
-    if not model_path.is_file():
-        raise UserError(f"{run.path} has no model.pt: the run has not finished; resume it first")
+    state = run.load_model()  # finite weights, or a one-line error before any data is loaded
     saved = run.config_dict()
     data: dict[str, Any] = {}
     if "val" in splits and (saved["data"]["val"] == "none" or val_per_class is not None):
@@ -71,10 +69,12 @@ def evaluate_run(
 
     trainer = build_trainer(cfg, bundle, resolve_device(cfg.run.device))
     try:
-        state = torch.load(model_path, map_location="cpu", weights_only=True)
         trainer.network.load_state_dict(state)
-    except (RuntimeError, OSError, ValueError) as exc:
-        raise UserError(f"{model_path} cannot be loaded into this run's network ({exc})") from None
+    except (RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise UserError(
+            f"{run.path / 'model.pt'} cannot be loaded into this run's network ({first})"
+        ) from None
     epoch = int(saved["optim"]["epochs"])
     out: dict[str, dict[str, Any]] = {}
     for split in splits:

@@ -53,6 +53,7 @@ __all__ = [
     "check_run_name",
     "created_runs",
     "load_collapse_state",
+    "nonfinite_tensors",
     "read_metrics",
     "save_collapse_state",
 ]
@@ -93,6 +94,30 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def nonfinite_tensors(state: Any, prefix: str = "") -> tuple[list[str], int]:
+    """``(names of the floating-point tensors holding NaN or inf, tensors looked at)`` in a
+    state dict, or in a mapping of them (a checkpoint's ``model`` and ``ema``): loaded weights
+    are checked as the divergence guard checks trained ones."""
+    bad: list[str] = []
+    seen = 0
+    if isinstance(state, torch.Tensor):
+        if state.is_floating_point() or state.is_complex():
+            seen = 1
+            if not bool(torch.isfinite(state).all()):
+                bad.append(prefix or "tensor")
+    elif isinstance(state, dict):
+        for key, value in state.items():
+            b, n = nonfinite_tensors(value, f"{prefix}.{key}" if prefix else str(key))
+            bad += b
+            seen += n
+    return bad, seen
+
+
+def _nonfinite_note(bad: list[str], seen: int) -> str:
+    shown = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
+    return f"NaN or inf in {len(bad)} of its {seen} weight tensors ({shown})"
 
 
 def _jsonable(value: Any) -> Any:
@@ -419,6 +444,37 @@ class Run:
             raise UserError(
                 f"{self.checkpoint_path} is not a checkpoint written by ncollapse (it lacks "
                 f"{', '.join(missing)}); {_AGAIN}"
+            )
+        bad, seen = nonfinite_tensors({"model": state["model"], "ema": state.get("ema")})
+        if bad:
+            raise UserError(
+                f"{self.checkpoint_path} holds {_nonfinite_note(bad, seen)}: it is not a good "
+                f"state to go on from; {_AGAIN}"
+            )
+        return state
+
+    def load_model(self) -> dict[str, Any]:
+        """The final weights (``model.pt``): a state dict whose tensors are all finite."""
+        path = self.path / MODEL_FILE
+        if not path.is_file():
+            raise UserError(f"{self.path} has no {MODEL_FILE}: the run has not finished; resume it")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # unpickling damaged bytes fails in many ways
+            state, why = None, type(exc).__name__
+        else:
+            why = "not a state dict"
+        if not isinstance(state, dict):
+            raise UserError(
+                f"{path} is damaged ({why}); delete it and summary.json, and `ncollapse train "
+                f"--resume {self.path}` writes them again from the last checkpoint"
+            )
+        bad, seen = nonfinite_tensors(state)
+        if bad:
+            raise UserError(
+                f"{path} holds {_nonfinite_note(bad, seen)}: these weights predict nothing; "
+                f"delete it and summary.json, and `ncollapse train --resume {self.path}` writes "
+                "them again from the last checkpoint (or train a new run)"
             )
         return state
 
