@@ -354,6 +354,15 @@ CASES: list[Case] = [
       data=True, setup=S.listfile(train="img/0.png 0\nimg/caf\xe9.png 1\n".encode("latin-1"))),
     C("data: list file label in other digits", [*T, *LIST], "digits 0-9", data=True,
       setup=S.listfile(train="img/0.png 0\nimg/1.png \u0661\n")),
+    # -------------------------------------------------------- sizes that cannot fit
+    C("sizes: model.width=100000", [*T, "--set", "model.width=100000"], "model.width=100000 "
+      "gives the digits_cnn backbone 645 trillion parameters", data=True, timeout=30),
+    C("sizes: model.width=10**9", [*T, "--set", "model.width=1000000000"],
+      "more values than a tensor can hold: lower model.width", data=True, timeout=30),
+    C("sizes: optim.batch_size=1", [*T, "--set", "optim.batch_size=1"],
+      "optim.batch_size must be >= 2"),
+    C("sizes: optim.batch_size=1 on a resume", [*R, "--set", "optim.batch_size=1"],
+      "optim.batch_size must be >= 2"),
     # -------------------------------------------------------- loaded weights must be finite
     C("resume: a checkpoint with NaN weights", R, "checkpoint.pt holds NaN or inf in",
       setup=S.poison("runs/half/checkpoint.pt")),
