@@ -82,6 +82,16 @@ def _has_checkpoint(ws, err):
     return None if (ws / "runs" / "new" / "checkpoint.pt").is_file() else "no checkpoint kept"
 
 
+def _checkpoint_kept(ws, err):
+    """The earlier checkpoint is whole and loads; no temporary file is left."""
+    from ncollapse.rundir import Run
+
+    half = ws / "runs" / "half"
+    if list(half.glob(".*.tmp")):
+        return "temporary files left behind"
+    return None if Run(half).load_checkpoint()["epoch"] == 1 else "the checkpoint changed"
+
+
 IMG = ["--set", "data.name=imagefolder", "--set", "data.root={ws}/img"]
 CIFAR = ["--set", "data.name=cifar10", "--epochs", "1"]
 LIST = ["--set", "data.name=listfile", "--set", "data.root={ws}/l", "--set", "data.size=8",
@@ -260,7 +270,8 @@ CASES: list[Case] = [
       setup=S.chain(S.images(), S.file("img/train/a/0001.png", "not a png"))),
     C("data: train/test classes differ", [*T, *IMG], "missing: d", data=True,
       setup=S.chain(S.images(), lambda ws: __import__("shutil").rmtree(ws / "img/test/d"))),
-    C("data: truncated cache rebuilt", [*T, *IMG, *DIGITS_ONE_EPOCH], "rebuilding", rc=0,
+    C("data: truncated cache rebuilt", [*T, *IMG, *DIGITS_ONE_EPOCH, "--imbalance", "0.5"],
+      "rebuilding", rc=0,
       trains=True, setup=S.chain(S.cached_images(), S.damage_cache()), check=_classes(4)),
     C("data: cifar10 data.root missing", [*T, *CIFAR, "--set", "data.root={ws}/nowhere"],
       "{ws}/nowhere", data=True, absent=("{ws}/data",)),
@@ -379,6 +390,45 @@ CASES: list[Case] = [
     C("evaluate: no model.pt", ["evaluate", "{ws}/runs/half"], "has no model.pt"),
     C("train: pretrained weights with NaN", [*T, "--set", "model.pretrained={ws}/w.pt"],
       "w.pt holds NaN or inf", data=True, setup=S.pretrained("w.pt")),
+    # -------------------------------------------------------- read-only places, a full disk
+    C("read-only: train --resume of a finished run", ["train", "--resume", "{ws}/runs/done",
+      *QUIET], "cannot write {ws}/runs/done/metrics.jsonl (Permission denied): the folder is "
+      "not writable", data=True, readonly=("runs/done",)),
+    C("read-only: train --out a read-only folder", ["train", "--out", "{ws}/ro", *QUIET],
+      "--out {ws}/ro cannot be written", setup=S.folder("ro"), readonly=("ro",)),
+    C("read-only: analyze RUN", ["analyze", "{ws}/runs/done"], "cannot write {ws}/runs/done "
+      "(Permission denied)", readonly=("runs/done",), absent=("--out {ws}",),
+      check=lambda ws, err: None if "--out DIR" in err else "no --out hint"),
+    C("read-only: analyze --features in a read-only folder", ["analyze", "--features",
+      "{ws}/f/x.npz"], "cannot write {ws}/f (Permission denied)", setup=S.features("f/x.npz",
+      "good"), readonly=("f",)),
+    C("read-only: ufm phase --out in a read-only folder", ["ufm", "phase", "--ratios", "2",
+      "--lams", "0.01", "--out", "{ws}/ro/p.png"], "cannot write {ws}/ro (Permission denied)",
+      setup=S.folder("ro"), readonly=("ro",)),
+    C("read-only: sweep --out in a read-only folder", ["sweep", "--out", "{ws}/ro/sw",
+      "--epochs", "1", *QUIET], "{ws}/ro", setup=S.folder("ro"), readonly=("ro",)),
+    C("analyze: --out a file", ["analyze", "{ws}/runs/done", "--out", "{ws}/f"],
+      "--out {ws}/f is a file, not a folder", setup=S.file("f", "x")),
+    C("analyze: --features /dev/zero", ["analyze", "--features", "/dev/zero"],
+      "is not a regular file"),
+    C("analyze: --train-counts abc", ["analyze", "--features", "{ws}/f/x.npz", "--train-counts",
+      "a,b"], "e.g. 5000,2997", setup=S.features("f/x.npz", "good")),
+    C("ufm: phase --out a folder", ["ufm", "phase", "--ratios", "2", "--lams", "0.01", "--out",
+      "{ws}/d"], "--out {ws}/d is a folder; give the plot's file name", setup=S.folder("d")),
+    C("ufm: phase --out x.txt", ["ufm", "phase", "--ratios", "2", "--lams", "0.01", "--out",
+      "{ws}/p.txt"], "cannot write a .txt file"),
+    C("disk full: train", [*T, *DIGITS_ONE_EPOCH], "cannot write {ws}/runs/new/checkpoint.pt "
+      "(File too large): the file-size limit is reached (ulimit -f)", trains=True,
+      fsize=300 << 10, check=_no_dir("new")),
+    C("disk full: resume", R, "then `ncollapse train --resume {ws}/runs/half` goes on from its "
+      "last checkpoint", trains=True, writes=True, fsize=300 << 10, check=_checkpoint_kept,
+      setup=S.edit_yaml("runs/half/config.yaml", "optim.epochs", 2)),  # one epoch to go
+    C("disk full: sweep", ["sweep", "--out", "{ws}/sw", "--epochs", "1", "--seeds", "0",
+      "--methods", "ce", *QUIET], "checkpoint.pt (File too large)", trains=True, log=True,
+      fsize=300 << 10),
+    C("disk full: analyze", ["analyze", "{ws}/runs/done", "--out", "{ws}/a"],
+      "cannot write {ws}/a/collapse_curves.png (File too large)", writes=True, fsize=30 << 10,
+      check=lambda ws, err: "a torn file" if any((ws / "a").glob(".*tmp")) else None),
     # -------------------------------------------------------- sweep cells it did not make
     C("sweep: a user's folder named like a cell", SW, "holds files a run does not write "
       "(notes.txt) (and 1 more cells); nothing was deleted",

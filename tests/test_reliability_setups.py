@@ -139,15 +139,16 @@ def cifar10(rel: str = "data/cifar-10-batches-py", drop: Sequence[str] = ()) -> 
 
 
 def features(rel: str, kind: str) -> Setup:
-    """A features file for ``analyze --features``: ``nan``, ``npy`` or ``text``."""
+    """A features file for ``analyze --features``: ``nan``, ``npy``, ``text`` or ``good``."""
 
     def run(ws: Path) -> None:
         rng = np.random.default_rng(0)
         x, y = rng.normal(size=(12, 4)), np.arange(12) % 3
         p = ws / rel
         p.parent.mkdir(parents=True, exist_ok=True)
-        if kind == "nan":
-            x[2, 1] = np.nan
+        if kind in ("nan", "good"):
+            if kind == "nan":
+                x[2, 1] = np.nan
             np.savez(p, features=x, labels=y)
         elif kind == "npy":
             np.save(p, x)

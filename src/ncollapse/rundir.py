@@ -42,7 +42,7 @@ from .collapse_file import (
     load_collapse_state,
     save_collapse_state,
 )
-from .errors import UserError
+from .errors import UserError, write_error
 
 __all__ = [
     "COLLAPSE_STATE_FILE",
@@ -50,9 +50,11 @@ __all__ = [
     "SavedRun",
     "atomic_write_bytes",
     "check_out_dir",
+    "check_output_folder",
     "check_run_name",
     "created_runs",
     "load_collapse_state",
+    "make_output_folder",
     "nonfinite_tensors",
     "read_metrics",
     "save_collapse_state",
@@ -82,17 +84,22 @@ def created_runs() -> list[Run]:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write ``data`` to ``path`` through a temporary file in the same directory; a file that
+    cannot be written (a full disk, a read-only place) is a one-line :class:`UserError` and
+    leaves the old ``path`` as it was."""
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.fchmod(fd, file_mode())  # as open() would: the umask decides, not mkstemp's 0600
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as exc:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise write_error(path, exc) from None
         raise
 
 
@@ -192,6 +199,35 @@ def check_out_dir(out_dir: str | Path, name: str | None = None) -> None:
         raise UserError(
             f"--out {base} cannot be written ({probe}: {exc.strerror}); choose another --out"
         ) from None
+
+
+def check_output_folder(folder: str | Path, option: str = "--out", elsewhere: str = "") -> Path:
+    """Refuse, before anything is computed, a folder that cannot take output files: a file, a
+    path through a file, a place that cannot be written (the nearest existing folder is probed;
+    nothing is created). ``elsewhere``: how to send the files somewhere else (default: give
+    ``option`` another folder)."""
+    base = probe = Path(folder)
+    if base.exists() and not base.is_dir():
+        raise UserError(f"{option} {base} is a file, not a folder; give a folder")
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UserError(f"{option} {base} is not a folder: {probe} is a file; give a folder")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise write_error(base, exc, elsewhere or f"or give {option} another folder") from None
+    return base
+
+
+def make_output_folder(folder: Path) -> Path:
+    """``folder`` (checked by :func:`check_output_folder`), created when missing."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_error(folder, exc) from None
+    return folder
 
 
 @dataclass
@@ -338,8 +374,12 @@ class Run:
         self._write_json(SUMMARY_FILE, summary)
 
     def append_metrics(self, record: dict[str, Any]) -> None:
-        with open(self.metrics_path, "a") as fh:
-            fh.write(json.dumps(_jsonable(record)) + "\n")
+        """One record more (a line torn by a full disk is skipped when the file is read)."""
+        try:
+            with open(self.metrics_path, "a") as fh:
+                fh.write(json.dumps(_jsonable(record)) + "\n")
+        except OSError as exc:
+            raise write_error(self.metrics_path, exc) from None
 
     def truncate_metrics(
         self, last_epoch: int, records: list[dict[str, Any]] | None = None

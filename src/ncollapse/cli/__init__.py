@@ -7,13 +7,18 @@ the command and sets ``func``) so commands can be added without touching this fi
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import shlex
 import sys
 import unicodedata
 import warnings
 
-from ..errors import Preempted, UserError
+from ..errors import Preempted, UserError, write_error
+
+#: the reasons a write fails that are the place's, not the program's (a full disk, a read-only
+#: folder): one line even where the library did not name the file itself
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
 
 # name of module in this package -> registered by its add_parser()
 COMMAND_MODULES = ("train", "compare", "evaluate", "predict", "export", "analyze", "ufm", "sweep")
@@ -157,6 +162,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UserError as exc:
         print(f"ncollapse: error: {one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a write the library did not name itself (full disk, read-only)
+        if exc.errno not in _WRITE_ERRNOS:
+            raise
+        message = write_error(exc.filename or "a file", exc)
+        print(f"ncollapse: error: {one_line(str(message))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"ncollapse: {_interrupted(argv, since)}", file=sys.stderr)
