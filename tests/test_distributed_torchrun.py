@@ -333,3 +333,49 @@ def test_sigkilled_two_process_run_resumes_exactly(tmp_path):
     res = run_training(resume=tmp_path / "runs" / "cut1")
     assert res.summary["epochs"] == 12 and 0.0 <= res.summary["final"]["acc"] <= 1.0
     assert json.loads((res.run_dir / "env.json").read_text())["world_size"] == 2  # as created
+
+
+def _rank_pid(workers: list[int], rank: int) -> int:
+    for pid in workers:
+        env = (Path("/proc") / str(pid) / "environ").read_bytes().split(b"\0")
+        if f"RANK={rank}".encode() in env:
+            return pid
+    raise AssertionError(f"no worker of rank {rank} among {workers}")
+
+
+@pytest.mark.parametrize("killed", [1, 0])
+def test_a_killed_peer_gets_one_line_on_the_survivor(tmp_path, killed):
+    """SIGKILL one rank mid-run: the other says in one line which rank exited and how to resume
+    (no gloo traceback), and the checkpoint it names is whole. Each rank's stderr is kept apart
+    (torchrun --redirects): torchrun's own ChildFailedError report for the killed rank is
+    torchrun's, not ncollapse's."""
+    cmd = [*TORCHRUN, "--log-dir", "logs", "--redirects", "3", "-m", "ncollapse", "train"]
+    cmd += ["--epochs", "40", "--out", "runs", "--name", "x", "--set", "run.progress=none"]
+    proc = subprocess.Popen(
+        [*NICE, *cmd],
+        cwd=tmp_path,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    run = tmp_path / "runs" / "x"
+    try:
+        _wait_for_epoch(run, proc, 2)
+        os.kill(_rank_pid(_children(proc.pid), killed), signal.SIGKILL)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            _kill_torchrun(proc)
+    survivor = 1 - killed
+    logs = {int(p.parent.name): p.read_text() for p in tmp_path.glob("logs/*/*/*/stderr.log")}
+    lines = [ln for ln in logs[survivor].splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in logs[survivor], logs[survivor]
+    assert lines[0].startswith(f"ncollapse: error: rank {killed} of this torchrun job exited (")
+    assert lines[0].endswith(
+        f"), so rank {survivor} stopped too; its last checkpoint is kept in runs/x: resume with "
+        "`torchrun --nproc-per-node 2 -m ncollapse train --resume runs/x`"
+    )
+    from ncollapse.rundir import Run
+
+    assert Run(run).load_checkpoint()["epoch"] >= 1

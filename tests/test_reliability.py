@@ -40,6 +40,27 @@ def _kill_at(epoch: int, exc: type[BaseException] = KeyboardInterrupt):
     return patch
 
 
+def _sigterm_at(epoch: int):
+    """``kill PID`` (SIGTERM) while epoch ``epoch`` (0-based) trains."""
+
+    def patch(mp: pytest.MonkeyPatch) -> None:
+        import os
+        import signal
+
+        from ncollapse.engine.loop import Trainer
+
+        real = Trainer.train_epoch
+
+        def killed(self, e):
+            if e == epoch:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return real(self, e)
+
+        mp.setattr(Trainer, "train_epoch", killed)
+
+    return patch
+
+
 def _nan_after(epoch: int):
     """NaN in a weight after epoch ``epoch`` (0-based): what a learning rate far too high does."""
 
@@ -299,6 +320,19 @@ CASES: list[Case] = [
       check=_has_checkpoint),
     C("train: interrupted in the first epoch", [*T, "--epochs", "3", "--name", "new"],
       "nothing was kept", rc=130, trains=True, patch=_kill_at(0), check=_no_dir("new")),
+    C("train: SIGTERM", [*T, "--epochs", "3", "--name", "new"], "terminated (SIGTERM); "
+      "continue with `ncollapse train --resume {ws}/runs/new`", rc=143, trains=True,
+      patch=_sigterm_at(1), check=_has_checkpoint),
+    C("train: SIGTERM in the first epoch", [*T, "--epochs", "3", "--name", "new"],
+      "terminated (SIGTERM); {ws}/runs/new stopped before its first checkpoint and nothing was "
+      "kept", rc=143, trains=True, patch=_sigterm_at(0), check=_no_dir("new")),
+    C("train --resume: SIGTERM", R, "terminated (SIGTERM); to continue from the last "
+      "checkpoint, rerun `ncollapse train --resume {ws}/runs/half", rc=143, trains=True,
+      writes=True, patch=_sigterm_at(1), check=_checkpoint_kept,
+      setup=S.edit_yaml("runs/half/config.yaml", "optim.epochs", 3)),
+    C("sweep: SIGTERM", ["sweep", "--out", "{ws}/sw", "--epochs", "2", "--seeds", "0",
+      "--methods", "ce", *QUIET], "terminated (SIGTERM); finished cells are kept", rc=143,
+      trains=True, log=True, patch=_sigterm_at(1)),
     # -------------------------------------------------------- compare
     C("compare: a method twice", ["compare", *OUT, "--methods", "ce,ce"], "twice"),
     C("compare: no methods", ["compare", *OUT, "--methods", ","], "--methods is empty"),
