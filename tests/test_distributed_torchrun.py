@@ -294,19 +294,24 @@ def _kill_torchrun(proc: subprocess.Popen, timeout: float = 60) -> None:
         time.sleep(0.02)
 
 
-def test_sigkilled_two_process_run_resumes_exactly(tmp_path):
-    cmd = ["-m", "ncollapse", "train", "--method", "etf_dr", "--epochs", "12", "--out", "runs"]
-    cmd += ["--set", "optim.mixup_alpha=1.0", "--set", "data.augment=standard"]
-    _run([*TORCHRUN, *cmd, "--name", "full"], cwd=tmp_path)
-
-    proc = subprocess.Popen(
-        [*NICE, *TORCHRUN, *cmd, "--name", "cut"],
-        cwd=tmp_path,
+def _start(cmd: list[str], cwd: Path) -> subprocess.Popen:
+    """torchrun in the background, in a session of its own (for :func:`_kill_torchrun`)."""
+    return subprocess.Popen(
+        [*NICE, *cmd],
+        cwd=cwd,
         env=ENV,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+
+
+def test_sigkilled_two_process_run_resumes_exactly(tmp_path):
+    cmd = ["-m", "ncollapse", "train", "--method", "etf_dr", "--epochs", "12", "--out", "runs"]
+    cmd += ["--set", "optim.mixup_alpha=1.0", "--set", "data.augment=standard"]
+    _run([*TORCHRUN, *cmd, "--name", "full"], cwd=tmp_path)
+
+    proc = _start([*TORCHRUN, *cmd, "--name", "cut"], tmp_path)
     cut = tmp_path / "runs" / "cut"
     try:
         _wait_for_epoch(cut, proc, 4)
@@ -351,14 +356,7 @@ def test_a_killed_peer_gets_one_line_on_the_survivor(tmp_path, killed):
     torchrun's, not ncollapse's."""
     cmd = [*TORCHRUN, "--log-dir", "logs", "--redirects", "3", "-m", "ncollapse", "train"]
     cmd += ["--epochs", "40", "--out", "runs", "--name", "x", "--set", "run.progress=none"]
-    proc = subprocess.Popen(
-        [*NICE, *cmd],
-        cwd=tmp_path,
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    proc = _start(cmd, tmp_path)
     run = tmp_path / "runs" / "x"
     try:
         _wait_for_epoch(run, proc, 2)
