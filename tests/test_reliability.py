@@ -61,6 +61,16 @@ def _sigterm_at(epoch: int):
     return patch
 
 
+def _no_network(mp: pytest.MonkeyPatch) -> None:
+    import urllib.error
+    import urllib.request
+
+    def refuse(*a, **k):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    mp.setattr(urllib.request, "urlopen", refuse)
+
+
 def _nan_after(epoch: int):
     """NaN in a weight after epoch ``epoch`` (0-based): what a learning rate far too high does."""
 
@@ -308,6 +318,14 @@ CASES: list[Case] = [
       setup=S.chain(S.cifar10(), S.damage("data/cifar-10-batches-py/data_batch_2"))),
     C("data: truncated cifar10 archive", [*T, *CIFAR, "--set", "data.root={ws}/c"], "md5",
       data=True, setup=S.file("c/cifar-10-python.tar.gz", b"\x1f\x8b" + b"0" * 100)),
+    C("data: cifar10 --download into a new data.root without a network", [*T, *CIFAR,
+      "--download", "--set", "data.root={ws}/new/data"], "could not download", data=True,
+      patch=_no_network),
+    C("data: mnist --download without a network", [*T, "--set", "data.name=mnist",
+      "--download"], "could not download", data=True, patch=_no_network),
+    C("data: data.cache_dir a file", [*T, *IMG, "--set", "data.cache_dir={ws}/c"],
+      "data.cache_dir {ws}/c is not a folder", data=True,
+      setup=S.chain(S.images(), S.file("c", "x"))),
     C("data: listfile without lists", [*T, "--set", "data.name=listfile"], "data.root", data=True),
     # -------------------------------------------------------- training (the divergence guard)
     C("train: NaN after a checkpoint", [*T, "--epochs", "3", "--name", "new"],
@@ -422,6 +440,15 @@ CASES: list[Case] = [
     C("evaluate: damaged model.pt", ["evaluate", "{ws}/runs/done"], "model.pt is damaged",
       setup=S.damage("runs/done/model.pt")),
     C("evaluate: no model.pt", ["evaluate", "{ws}/runs/half"], "has no model.pt"),
+    C("evaluate: a relative data.root from another folder", ["evaluate", "{ws}/p/runs/rel",
+      "--split", "test"], rc=0, data=True, stdout="test accuracy", setup=S.chain(
+      S.images("p/img"), S.trained("p", "--epochs", "1", "--out", "runs", "--name", "rel",
+      "--imbalance", "0.5", "--set", "data.name=imagefolder", "--set", "data.root=img",
+      *QUIET))),
+    C("evaluate: --tta on a run trained without flips", ["evaluate", "{ws}/runs/done",
+      "--split", "test", "--tta"], "trains without flips (data.augment=none, the default for "
+      "digits)", rc=0, data=True,
+      stdout="(flip TTA)"),
     C("train: pretrained weights with NaN", [*T, "--set", "model.pretrained={ws}/w.pt"],
       "w.pt holds NaN or inf", data=True, setup=S.pretrained("w.pt")),
     # -------------------------------------------------------- read-only places, a full disk

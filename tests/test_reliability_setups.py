@@ -233,3 +233,25 @@ def pretrained(rel: str, nan: bool = True) -> Setup:
         torch.save(state, ws / rel)
 
     return run
+
+
+def trained(folder: str, *argv: str) -> Setup:
+    """A run trained from the folder ``ws/folder`` (``ncollapse train ARGV`` run there)."""
+
+    def run(ws: Path) -> None:
+        import contextlib
+        import io
+        import os
+
+        from ncollapse.cli import main
+
+        old = os.getcwd()
+        os.chdir(ws / folder)
+        sink = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+                assert main(["train", *argv]) == 0, sink.getvalue()
+        finally:
+            os.chdir(old)
+
+    return run

@@ -6,6 +6,7 @@ here knows one method from another.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
@@ -219,7 +220,19 @@ def build_augment(cfg: Config, bundle: DataBundle) -> BatchAugment:
 
 def build_evaluator(cfg: Config, bundle: DataBundle) -> Evaluator:
     """Accuracy and collapse measurement for this run (post-hoc logit adjustment at evaluation
-    when ``loss.posthoc_tau`` is set)."""
+    when ``loss.posthoc_tau`` is set); flip TTA on a run trained without flips is warned about."""
+    kind = cfg.data.augment if cfg.data.augment != "auto" else bundle.augment
+    if cfg.eval.tta and kind == "none":
+        data = bundle.info.get("name", cfg.data.name)
+        how = "data.augment=none" + (
+            f", the default for {data}" if cfg.data.augment == "auto" else ""
+        )
+        warnings.warn(
+            "flip TTA (--tta, eval.tta) averages each image with its mirror image, but this run "
+            f"trains without flips ({how}): the network has never seen mirrored images and the "
+            "accuracy usually drops; measure without TTA, or train with data.augment=standard",
+            stacklevel=2,
+        )
     transform = None
     if cfg.loss.posthoc_tau is not None:
         transform = partial(

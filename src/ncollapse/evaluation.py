@@ -26,6 +26,21 @@ __all__ = ["evaluate_run"]
 SPLITS = ("val", "test", "train")
 
 
+def _root_from_the_run(run: Run, root: Any) -> str | None:
+    """A relative ``data.root`` as the run saw it: from the folder it was trained in (recorded
+    in ``env.json``), when the data is there; None keeps the saved value (an absolute root, an
+    older run without the record, or data found only from the current folder)."""
+    if not isinstance(root, str) or not root or Path(root).expanduser().is_absolute():
+        return None
+    try:
+        cwd = run.env().get("cwd")
+    except UserError:
+        return None
+    if not isinstance(cwd, str) or not (Path(cwd) / root).exists():
+        return None
+    return str(Path(cwd) / root)
+
+
 def evaluate_run(
     run_dir: str | Path,
     splits: Sequence[str] = ("test",),
@@ -49,6 +64,9 @@ def evaluate_run(
         data = {"val": "unused"}
         if val_per_class is not None:
             data["val_per_class"] = int(val_per_class)
+    root = _root_from_the_run(run, saved["data"].get("root"))
+    if root is not None:
+        data["root"] = root
     acc_splits = [s for s in splits if s != "train"]
     over = {
         "data": data,

@@ -23,7 +23,16 @@ import numpy as np
 from ..errors import DataError
 from .base import DataBundle
 from .bundle import build_lt_bundle
-from .files import download_file, file_digest, is_writable_dir, repo_root, safe_extract, search_dirs
+from .files import (
+    download_file,
+    download_place,
+    file_digest,
+    given_cache_dir,
+    is_writable_dir,
+    repo_root,
+    safe_extract,
+    search_dirs,
+)
 from .imagefolder import CIFAR10_CLASSES, read_imagefolder
 from .registry import register_dataset
 from .resize import check_size
@@ -241,7 +250,7 @@ def download_cifar(name: str, dest_dir: str | os.PathLike) -> Path:
 
 def _extract_archive(arch: Path, name: str, cache_dir: str | None) -> Path:
     spec = CIFAR_ARCHIVES[name]
-    targets = [Path(cache_dir).expanduser()] if cache_dir else []
+    targets = [given_cache_dir(cache_dir)] if cache_dir else []
     targets += [arch.parent, Path.home() / ".cache" / "ncollapse"]
     for t in targets:
         if _has_folder(t / spec["folder"], name):
@@ -269,10 +278,10 @@ def load_cifar_lt(cfg: Any) -> DataBundle:
     except DataError as exc:
         if not cfg.download or "incomplete" in str(exc):
             raise
-        dest = next((d for d in search_dirs(cfg.root) if is_writable_dir(d)), None)
-        if dest is None:
-            raise
-        kind, path = "archive", download_cifar(name, dest)
+        with download_place(cfg.root) as dest:
+            if dest is None:
+                raise
+            kind, path = "archive", download_cifar(name, dest)
     info: dict[str, Any] = {"source": str(path), "format": kind}
     if kind == "jpeg":
         arrays, classes, meta = read_imagefolder(
