@@ -71,8 +71,9 @@ def _no_network(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(urllib.request, "urlopen", refuse)
 
 
-def _nan_after(epoch: int):
-    """NaN in a weight after epoch ``epoch`` (0-based): what a learning rate far too high does."""
+def _nan_after(epoch: int, buffer: str = ""):
+    """NaN in a weight after epoch ``epoch`` (0-based): what a learning rate far too high does;
+    with ``buffer`` (``running_var``), in that BatchNorm buffer only, the weights finite."""
 
     def patch(mp: pytest.MonkeyPatch) -> None:
         import torch
@@ -85,7 +86,12 @@ def _nan_after(epoch: int):
             rec = real(self, e)
             if e == epoch:
                 with torch.no_grad():
-                    next(self.network.parameters()).fill_(float("nan"))
+                    if buffer:
+                        next(b for n, b in self.network.named_buffers() if buffer in n).fill_(
+                            float("nan")
+                        )
+                    else:
+                        next(self.network.parameters()).fill_(float("nan"))
             return rec
 
         mp.setattr(Trainer, "train_epoch", poisoned)
@@ -107,6 +113,13 @@ def _no_dir(name: str):
 
 def _finished(name: str):
     return lambda ws, err: None if (ws / "runs" / name / "summary.json").is_file() else "no summary"
+
+
+def _finite_checkpoint(ws, err):
+    """The kept checkpoint loads (every weight and buffer finite) at epoch 1."""
+    from ncollapse.rundir import Run
+
+    return None if Run(ws / "runs" / "new").load_checkpoint()["epoch"] == 1 else "not epoch 1"
 
 
 def _has_checkpoint(ws, err):
@@ -331,6 +344,10 @@ CASES: list[Case] = [
     C("train: NaN after a checkpoint", [*T, "--epochs", "3", "--name", "new"],
       "last good checkpoint (epoch 1)", trains=True, patch=_nan_after(1),
       check=_has_checkpoint),
+    C("train: NaN only in a BatchNorm buffer", [*T, "--epochs", "3", "--name", "new"],
+      "training diverged in epoch 2: 1 weight/BatchNorm tensors hold NaN or inf (backbone."
+      "features.0.1.running_var); the last good checkpoint (epoch 1) is kept", trains=True,
+      patch=_nan_after(1, buffer="running_var"), check=_finite_checkpoint),
     C("train: NaN in the first epoch", [*T, "--method", "ce", "--set", "optim.lr=1e6",
       "--epochs", "3", "--name", "new"], "was removed", trains=True, check=_no_dir("new")),
     C("train: interrupted", [*T, "--epochs", "3", "--name", "new"],
