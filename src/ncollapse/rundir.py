@@ -453,7 +453,18 @@ class Run:
             return {}
 
     def data(self) -> dict[str, Any]:
-        return self._read_json(DATA_FILE)
+        """The data record; its ``class_counts`` (what a resume and evaluate compare the data
+        found now with) must be a list of counts, or the file is named as damaged."""
+        data = self._read_json(DATA_FILE)
+        counts = data.get("class_counts")
+        if not isinstance(counts, list) or not all(
+            isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts
+        ):
+            raise UserError(
+                f"{self.path / DATA_FILE} is damaged (no list of class_counts); restore it or "
+                "start a new run"
+            )
+        return data
 
     def env(self) -> dict[str, Any]:
         return self._read_json(ENV_FILE)
