@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
+import numpy as np
 import pytest
 
 import test_reliability_setups as S
@@ -275,6 +276,10 @@ CASES: list[Case] = [
     C("resume: config.yaml unknown key", R, "no_such_key",
       setup=S.file("runs/half/config.yaml", "loss: {no_such_key: 1}\n")),
     C("resume: damaged data.json", R, "data.json", setup=S.damage("runs/half/data.json")),
+    C("resume: data.json without class_counts", R, "data.json is damaged (no list of "
+      "class_counts)", setup=S.file("runs/half/data.json", '{"classes": []}')),
+    C("evaluate: data.json without class_counts", ["evaluate", "{ws}/runs/done"],
+      "data.json is damaged", setup=S.file("runs/done/data.json", "{}")),
     C("resume: damaged metrics.jsonl", R, "metrics.jsonl",
       setup=S.damage("runs/half/metrics.jsonl", "garbage")),
     C("resume: torn last metrics line", R, rc=0, trains=True, writes=True,
@@ -339,6 +344,14 @@ CASES: list[Case] = [
     C("data: data.cache_dir a file", [*T, *IMG, "--set", "data.cache_dir={ws}/c"],
       "data.cache_dir {ws}/c is not a folder", data=True,
       setup=S.chain(S.images(), S.file("c", "x"))),
+    C("data: cifar10 meta without label_names", [*T, *CIFAR, "--set", "data.root={ws}/c"],
+      "batches.meta: 'label_names' must list the 10 class names", data=True, setup=S.chain(
+      S.cifar10("c/cifar-10-batches-py"), S.pickled("c/cifar-10-batches-py/batches.meta",
+      {b"names": 1}))),
+    C("data: cifar10 labels out of range", [*T, *CIFAR, "--set", "data.root={ws}/c"],
+      "data_batch_1: 'labels' must be integers 0..9", data=True, setup=S.chain(
+      S.cifar10("c/cifar-10-batches-py"), S.pickled("c/cifar-10-batches-py/data_batch_1",
+      {b"data": np.zeros((4, 3072), np.uint8), b"labels": [0, 1, -1, 12]}))),
     C("data: listfile without lists", [*T, "--set", "data.name=listfile"], "data.root", data=True),
     # -------------------------------------------------------- training (the divergence guard)
     C("train: NaN after a checkpoint", [*T, "--epochs", "3", "--name", "new"],

@@ -255,3 +255,13 @@ def trained(folder: str, *argv: str) -> Setup:
             os.chdir(old)
 
     return run
+
+
+def pickled(rel: str, obj: object) -> Setup:
+    """A pickle of ``obj`` at ``ws/rel`` (a CIFAR batch or meta file of one's own)."""
+
+    def run(ws: Path) -> None:
+        (ws / rel).parent.mkdir(parents=True, exist_ok=True)
+        _dump(ws / rel, obj)
+
+    return run

@@ -59,6 +59,7 @@ def evaluate_run(
     run = Run.load(run_dir)
     state = run.load_model()  # finite weights, or a one-line error before any data is loaded
     saved = run.config_dict()
+    trained_on = run.data()["class_counts"]
     data: dict[str, Any] = {}
     if "val" in splits and (saved["data"]["val"] == "none" or val_per_class is not None):
         data = {"val": "unused"}
@@ -77,7 +78,6 @@ def evaluate_run(
     if threads:
         torch.set_num_threads(threads)
     bundle = load_data(cfg.data)
-    trained_on = run.data()["class_counts"]
     if list(trained_on) != list(bundle.class_counts):
         raise UserError(
             f"the data found now gives class counts {list(bundle.class_counts)}, but {run.path} "
