@@ -59,7 +59,7 @@ def evaluate_run(
     run = Run.load(run_dir)
     state = run.load_model()  # finite weights, or a one-line error before any data is loaded
     saved = run.config_dict()
-    trained_on = run.data()["class_counts"]
+    trained_on = run.class_counts()
     data: dict[str, Any] = {}
     if "val" in splits and (saved["data"]["val"] == "none" or val_per_class is not None):
         data = {"val": "unused"}

@@ -299,6 +299,7 @@ class Run:
         loaded. A damaged ``env.json`` is no obstacle (it only keeps the thread count)."""
         config = self.config_dict()
         data = self.data()
+        self.class_counts(data)  # what the data found now is compared with
         try:
             env = self.env()
         except UserError:
@@ -453,9 +454,13 @@ class Run:
             return {}
 
     def data(self) -> dict[str, Any]:
-        """The data record; its ``class_counts`` (what a resume and evaluate compare the data
-        found now with) must be a list of counts, or the file is named as damaged."""
-        data = self._read_json(DATA_FILE)
+        return self._read_json(DATA_FILE)
+
+    def class_counts(self, data: dict[str, Any] | None = None) -> list[int]:
+        """The training counts of the data record (``data``, when it has been read already):
+        what a resume and ``evaluate`` compare the data found now with; a record without a
+        list of counts is named as damaged."""
+        data = self.data() if data is None else data
         counts = data.get("class_counts")
         if not isinstance(counts, list) or not all(
             isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts
@@ -464,7 +469,7 @@ class Run:
                 f"{self.path / DATA_FILE} is damaged (no list of class_counts); restore it or "
                 "start a new run"
             )
-        return data
+        return counts
 
     def env(self) -> dict[str, Any]:
         return self._read_json(ENV_FILE)
