@@ -42,7 +42,7 @@ def _kill_at(epoch: int, exc: type[BaseException] = KeyboardInterrupt):
 
 
 def _sigterm_at(epoch: int):
-    """``kill PID`` (SIGTERM) while epoch ``epoch`` (0-based) trains."""
+    """``kill PID`` (SIGTERM) as epoch ``epoch`` (0-based) starts: a scheduler preempting."""
 
     def patch(mp: pytest.MonkeyPatch) -> None:
         import os
@@ -125,6 +125,20 @@ def _finite_checkpoint(ws, err):
 
 def _has_checkpoint(ws, err):
     return None if (ws / "runs" / "new" / "checkpoint.pt").is_file() else "no checkpoint kept"
+
+
+def _resumable(rel: str):
+    """The run at ``ws/rel`` has a checkpoint that loads (finite, whole); no temporary file."""
+
+    def check(ws, err):
+        from ncollapse.rundir import Run
+
+        if list((ws / rel).glob(".*.tmp")):
+            return "temporary files left behind"
+        Run(ws / rel).load_checkpoint()  # a UserError fails the case
+        return None
+
+    return check
 
 
 def _checkpoint_kept(ws, err):
@@ -368,19 +382,19 @@ CASES: list[Case] = [
       check=_has_checkpoint),
     C("train: interrupted in the first epoch", [*T, "--epochs", "3", "--name", "new"],
       "nothing was kept", rc=130, trains=True, patch=_kill_at(0), check=_no_dir("new")),
-    C("train: SIGTERM", [*T, "--epochs", "3", "--name", "new"], "terminated (SIGTERM); "
-      "continue with `ncollapse train --resume {ws}/runs/new`", rc=143, trains=True,
-      patch=_sigterm_at(1), check=_has_checkpoint),
+    C("train: SIGTERM", [*T, "--epochs", "3", "--name", "new"], "stopped by SIGTERM: "
+      "checkpoint saved in epoch 2 after step 1 of 7 in {ws}/runs/new; continue with `ncollapse "
+      "train --resume {ws}/runs/new` (exit status 143", rc=143, trains=True,
+      patch=_sigterm_at(1), check=_resumable("runs/new")),
     C("train: SIGTERM in the first epoch", [*T, "--epochs", "3", "--name", "new"],
-      "terminated (SIGTERM); {ws}/runs/new stopped before its first checkpoint and nothing was "
-      "kept", rc=143, trains=True, patch=_sigterm_at(0), check=_no_dir("new")),
-    C("train --resume: SIGTERM", R, "terminated (SIGTERM); to continue from the last "
-      "checkpoint, rerun `ncollapse train --resume {ws}/runs/half", rc=143, trains=True,
-      writes=True, patch=_sigterm_at(1), check=_checkpoint_kept,
+      "checkpoint saved in epoch 1 after step 1", rc=143, trains=True, patch=_sigterm_at(0),
+      check=_resumable("runs/new")),
+    C("train --resume: SIGTERM", R, "continue with `ncollapse train --resume {ws}/runs/half`",
+      rc=143, trains=True, writes=True, patch=_sigterm_at(1), check=_resumable("runs/half"),
       setup=S.edit_yaml("runs/half/config.yaml", "optim.epochs", 3)),
     C("sweep: SIGTERM", ["sweep", "--out", "{ws}/sw", "--epochs", "2", "--seeds", "0",
-      "--methods", "ce", *QUIET], "terminated (SIGTERM); finished cells are kept", rc=143,
-      trains=True, log=True, patch=_sigterm_at(1)),
+      "--methods", "ce", *QUIET], "to continue the sweep from there (exit status 143", rc=143,
+      trains=True, log=True, patch=_sigterm_at(1), check=_resumable("sw/ce-ir20-s0")),
     # -------------------------------------------------------- compare
     C("compare: a method twice", ["compare", *OUT, "--methods", "ce,ce"], "twice"),
     C("compare: no methods", ["compare", *OUT, "--methods", ","], "--methods is empty"),
