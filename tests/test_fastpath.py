@@ -107,8 +107,8 @@ def test_mixup_stops_at_exactly_optim_mixup_epochs(tmp_path):
     seen = []
     real = trainer.batches.epoch
 
-    def spy(epoch, seed, alpha):
-        steps = list(real(epoch, seed, alpha))
+    def spy(epoch, seed, alpha, **kw):
+        steps = list(real(epoch, seed, alpha, **kw))
         seen.append((alpha, all(s.batch.lam != 1.0 for s in steps)))  # every batch mixed
         return iter(steps)
 
