@@ -31,16 +31,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-#: what every trial shares: the fast recipe's network and schedule at 30 epochs on the folder,
-#: with a validation split of up to 50 unused images per class, measured once at the end
-BASE = "cifar10_lt_r100_fast"
-COMMON = [
-    "data.name=imagefolder",
-    "data.val=unused",
-    "data.val_per_class=50",
-    "eval.splits=[val,test]",
-]
-EPOCHS = 30
+#: what every trial shares: the recipe of the 100-class dev set (the fast recipe's network and
+#: schedule at 30 epochs on an image folder, a validation split of up to 50 unused images per
+#: class, accuracy measured once at the end), given explicitly in its own epochs, so that an
+#: override counted in epochs (``loss.drw_epoch=24``) means that epoch of the 30
+BASE = "tinyimagenet100_lt"
+COMMON: list[str] = []
+#: None: the base recipe's own length; a trial's ``epochs=N`` scales its schedule to N epochs
+EPOCHS = None
 
 #: trial name -> (method preset, overrides); every trial runs on the shared recipe, for EPOCHS
 #: epochs unless an override ``epochs=N`` says otherwise (the schedule scales with it)
@@ -68,17 +66,17 @@ TRIALS: dict[str, tuple[str, list[str]]] = {
         "etf_dr",
         ["model.scale=10", "loss.balance=global", "loss.balance_power=0.5"],
     ),
-    "dr_s10_global_drw": ("etf_dr", ["model.scale=10", "loss.balance=global", "loss.drw_epoch=20"]),
-    "dr_s10_global_drw15": (
+    "dr_s10_global_drw8": ("etf_dr", ["model.scale=10", "loss.balance=global", "loss.drw_epoch=8"]),
+    "dr_s10_global_drw10": (
         "etf_dr",
-        ["model.scale=10", "loss.balance=global", "loss.drw_epoch=15"],
+        ["model.scale=10", "loss.balance=global", "loss.drw_epoch=10"],
     ),
     "dr_s10_global_drw24": (
         "etf_dr",
         ["model.scale=10", "loss.balance=global", "loss.drw_epoch=24"],
     ),
-    "dr_s30_global_drw": ("etf_dr", ["model.scale=30", "loss.balance=global", "loss.drw_epoch=20"]),
-    "dr_s10_batch_drw": ("etf_dr", ["model.scale=10", "loss.balance=batch", "loss.drw_epoch=20"]),
+    "dr_s30_global_drw8": ("etf_dr", ["model.scale=30", "loss.balance=global", "loss.drw_epoch=8"]),
+    "dr_s10_batch_drw8": ("etf_dr", ["model.scale=10", "loss.balance=batch", "loss.drw_epoch=8"]),
     "dr_s30_none": ("etf_dr", ["model.scale=30", "loss.balance=none"]),
     "dr_s3_global": ("etf_dr", ["model.scale=3", "loss.balance=global"]),
     # cross-entropy's own search (a learnable linear classifier throughout)
@@ -90,10 +88,14 @@ TRIALS: dict[str, tuple[str, list[str]]] = {
     "ce_mix02": ("ce", ["optim.mixup_alpha=0.2"]),
     "ce_kaiming": ("ce", ["model.head_init=kaiming_normal"]),
     # deferred re-weighting (Cao et al.) and deferred class-balanced re-sampling
+    "ce_drw8": ("ce", ["loss.drw_epoch=8"]),
     "ce_drw15": ("ce", ["loss.drw_epoch=15"]),
-    "ce_drw20": ("ce", ["loss.drw_epoch=20"]),
     "ce_drw24": ("ce", ["loss.drw_epoch=24"]),
+    "ce_drw4": ("ce", ["loss.drw_epoch=4"]),
+    "ce_drw10": ("ce", ["loss.drw_epoch=10"]),
+    "ce_lr02_drw8": ("ce", ["optim.lr=0.2", "loss.drw_epoch=8"]),
     "ce_drs24": ("ce", ["optim.balanced_from=24"]),
+    "ce_drs10": ("ce", ["optim.balanced_from=10"]),
 }
 
 
@@ -125,10 +127,11 @@ def _train(name: str, seed: int, args: argparse.Namespace) -> Path:
         cmd = ["train", "--resume", str(run)]
     else:
         epochs = [e.split("=", 1)[1] for e in extra if e.startswith("epochs=")] or [args.epochs]
+        length = [] if epochs[0] is None else ["--epochs", str(epochs[0])]
         extra = [e for e in extra if not e.startswith("epochs=")]
         sets = [*COMMON, f"data.root={args.root}", f"data.imbalance={args.imbalance}", *extra]
         cmd = ["train", "--config", BASE, "--method", method, "--shared-recipe"]
-        cmd += ["--epochs", str(epochs[0]), "--seed", str(seed), "--out", args.out]
+        cmd += [*length, "--seed", str(seed), "--out", args.out]
         cmd += ["--name", run.name] + [x for s in sets for x in ("--set", s)]
     cmd += [x for s in keys for x in ("--set", s)]
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
@@ -185,23 +188,43 @@ def _fmt(x: float | None, scale: float = 100.0) -> str:
 
 
 def _write_record(path: Path, rows: list[dict], args: argparse.Namespace, argv) -> None:
+    record = {"imbalance": args.imbalance, "base": BASE, "common": COMMON}
+    record.update(_provenance(args, argv))
+    record["rows"] = rows
+    path.write_text(json.dumps(record, indent=1) + "\n")
+
+
+def _provenance(args: argparse.Namespace, argv) -> dict:
     import platform
 
     import torch
 
     from ncollapse.runner import cpu_info
 
-    record = {
+    return {
         "command": " ".join(["python", "benchmarks/many_classes.py", *(argv or sys.argv[1:])]),
-        "imbalance": args.imbalance,
-        "base": BASE,
-        "common": COMMON,
         "machine": cpu_info().get("model"),
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "rows": rows,
     }
+
+
+def _export(run: Path, row: dict, dest: Path, args: argparse.Namespace, argv) -> Path:
+    """One run's record, as the CIFAR-10 records: its summary.json with the trial, the class-mean
+    validation accuracy, the resolved config and the provenance, named
+    ``tinyimagenet100_dev_r<ratio>_<method>_seed<N>.json``."""
+    import yaml
+
+    record = json.loads((run / "summary.json").read_text())
+    record.update({k: row[k] for k in ("trial", "method", "overrides", "val_bal")})
+    record["imbalance"] = args.imbalance
+    record["config"] = yaml.safe_load((run / "config.yaml").read_text())
+    record.update(_provenance(args, argv))
+    dest.mkdir(parents=True, exist_ok=True)
+    ratio = round(1 / args.imbalance)
+    path = dest / f"tinyimagenet100_dev_r{ratio}_{row['method']}_seed{row['seed']}.json"
     path.write_text(json.dumps(record, indent=1) + "\n")
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,6 +241,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true")
     p.add_argument("--probe", action="store_true", help="add the gradient sizes of each run")
     p.add_argument("--record", default=None, help="write the rows, with provenance, to FILE")
+    p.add_argument(
+        "--export",
+        default=None,
+        metavar="DIR",
+        help="write each run's own record (its summary, trial, config, provenance) into DIR",
+    )
     args = p.parse_args(argv)
     if args.list:
         for name, (method, extra) in TRIALS.items():
@@ -245,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
                         for k, v in probe(run, trained).items():
                             row[f"{k}_{when}"] = v
                 rows.append(row)
+                if args.export:
+                    print(f"wrote {_export(run, row, Path(args.export), args, argv)}")
     if args.record:
         _write_record(Path(args.record), rows, args, argv)
     if args.json:

@@ -221,3 +221,21 @@ def test_a_recipe_key_that_is_not_a_string_is_a_config_error(tmp_path):
     p.write_text("?")
     with pytest.raises(ConfigError, match="unknown config key 'None'"):
         official(p)
+
+
+def test_an_epoch_counted_override_scaled_by_epochs_is_named():
+    """--epochs scales every key counted in epochs, the user's --set values included (they are
+    read in the recipe's own length): a warning says what the value became and what to give."""
+    import warnings
+
+    from ncollapse.composition import compose
+
+    with pytest.warns(UserWarning, match=r"loss.drw_epoch=24 counts epochs of the recipe's 72"):
+        cfg = compose("cifar10_lt_r100_fast", overrides=["loss.drw_epoch=24"], epochs=30)
+    assert cfg.loss.drw_epoch == 10
+    with pytest.warns(UserWarning, match=r"give loss.drw_epoch=58 "):
+        compose("cifar10_lt_r100_fast", overrides=["loss.drw_epoch=24"], epochs=30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no --epochs, or a key not counted in epochs: silent
+        assert compose("cifar10_lt_r100_fast", overrides=["loss.drw_epoch=24"]).loss.drw_epoch == 24
+        compose("cifar10_lt_r100_fast", overrides=["optim.lr=0.2"], epochs=30)

@@ -34,6 +34,13 @@ def test_fast_recipes_load_and_keep_the_method(name):
     width = 64 * cfg.model.width
     assert width >= k - 1  # the feature hosts the K-vertex ETF
     assert cfg.data.imbalance == {"r100": 0.01, "r50": 0.02, "r10": 0.1}[name.split("_")[2]]
+    if k == 100:  # the many-class changes, at the dev-set recipe's share of the schedule
+        dev = ncollapse.compose("tinyimagenet100_lt_r100_fast")
+        assert cfg.model.scale == dev.model.scale == 10.0
+        share = cfg.loss.drw_epoch / cfg.optim.epochs
+        assert share == pytest.approx(dev.loss.drw_epoch / dev.optim.epochs)
+    else:  # ten classes keep the recipe chosen on CIFAR-10
+        assert cfg.model.scale == 1.0 and cfg.loss.drw_epoch is None
 
 
 def _cifar_like(root: Path, classes: int = 10, per_class: int = 12, test: int = 3) -> Path:

@@ -10,7 +10,8 @@ Layers, lowest first:
 3. ``method``: a method preset (``ce``, ``etf_dr``, ...) over the recipe, replacing the recipe's;
 4. ``overrides``: ``key=value`` strings (the command line's ``--set``), or a nested dict;
 5. the typed shortcuts (``seed``, ``imbalance``, ``device``, ``out``, ``name``, ...);
-6. ``epochs``: the schedule shortened or lengthened proportionally (warm-up, milestones, DRW).
+6. ``epochs``: the schedule shortened or lengthened proportionally (warm-up, milestones, DRW),
+   the overrides' epoch-counted values included (a warning names each that changed).
 
 Every key is checked against its declaration, every name that selects a registered thing
 against its registry, and what the selected things need of each other (a loss that needs a
@@ -138,8 +139,57 @@ def compose(
         check_components(cfg)
     check_run_name(cfg.run.name if cfg.run.name is not None else cfg.name)  # a run directory's name
     if epochs is not None:
-        cfg = scale_schedule(cfg, epochs)
+        before = cfg.optim.epochs
+        scaled = scale_schedule(cfg, epochs)
+        _warn_scaled_overrides(upper, cfg, scaled, before, epochs)
+        cfg = scaled
     return cfg
+
+
+def _warn_scaled_overrides(upper: dict, cfg: Config, scaled: Config, before: int, epochs: int):
+    """An override counted in epochs is read in the recipe's own length and scaled with the
+    rest (layer 6): say so when that changed it, so ``--epochs 30 --set loss.drw_epoch=24``
+    on a 72-epoch recipe does not silently mean epoch 10."""
+    for key, opt in Config.walk():
+        if opt.scale is None:
+            continue
+        node: Any = upper
+        for part in key.split("."):
+            node = node.get(part, _ABSENT) if isinstance(node, dict) else _ABSENT
+        if node is _ABSENT:
+            continue
+        old, new = _value(cfg, key), _value(scaled, key)
+        if old != new:
+            warnings.warn(
+                f"--set {key}={node} counts epochs of the recipe's {before}; --epochs {epochs} "
+                f"scales it to {new}. To mean {node} of {epochs} epochs, give "
+                f"{key}={_unscale(node, before, epochs)} (or drop --epochs and set "
+                f"optim.epochs={epochs} with every epoch-counted key yourself)",
+                UserWarning,
+                stacklevel=3,
+            )
+
+
+_ABSENT = object()
+
+
+def _value(cfg: Config, key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def _unscale(value: Any, before: int, epochs: int) -> Any:
+    """The value that ``--epochs`` would scale to ``value`` (proportionally)."""
+
+    def one(v: Any) -> Any:
+        if not isinstance(v, int | float) or isinstance(v, bool):
+            return v
+        x = v * before / epochs
+        return round(x) if isinstance(v, int) else round(x, 6)
+
+    return [one(v) for v in value] if isinstance(value, list) else one(value)
 
 
 def _overrides(overrides: Iterable[str] | Mapping[str, Any]) -> dict[str, Any]:
