@@ -42,6 +42,7 @@ from .config import (
     validate,
 )
 from .data import DATASETS
+from .engine.graphs import STEPS
 from .engine.optimizers import OPTIMIZERS
 from .engine.schedule import SCHEDULES
 from .heads import HEADS
@@ -60,6 +61,7 @@ REGISTRIES: tuple[Registry[Any], ...] = (
     LOSSES,
     OPTIMIZERS,
     SCHEDULES,
+    STEPS,
 )
 
 

@@ -225,7 +225,9 @@ def run_training(
     if saved is None:
         writer.write_config(config_to_dict(cfg))
         writer.write_data(_data_record(cfg, bundle))
-        writer.write_env(_env_record(device, cfg.run.amp, dist, trainer.global_batch))
+        env = _env_record(device, cfg.run.amp, dist, trainer.global_batch)
+        env["step"] = "eager" if trainer.graph is None else "graph"
+        writer.write_env(env)
         progress.message(f"run directory: {run.path} ({threads.describe()})")
     elif dist.broadcast_object(saved.checkpoint is not None):
         assert saved.checkpoint is not None

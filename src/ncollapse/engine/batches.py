@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -18,7 +19,7 @@ from ..data.augment import BatchAugment, CropDraws
 from .mixup import MixDraws, apply_mixup, draw_mixup
 from .state import epoch_generators
 
-__all__ = ["BatchDraws", "ResidentBatches", "StepInput", "epoch_order"]
+__all__ = ["BatchDraws", "ResidentBatches", "StepInput", "epoch_order", "not_resident_alone"]
 
 
 @dataclass
@@ -141,3 +142,15 @@ class ResidentBatches:
             }
             yield StepInput(x, Batch(y_a, y_b, lam), extra, d.idx.numel())
 
+
+def not_resident_alone(trainer: Any) -> str | None:
+    """Why a trainer's steps are not plain :class:`ResidentBatches` in one process, in a few
+    words (None: they are), which the captured step (:mod:`.graphs`) and a pack of runs
+    (:mod:`.pack`) need: data-parallel, streamed data, or extra batches."""
+    if trainer.dist.enabled:
+        return "the run is data-parallel under torchrun"
+    if not isinstance(trainer.batches, ResidentBatches):
+        return "the data streams through DataLoader workers"
+    if trainer.batches.extra_weights:
+        return f"the loss draws extra batches ({', '.join(trainer.batches.extra_weights)})"
+    return None

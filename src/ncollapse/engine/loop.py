@@ -47,6 +47,7 @@ from .callbacks import Callback, default_callbacks
 from .distributed import SINGLE, Distributed
 from .ema import WeightAverage
 from .evaluate import Evaluator, network_outputs
+from .graphs import STEPS, GraphStep
 from .optimizers import build_optimizer
 from .precision import autocast_dtype
 from .progress import Progress
@@ -156,6 +157,8 @@ class Trainer:
         self._step_hooks = _overriding(self.callbacks, "on_step_end")
         self._before_step_hooks = _overriding(self.callbacks, "on_before_step")
         self._clock: tuple[float, float] | None = None  # (wall seconds before, fit start)
+        #: the captured step that trains the epochs (``run.step=graph``); None: the eager step
+        self.graph: GraphStep | None = STEPS.get(getattr(run, "step", None) or "eager")(self)
 
     @property
     def precision(self) -> str:
@@ -224,6 +227,10 @@ class Trainer:
         """One pass over the training set (0-based ``epoch``); returns the train record."""
         self.network.train()
         self.criterion.set_epoch(epoch)
+        if self.graph is not None:
+            start = time.perf_counter()
+            loss_sum, seen, lr = self.graph.run_epoch(epoch, start)
+            return self._train_record(epoch, loss_sum, seen, lr, start)
         num_batches = len(self.batches)
         per_batch = self.schedule.per_batch(self.optim, epoch)
         lr = self._set_lr(epoch, 0.0 if per_batch else 1.0)
@@ -250,6 +257,11 @@ class Trainer:
                     seen / max(elapsed, 1e-9),
                     elapsed,
                 )
+        return self._train_record(epoch, loss_sum, seen, lr, start)
+
+    def _train_record(
+        self, epoch: int, loss_sum: torch.Tensor, seen: int, lr: float, start: float
+    ) -> dict[str, Any]:
         if self.dist.enabled:  # the loss over all ranks; rank 0's BatchNorm statistics everywhere
             loss_sum = self.dist.all_reduce_sum(loss_sum)
             self.dist.sync_buffers(self.network)
