@@ -351,18 +351,33 @@ class Trainer:
     def fit(self, run_dir: RunFiles) -> dict[str, Any]:
         """Train from ``self.state.epoch`` to the end, writing into ``run_dir``; returns the
         summary written to summary.json."""
+        self.start_fit(run_dir)
+        latest: dict[tuple[str, str], dict[str, Any]] = {}
+        for epoch in range(self.state.epoch, self.epochs):
+            self.end_epoch(epoch, self.train_epoch(epoch), latest)
+        return self.end_fit(latest)
+
+    # the three parts of fit(), which a pack of runs (:mod:`.pack`) calls for each of its runs
+    def start_fit(self, run_dir: RunFiles) -> None:
         self.run_dir = run_dir
         self._clock = (self.state.wall_seconds, time.perf_counter())
         for callback in self.callbacks:
             callback.on_fit_start(self)
-        latest: dict[tuple[str, str], dict[str, Any]] = {}
-        for epoch in range(self.state.epoch, self.epochs):
-            records = [self.train_epoch(epoch)]
-            self.state.train_seconds += records[0]["seconds"]
-            self.state.epoch = epoch + 1
-            for callback in self.callbacks:
-                callback.on_epoch_end(self, epoch + 1, records)
-            latest.update({(r["kind"], r.get("split", "")): r for r in records})
+
+    def end_epoch(
+        self, epoch: int, record: dict[str, Any], latest: dict[tuple[str, str], dict[str, Any]]
+    ) -> None:
+        """After 0-based ``epoch`` trained (its train ``record``): the callbacks, and the records
+        they add kept in ``latest`` by kind and split."""
+        records = [record]
+        self.state.train_seconds += record["seconds"]
+        self.state.epoch = epoch + 1
+        for callback in self.callbacks:
+            callback.on_epoch_end(self, epoch + 1, records)
+        latest.update({(r["kind"], r.get("split", "")): r for r in records})
+
+    def end_fit(self, latest: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+        assert self.run_dir is not None
         if not any(kind == "eval" for kind, _ in latest):  # resumed a finished run
             latest = self._reported()
         summary = self._summary(latest)

@@ -23,6 +23,7 @@ from filelock import FileLock, Timeout
 from ..config import Config, complete_config_dict, config_diff, config_to_dict, is_run_key
 from ..errors import UserError
 from ..rundir import Run, atomic_write_bytes
+from .pack import train_packs
 from .results import missing_cells, write_results
 from .spec import SPEC_FILE, SweepSpec, cell_name, check_spec
 
@@ -157,12 +158,15 @@ def run_sweep(
     *,
     cell: int | str | None = None,
     log: Callable[[str], None] | None = print,
+    pack: int = 1,
 ) -> dict[str, Any]:
     """Run (or continue) the grid of ``spec`` in ``out_dir`` (default ``runs/sweep-<recipe>``),
     rewriting ``results.csv``/``results.md`` after every finished cell; with ``cell`` (an index
     of :func:`list_cells` or a cell name) only that cell. Returns ``{"out_dir", "spec", "rows",
     "ran", "resumed", "skipped", "busy", "missing"}``; ``busy`` are the cells other processes
-    were training (left to them), ``missing`` the cells of the grid not finished yet."""
+    were training (left to them), ``missing`` the cells of the grid not finished yet. ``pack``:
+    train up to this many cells that share a network shape at a time, as one batched model
+    (:mod:`.pack`)."""
     from ..data import load_data
     from ..runner import run_training
 
@@ -192,6 +196,17 @@ def run_sweep(
     write_results(out, spec_json)
 
     ran, resumed, skipped, busy = [], [], [], []
+    if pack > 1:
+        ran, resumed = train_packs(
+            cells,
+            configs,
+            out,
+            pack,
+            lock=CellLock,
+            load_bundle=lambda cfg: load_data(cfg.data),
+            log=lambda msg: _say(msg, log),
+        )
+        write_results(out, spec_json)
     bundle, bundle_key = None, None
     for i, (r, s, m) in enumerate(cells, 1):
         name = cell_name(m, r, s)
@@ -199,6 +214,8 @@ def run_sweep(
         run = Run(out / name)
         tag = f"[{i}/{len(cells)}] {name}"
         if run.status() == "done":
+            if name in ran or name in resumed:  # trained in a pack just now
+                continue
             skipped.append(name)
             _say(f"sweep: {tag}: finished earlier, skipped", log)
             continue

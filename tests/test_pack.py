@@ -1,0 +1,218 @@
+"""Packed runs (``ncollapse sweep --pack N``, ncollapse.engine.pack): several runs of one backbone
+shape trained in one process as one batched model, each run directory the same in content as
+the run alone (to float rounding): seeds of one method, and two methods (two heads, two losses)
+on one backbone; what cannot be packed trains alone, with a line saying why."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+import ncollapse.runner as runner_mod
+from ncollapse.cli import main
+from ncollapse.composition import compose
+from ncollapse.data import load_data
+from ncollapse.engine.pack import PackedTrainer, pack_unavailable
+from ncollapse.errors import UserError
+from ncollapse.runner import build_trainer, run_packed, run_training
+
+QUIET = ["run.progress=none", "run.tensorboard=false", "run.threads=1", "run.amp=false"]
+TIMING = ("seconds", "images_per_s")
+
+
+def _cfg(out, method, seed, extra=(), epochs=2):
+    name = f"{method}-s{seed}"
+    return compose(None, method, [*QUIET, *extra], epochs=epochs, seed=seed, out=out, name=name)
+
+
+def _close(a, b, tol):
+    if isinstance(a, list):
+        return (
+            isinstance(b, list)
+            and len(a) == len(b)
+            and all(_close(x, y, tol) for x, y in zip(a, b))
+        )
+    if isinstance(a, float) and isinstance(b, float):
+        return a == pytest.approx(b, rel=tol, abs=tol)
+    return a == b
+
+
+def _same_run_dir(packed, alone, tol=1e-4):
+    """Two run directories hold the same run: the same files, the same config (but for the
+    folder each was asked to go to) and data records, the same metrics but for the timings (accuracies equal, the rest to float
+    rounding), and the same weights and checkpoint to float rounding."""
+    files = sorted(p.name for p in packed.iterdir())
+    assert files == sorted(p.name for p in alone.iterdir())
+    configs = [yaml.safe_load((d / "config.yaml").read_text()) for d in (packed, alone)]
+    for c in configs:
+        del c["run"]["out_dir"]  # where each was asked to go
+    assert configs[0] == configs[1]
+    assert (packed / "data.json").read_text() == (alone / "data.json").read_text()
+    rec = [[json.loads(line) for line in (d / "metrics.jsonl").open()] for d in (packed, alone)]
+    assert len(rec[0]) == len(rec[1])
+    for a, b in zip(*rec):
+        assert a.keys() == b.keys()
+        for k in a:
+            if k in TIMING:
+                continue
+            if k in ("acc", "per_class", "many", "medium", "few"):  # counts of right answers
+                assert a[k] == b[k], (a["kind"], k)
+            else:
+                assert _close(a[k], b[k], tol), (a["kind"], k, a[k], b[k])
+    for name in ("model.pt", "checkpoint.pt"):
+        a = torch.load(packed / name, weights_only=False)
+        b = torch.load(alone / name, weights_only=False)
+        assert (packed / name).stat().st_size <= 1.01 * (alone / name).stat().st_size  # compact
+        if name == "checkpoint.pt":
+            assert (
+                a["epoch"] == b["epoch"]
+                and a["trainer"]["best_epoch"] == b["trainer"]["best_epoch"]
+            )
+            states = [(s["momentum_buffer"], t["momentum_buffer"]) for s, t in zip(
+                a["optimizer"]["state"].values(), b["optimizer"]["state"].values()
+            )]  # fmt: skip
+            a, b = a["model"], b["model"]
+            for x, y in states:
+                torch.testing.assert_close(x, y, rtol=tol, atol=tol)
+        assert a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=tol, atol=tol, msg=f"{name} {k}")
+
+
+@pytest.mark.parametrize(
+    "cells", [[("etf_dr", 0), ("etf_dr", 1)], [("ce", 0), ("etf_dr", 0)]], ids=["seeds", "losses"]
+)
+def test_a_packed_run_is_the_run_alone(tmp_path, cells):
+    """Two seeds of ETF + DR, and CE (a learnable linear head) beside ETF + DR (the fixed
+    frame): one backbone, two heads and two losses. One epoch (seven steps), evaluated and
+    measured: over more steps the rounding differences grow, as between any two machines."""
+    logged = []
+    cfgs = [_cfg(tmp_path / "pack", m, s, epochs=1) for m, s in cells]
+    results = run_packed(cfgs, log=logged.append)
+    assert logged == [] and all(isinstance(r, runner_mod.RunResult) for r in results)
+    for m, s in cells:
+        alone = run_training(_cfg(tmp_path / "alone", m, s, epochs=1))
+        packed = tmp_path / "pack" / f"{m}-s{s}"
+        _same_run_dir(packed, alone.run_dir)
+        env = json.loads((packed / "env.json").read_text())
+        assert env["pack"] == [f"{m}-s{s}" for m, s in cells]
+
+
+def test_what_cannot_be_packed_is_named(tmp_path):
+    base = _cfg(tmp_path, "etf_dr", 0)
+    bundle = load_data(base.data)
+
+    def trainer(*extra, method="etf_dr", epochs=2):
+        cfg = _cfg(tmp_path, method, 0, extra, epochs=epochs)
+        return build_trainer(cfg, bundle, torch.device("cpu"))
+
+    first = trainer()
+    assert pack_unavailable(first) is None and pack_unavailable(trainer(), first) is None
+    assert pack_unavailable(trainer(method="ce"), first) is None  # another head, one backbone
+    assert (
+        pack_unavailable(trainer("model.width=2"), first) == "the backbone differs from the pack's"
+    )
+    assert (
+        pack_unavailable(trainer(epochs=3), first) == "the number of epochs differs from the pack's"
+    )
+    assert pack_unavailable(trainer("optim.batch_size=32"), first) == (
+        "the batch size differs from the pack's"
+    )
+    allnc = trainer(method="allnc")
+    assert pack_unavailable(allnc) == "the loss draws extra batches (reversed)"
+    with pytest.raises(ValueError, match="cannot be packed: the loss draws extra batches"):
+        PackedTrainer([first, allnc])
+
+
+def test_a_run_that_cannot_join_trains_alone_with_a_line(tmp_path):
+    logged = []
+    cfgs = [
+        _cfg(tmp_path, "etf_dr", 0, epochs=1),
+        _cfg(tmp_path, "etf_dr", 1, ["model.width=2"], 1),
+    ]
+    results = run_packed(cfgs, log=logged.append)
+    assert logged == ["etf_dr-s1 trains alone, not packed: the backbone differs from the pack's"]
+    assert all(isinstance(r, runner_mod.RunResult) for r in results)
+    assert "pack" not in json.loads((tmp_path / "etf_dr-s0" / "env.json").read_text())
+
+
+def test_a_run_that_diverges_stops_alone(tmp_path):
+    """One run of the pack diverges in its first epoch: it stops with its message (nothing kept
+    of it), the other trains to the end, its weights those of the run alone."""
+    cfgs = [
+        _cfg(tmp_path / "p", "etf_dr", 0, ["optim.lr=1e12"], 1),
+        _cfg(tmp_path / "p", "etf_dr", 1, epochs=1),
+    ]
+    bad, good = run_packed(cfgs)
+    assert isinstance(bad, UserError) and "training diverged in epoch 1" in str(bad)
+    assert "was removed" in str(bad) and not (tmp_path / "p" / "etf_dr-s0").exists()
+    alone = run_training(_cfg(tmp_path / "a", "etf_dr", 1, epochs=1))
+    _same_run_dir(good.run_dir, alone.run_dir)
+
+
+@pytest.mark.slow
+def test_a_packed_run_resumed_is_the_packed_run_uninterrupted(tmp_path, monkeypatch):
+    cells = [("ce", 0), ("etf_dr", 1)]
+    full = run_packed([_cfg(tmp_path / "full", m, s, epochs=4) for m, s in cells])
+    original = PackedTrainer.train_epoch
+
+    class Killed(Exception):
+        pass
+
+    def dying(self, epoch):
+        if epoch == 2:
+            raise Killed
+        return original(self, epoch)
+
+    monkeypatch.setattr(PackedTrainer, "train_epoch", dying)
+    with pytest.raises(Killed):
+        run_packed([_cfg(tmp_path / "cut", m, s, epochs=4) for m, s in cells])
+    monkeypatch.setattr(PackedTrainer, "train_epoch", original)
+    dirs = [tmp_path / "cut" / f"{m}-s{s}" for m, s in cells]
+    resumed = run_packed([None, None], resumes=dirs)
+    for a, b in zip(full, resumed):
+        wa, wb = torch.load(a.run_dir / "model.pt"), torch.load(b.run_dir / "model.pt")
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)  # bit for bit
+
+
+def test_sweep_pack_trains_the_grid_in_packs(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    args = [
+        "sweep",
+        "--methods",
+        "ce,etf_dr,la",
+        "--seeds",
+        "0",
+        "--epochs",
+        "1",
+        "--out",
+        str(out),
+    ]
+    args += [x for s in QUIET for x in ("--set", s)]
+    assert main([*args, "--pack", "2", "--json"]) == 0
+    err = capsys.readouterr().err
+    assert "sweep: packing 2 cells into one batched model: ce-ir20-s0, etf_dr-ir20-s0" in err
+    assert "sweep: --pack 2: la-ir20-s0 trains alone: the last of its group" in err
+    for cell in ("ce-ir20-s0", "etf_dr-ir20-s0", "la-ir20-s0"):
+        assert (out / cell / "summary.json").is_file()
+    assert "pack" in json.loads((out / "ce-ir20-s0" / "env.json").read_text())
+    assert "pack" not in json.loads((out / "la-ir20-s0" / "env.json").read_text())
+    assert yaml.safe_load((out / "ce-ir20-s0" / "config.yaml").read_text())["name"] == "ce-ir20-s0"
+    assert main([*args, "--pack", "2", "--json"]) == 0  # rerun: everything finished, skipped
+    assert capsys.readouterr().err.count("finished earlier, skipped") == 3
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--pack", "0"], "--pack takes a number of runs >= 1, got 0"),
+        (["--pack", "2", "--cell", "0"], "--pack trains several cells at once and --cell one"),
+    ],
+)
+def test_sweep_pack_mistakes_get_one_line(tmp_path, capsys, extra, message):
+    assert main(["sweep", "--out", str(tmp_path / "s"), *extra]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
