@@ -14,6 +14,12 @@ the precision, the thread count, the CPU (or GPU) model and the command added, a
     python benchmarks/full_length.py --list                 # the queue and where each run stands
     nohup python benchmarks/full_length.py --threads 1 &    # train what is missing, in order
     python benchmarks/full_length.py --only ce,la --seeds 0  # a part of the grid
+    python benchmarks/full_length.py --pack 12 --device cuda  # the whole grid as one pack
+
+With ``--pack N`` the runs still to train go N at a time into one process, as one batched model
+(``ncollapse sweep --pack``: ResNet-32 is every method's backbone, so the whole grid packs); each
+run directory and record is the one its own ``ncollapse train`` would give (to float rounding),
+the record naming the runs it was packed with.
 """
 
 from __future__ import annotations
@@ -84,6 +90,8 @@ def write_record(run_dir: Path, command: list[str], records: Path) -> Path:
     summary["machine"] = _machine(env)
     summary["torch"] = env.get("torch")
     summary["command"] = shlex.join(["ncollapse", *command])
+    if env.get("pack"):  # trained as one batched model with these runs
+        summary["packed_with"] = env["pack"]
     records.mkdir(parents=True, exist_ok=True)
     path = records / f"{run_dir.name}.json"
     path.write_text(json.dumps(summary, indent=1) + "\n")
@@ -101,12 +109,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--device", default="auto")
     p.add_argument("--list", action="store_true", help="print the queue and each run's state")
+    p.add_argument(
+        "--pack", type=int, default=1, metavar="N",
+        help="train the runs still to train N at a time in this process, as one batched model",
+    )  # fmt: skip
     args = p.parse_args(argv)
     from ncollapse.rundir import Run
 
     methods = args.only.split(",") if args.only else None
     seeds = [int(s) for s in args.seeds.split(",")]
     out, records = Path(args.out), Path(args.records)
+    if args.pack > 1 and not args.list:
+        return train_packed(queue(methods, seeds), args, out, records)
     for method, recipe, extra, seed in queue(methods, seeds):
         name = run_name(method, seed)
         run = Run(out / name)
@@ -115,8 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             done = (records / f"{name}.json").is_file()
             print(f"{name:42s} {status:10s} {'record written' if done else ''}")
             continue
-        new = ["train", "--config", recipe, "--seed", str(seed), "--out", str(out), "--name", name]
-        new += [x for o in extra for x in ("--set", o)]
+        new = _train_command(recipe, extra, seed, out, name)
         run_keys = [f"run.threads={args.threads}", "run.progress=log", f"run.device={args.device}"]
         if status == "started":
             raise SystemExit(
@@ -137,6 +150,64 @@ def main(argv: list[str] | None = None) -> int:
                 return rc
         record = write_record(run.path, new, records)
         print(f"full_length: {name} done, record {record}", flush=True)
+    return 0
+
+
+def _train_command(recipe: str, extra: list[str], seed: int, out: Path, name: str) -> list[str]:
+    new = ["train", "--config", recipe, "--seed", str(seed), "--out", str(out), "--name", name]
+    return new + [x for o in extra for x in ("--set", o)]
+
+
+def train_packed(todo: list, args: argparse.Namespace, out: Path, records: Path) -> int:
+    """The queue's unfinished runs, ``args.pack`` at a time as one batched model (in this
+    process, resumed ones from their checkpoints); a record for each that finishes."""
+    from ncollapse.composition import compose
+    from ncollapse.rundir import Run
+    from ncollapse.runner import run_packed
+    from ncollapse.threads import set_threads
+
+    set_threads(args.threads)
+    run_keys = [f"run.threads={args.threads}", "run.progress=log", f"run.device={args.device}"]
+    waiting = []
+    for method, recipe, extra, seed in todo:
+        name = run_name(method, seed)
+        run = Run(out / name)
+        status = run.status()
+        if status == "started":
+            raise SystemExit(
+                f"full_length: {run.path} holds no checkpoint; remove it to start over"
+            )
+        if status == "done":
+            if not (records / f"{name}.json").is_file():
+                write_record(run.path, _train_command(recipe, extra, seed, out, name), records)
+            continue
+        waiting.append(
+            (method, recipe, extra, seed, name, run.path if status == "resumable" else None)
+        )
+    for i in range(0, len(waiting), args.pack):
+        chunk = waiting[i : i + args.pack]
+        cfgs = [
+            compose(recipe, None, [*extra, *run_keys], seed=seed, out=str(out), name=name)
+            for _, recipe, extra, seed, name, _ in chunk
+        ]
+        names = [c[4] for c in chunk]
+        print(
+            f"full_length: training {len(chunk)} runs as one pack: {', '.join(names)}", flush=True
+        )
+        results = run_packed(
+            cfgs,
+            resumes=[c[5] for c in chunk],
+            prefixes=[f"{name} " for name in names],
+            log=lambda msg: print(f"full_length: {msg}", flush=True),
+        )
+        for (_, recipe, extra, seed, name, _), result in zip(chunk, results):
+            if isinstance(result, BaseException):
+                print(f"full_length: {name} stopped: {result}", file=sys.stderr)
+                return 1
+            command = _train_command(recipe, extra, seed, out, name)
+            print(
+                f"full_length: {name} done, record {write_record(result.run_dir, command, records)}"
+            )
     return 0
 
 

@@ -216,3 +216,35 @@ def test_sweep_pack_mistakes_get_one_line(tmp_path, capsys, extra, message):
     assert main(["sweep", "--out", str(tmp_path / "s"), *extra]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_full_length_pack_trains_its_queue_packed_and_writes_records(tmp_path):
+    """benchmarks/full_length.py --pack: the runs still to train go into one pack, each leaves
+    its record naming the runs it was packed with (here two short digits runs stand in for the
+    CIFAR grid)."""
+    import argparse
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location(
+        "full_length", root / "benchmarks" / "full_length.py"
+    )
+    full_length = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(full_length)
+    digits = ["data.val=unused", "data.val_per_class=5", "eval.splits=[val,test]", "optim.epochs=1"]
+    digits += ["optim.warmup_epochs=0", "optim.milestones=[]", "run.tensorboard=false"]
+    todo = [("ce", None, ["loss.name=ce", "model.head=linear", *digits], 0)]
+    todo += [("etf_dr", None, digits, 1)]
+    args = argparse.Namespace(pack=2, threads=1, device="cpu")
+    out, records = tmp_path / "runs", tmp_path / "records"
+    assert full_length.train_packed(todo, args, out, records) == 0
+    names = [full_length.run_name(m, s) for m, _, _, s in todo]
+    for name in names:
+        rec = json.loads((records / f"{name}.json").read_text())
+        assert rec["packed_with"] == names and rec["val"]["acc"] >= 0
+        assert (
+            rec["command"].startswith("ncollapse train --config")
+            and f"--name {name}" in rec["command"]
+        )
+    assert full_length.train_packed(todo, args, out, records) == 0  # finished: nothing to train
