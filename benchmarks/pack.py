@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from throughput import _bundle, _subset, engine_rate, pack_rate
+from throughput import _bundle, _subset, engine_rate, pack_rate, timing_setup
 
 #: backbone -> (recipe, its settings for two timed epochs: no warm-up to cut short)
 RECIPES = {
@@ -32,21 +32,10 @@ def measure(args: argparse.Namespace) -> dict:
 
     from ncollapse.composition import compose
     from ncollapse.engine.precision import autocast_dtype, cpu_flags
-    from ncollapse.engine.state import resolve_device
     from ncollapse.runner import cpu_info
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    base = [
-        "optim.epochs=2",
-        "run.progress=none",
-        "run.tensorboard=false",
-        "optim.milestones=[]",
-        "optim.ema=0",
-        f"run.device={device}",
-        *(["run.amp=false"] if args.fp32 else []),
-    ]
+    device, base = timing_setup(args)
+    base += ["optim.ema=0", *(["run.amp=false"] if args.fp32 else [])]
     cfgs = {
         name: compose(recipe, overrides=[*base, *own]) for name, (recipe, own) in RECIPES.items()
     }

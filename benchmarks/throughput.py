@@ -127,25 +127,29 @@ def plain_rate(cfg, bundle, device) -> float:
     return epoch()
 
 
+def timing_setup(args: argparse.Namespace):
+    """The device and the settings of two timed epochs (quiet, no decay, no warning about it),
+    with ``args.threads`` torch threads."""
+    import torch
+
+    from ncollapse.engine.state import resolve_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    base = ["optim.epochs=2", "run.progress=none", "run.tensorboard=false", "optim.milestones=[]"]
+    return device, [*base, f"run.device={device}"]
+
+
 def measure(args: argparse.Namespace) -> dict:
     import torch
 
     from ncollapse.composition import compose
     from ncollapse.engine.precision import autocast_dtype, cpu_flags
-    from ncollapse.engine.state import resolve_device
     from ncollapse.runner import cpu_info
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    base = [
-        "optim.epochs=2",
-        "run.progress=none",
-        "run.tensorboard=false",
-        "optim.warmup_epochs=0",
-        "optim.milestones=[]",  # two timed epochs: no decay (and no warning about it)
-        f"run.device={device}",
-    ]
+    device, base = timing_setup(args)
+    base.append("optim.warmup_epochs=0")
     variants = {
         "engine": [],
         "engine_fp32": ["run.amp=false"],
