@@ -15,11 +15,19 @@ the precision, the thread count, the CPU (or GPU) model and the command added, a
     nohup python benchmarks/full_length.py --threads 1 &    # train what is missing, in order
     python benchmarks/full_length.py --only ce,la --seeds 0  # a part of the grid
     python benchmarks/full_length.py --pack 12 --device cuda  # the whole grid as one pack
+    python benchmarks/full_length.py --save-partial          # pack unfinished runs (see below)
+
+The runs take hours each on a CPU and outlive a working session. ``--save-partial`` packs every
+unfinished run (its checkpoint, config, data and metrics files; not TensorBoard's) into
+``benchmarks/records/partial/<run>.tar.gz``, so that it can be kept with the project; a later
+invocation on a machine without the run directory unpacks it and resumes from its checkpoint.
+A finished run's pack is removed when its record is written.
 
 With ``--pack N`` the runs still to train go N at a time into one process, as one batched model
 (``ncollapse sweep --pack``: ResNet-32 is every method's backbone, so the whole grid packs); each
 run directory and record is the one its own ``ncollapse train`` would give (to float rounding),
-the record naming the runs it was packed with.
+the record naming the runs it was packed with. (``--save-partial``'s tarballs are another kind
+of pack: files, not runs.)
 """
 
 from __future__ import annotations
@@ -30,10 +38,14 @@ import os
 import shlex
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RECORDS = HERE / "records"
+PARTIAL = "partial"  # under the records folder: packed unfinished runs
+#: the files of a run directory that a resume needs (TensorBoard's events are left out)
+PACKED = ("checkpoint.pt", "config.yaml", "data.json", "env.json", "metrics.jsonl")
 
 #: (method, recipe, extra overrides) in training order; each is trained for every seed
 METHODS: list[tuple[str, str, list[str]]] = [
@@ -98,6 +110,35 @@ def write_record(run_dir: Path, command: list[str], records: Path) -> Path:
     return path
 
 
+def save_partial(run_dir: Path, records: Path) -> Path | None:
+    """Pack an unfinished run's resumable files; None when there is nothing to pack."""
+    if not (run_dir / "checkpoint.pt").is_file() or (run_dir / "summary.json").is_file():
+        return None
+    dest = records / PARTIAL / f"{run_dir.name}.tar.gz"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(".tmp")
+    with tarfile.open(tmp, "w:gz") as tar:
+        for name in PACKED:
+            if (run_dir / name).is_file():
+                tar.add(run_dir / name, arcname=f"{run_dir.name}/{name}")
+    tmp.replace(dest)
+    return dest
+
+
+def restore_partial(run_dir: Path, records: Path) -> bool:
+    """Unpack a packed unfinished run where its directory is missing."""
+    pack = records / PARTIAL / f"{run_dir.name}.tar.gz"
+    if run_dir.exists() or not pack.is_file():
+        return False
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(pack) as tar:
+        members = [m for m in tar.getmembers() if m.isfile()]
+        if any(Path(m.name).parts[0] != run_dir.name or ".." in m.name for m in members):
+            raise SystemExit(f"full_length: {pack} holds files outside {run_dir.name}/")
+        tar.extractall(run_dir.parent, members=members, filter="data")
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", default="runs/full_length", help="parent of the run directories")
@@ -113,17 +154,25 @@ def main(argv: list[str] | None = None) -> int:
         "--pack", type=int, default=1, metavar="N",
         help="train the runs still to train N at a time in this process, as one batched model",
     )  # fmt: skip
+    p.add_argument("--save-partial", action="store_true", help="pack the unfinished runs and exit")
     args = p.parse_args(argv)
     from ncollapse.rundir import Run
 
     methods = args.only.split(",") if args.only else None
     seeds = [int(s) for s in args.seeds.split(",")]
     out, records = Path(args.out), Path(args.records)
-    if args.pack > 1 and not args.list:
+    if args.pack > 1 and not (args.list or args.save_partial):
         return train_packed(queue(methods, seeds), args, out, records)
     for method, recipe, extra, seed in queue(methods, seeds):
         name = run_name(method, seed)
         run = Run(out / name)
+        if args.save_partial:
+            packed = save_partial(run.path, records)
+            if packed is not None:
+                print(f"full_length: {name} packed into {packed}")
+            continue
+        if restore_partial(run.path, records):
+            print(f"full_length: {name} unpacked from {records / PARTIAL}", flush=True)
         status = run.status()
         if args.list:
             done = (records / f"{name}.json").is_file()
@@ -149,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"full_length: {name} stopped with status {rc}", file=sys.stderr)
                 return rc
         record = write_record(run.path, new, records)
+        (records / PARTIAL / f"{name}.tar.gz").unlink(missing_ok=True)
         print(f"full_length: {name} done, record {record}", flush=True)
     return 0
 
@@ -172,6 +222,8 @@ def train_packed(todo: list, args: argparse.Namespace, out: Path, records: Path)
     for method, recipe, extra, seed in todo:
         name = run_name(method, seed)
         run = Run(out / name)
+        if restore_partial(run.path, records):
+            print(f"full_length: {name} unpacked from {records / PARTIAL}", flush=True)
         status = run.status()
         if status == "started":
             raise SystemExit(
@@ -205,9 +257,9 @@ def train_packed(todo: list, args: argparse.Namespace, out: Path, records: Path)
                 print(f"full_length: {name} stopped: {result}", file=sys.stderr)
                 return 1
             command = _train_command(recipe, extra, seed, out, name)
-            print(
-                f"full_length: {name} done, record {write_record(result.run_dir, command, records)}"
-            )
+            record = write_record(result.run_dir, command, records)
+            (records / PARTIAL / f"{name}.tar.gz").unlink(missing_ok=True)
+            print(f"full_length: {name} done, record {record}", flush=True)
     return 0
 
 

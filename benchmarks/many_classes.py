@@ -9,6 +9,13 @@ training count, and the training set's NC1 and NC3 at the end. ``--json`` writes
     python benchmarks/many_classes.py --root DIR --list
     python benchmarks/many_classes.py --root DIR --trials dr_global,dr_none,ce --seeds 0
     python benchmarks/many_classes.py --root DIR --collect        # every finished run under --out
+    python benchmarks/many_classes.py --collect --probe --record benchmarks/records/X.json
+
+``--probe`` adds, for each run, the size of its loss's gradient at initialisation and at the end
+of training (on 1,024 training images, no augmentation): per sample at the backbone's feature,
+and the relative step ``lr * ||g|| / ||w||`` of the convolutions, which is what moves a
+BatchNorm-normalised layer. ``--record FILE`` writes the rows with the command, the machine and
+the versions that made them (a record for the docs).
 
 ``DIR`` is an image folder with ``train/<class>/`` and ``test/<class>/`` (for instance 100
 Tiny-ImageNet classes at 32 px); ``--imbalance`` sets the long-tail factor (default 0.01).
@@ -56,6 +63,26 @@ TRIALS: dict[str, tuple[str, list[str]]] = {
     "dr_none_lr": ("etf_dr", ["loss.balance=none", "optim.lr=1.0"]),
     # BatchNorm without the L2 normalisation (the released ImageNet head)
     "dr_none_bn": ("etf_dr", ["loss.balance=none", "model.feature_norm=bn"]),
+    # the DR loss at the ETF head's scale s (DR(s h) = s DR(h)), with tempered or deferred weights
+    "dr_s10_global_p05": (
+        "etf_dr",
+        ["model.scale=10", "loss.balance=global", "loss.balance_power=0.5"],
+    ),
+    "dr_s10_global_drw": ("etf_dr", ["model.scale=10", "loss.balance=global", "loss.drw_epoch=20"]),
+    "dr_s30_none": ("etf_dr", ["model.scale=30", "loss.balance=none"]),
+    "dr_s3_global": ("etf_dr", ["model.scale=3", "loss.balance=global"]),
+    # cross-entropy's own search (a learnable linear classifier throughout)
+    "ce_lr005": ("ce", ["optim.lr=0.05"]),
+    "ce_lr02": ("ce", ["optim.lr=0.2"]),
+    "ce_wd1e-4": ("ce", ["optim.weight_decay=1e-4"]),
+    "ce_wd1e-3": ("ce", ["optim.weight_decay=1e-3"]),
+    "ce_nomix": ("ce", ["optim.mixup_alpha=0"]),
+    "ce_mix02": ("ce", ["optim.mixup_alpha=0.2"]),
+    "ce_kaiming": ("ce", ["model.head_init=kaiming_normal"]),
+    # deferred re-weighting (Cao et al.) and deferred class-balanced re-sampling
+    "ce_drw20": ("ce", ["loss.drw_epoch=20"]),
+    "ce_drw24": ("ce", ["loss.drw_epoch=24"]),
+    "ce_drs24": ("ce", ["optim.balanced_from=24"]),
 }
 
 
@@ -98,8 +125,72 @@ def _train(name: str, seed: int, args: argparse.Namespace) -> Path:
     return run
 
 
+def probe(run_dir: Path, trained: bool, n: int = 1024, batch: int = 128) -> dict:
+    """Gradient sizes of a run's loss on ``n`` training images (no augmentation, train mode):
+    ``grad_f`` the mean per-sample norm at the backbone feature, ``step`` the mean relative
+    step ``lr ||g|| / ||w||`` of the convolutions after the first (the BN-normalised ones); at
+    the run's initialisation (``trained=False``) or with its final weights."""
+    import torch
+
+    from ncollapse.composition import compose
+    from ncollapse.criterion import Batch
+    from ncollapse.data import load_data
+    from ncollapse.engine.state import resolve_device
+    from ncollapse.rundir import Run
+    from ncollapse.runner import build_trainer
+
+    saved = Run.load(run_dir).config_dict()
+    over = {"run": {"progress": "none", "tensorboard": False}}
+    cfg = compose(base=saved, overrides=over, threads=1)
+    torch.set_num_threads(1)
+    bundle = load_data(cfg.data)
+    torch.manual_seed(int(cfg.seed))  # a fresh initialisation from the run's seed
+    trainer = build_trainer(cfg, bundle, resolve_device("cpu"))
+    net = trainer.network
+    if trained:
+        state = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)
+        net.load_state_dict(state)
+    net.train()
+    images, labels = bundle.train.images, bundle.train.labels
+    idx = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[:n]
+    convs = [m for m in net.backbone.modules() if isinstance(m, torch.nn.Conv2d)][1:]
+    grad_f, step = [], []
+    for start in range(0, len(idx), batch):
+        i = idx[start : start + batch]
+        x = trainer.augment.normalize(torch.as_tensor(images[i]))
+        y = torch.as_tensor(labels[i]).long()
+        net.zero_grad()
+        f = net.backbone(x)
+        f.retain_grad()
+        trainer.criterion(Batch(y), net.head(f)).backward()
+        grad_f.append(float((f.grad.norm(dim=1) * len(y)).mean()))
+        rel = [cfg.optim.lr * float(c.weight.grad.norm() / c.weight.norm()) for c in convs]
+        step.append(sum(rel) / len(rel))
+    return {"grad_f": statistics.mean(grad_f), "step": statistics.mean(step)}
+
+
 def _fmt(x: float | None, scale: float = 100.0) -> str:
     return "-" if x is None else f"{x * scale:.2f}"
+
+
+def _write_record(path: Path, rows: list[dict], args: argparse.Namespace, argv) -> None:
+    import platform
+
+    import torch
+
+    from ncollapse.runner import cpu_info
+
+    record = {
+        "command": " ".join(["python", "benchmarks/many_classes.py", *(argv or sys.argv[1:])]),
+        "imbalance": args.imbalance,
+        "base": BASE,
+        "common": COMMON,
+        "machine": cpu_info().get("model"),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "rows": rows,
+    }
+    path.write_text(json.dumps(record, indent=1) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--list", action="store_true", help="print the trials and exit")
     p.add_argument("--collect", action="store_true", help="tabulate finished runs only")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--probe", action="store_true", help="add the gradient sizes of each run")
+    p.add_argument("--record", default=None, help="write the rows, with provenance, to FILE")
     args = p.parse_args(argv)
     if args.list:
         for name, (method, extra) in TRIALS.items():
@@ -133,7 +226,16 @@ def main(argv: list[str] | None = None) -> int:
             if not args.collect:
                 run = _train(name, seed, args)
             if (run / "summary.json").is_file():
-                rows.append({"trial": name, "seed": seed, **_metrics(run)})
+                method, extra = TRIALS[name]
+                row = {"trial": name, "seed": seed, "method": method, "overrides": extra}
+                row.update(_metrics(run))
+                if args.probe:
+                    for when, trained in (("init", False), ("final", True)):
+                        for k, v in probe(run, trained).items():
+                            row[f"{k}_{when}"] = v
+                rows.append(row)
+    if args.record:
+        _write_record(Path(args.record), rows, args, argv)
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0

@@ -57,3 +57,39 @@ def test_trained_runs_are_read_back_with_the_machine_they_ran_on(tmp_path):
     assert (Path(path) / "summary.json").stat().st_mtime_ns == stamp
     with pytest.raises(SystemExit, match="not a finished run"):
         tta._finished(str(tmp_path))
+
+
+def test_full_length_packs_an_unfinished_run_and_resumes_it_elsewhere(tmp_path, monkeypatch):
+    """An unfinished run of the full-length grid travels as a pack: unpacked where its directory
+    is missing, it resumes from its checkpoint to the weights of the uninterrupted run."""
+    import torch
+
+    import ncollapse
+
+    fl = _load("full_length")
+    over = ["optim.epochs=4", "run.threads=1", "run.tensorboard=false", "eval.collapse_every=0"]
+    whole = ncollapse.train(overrides=over, out=tmp_path / "a", name="r", progress="none")
+    from test_engine import cut_after_two_epochs
+
+    part = tmp_path / "b" / "r"
+    cut_after_two_epochs(
+        monkeypatch, ncollapse.train, overrides=over, out=tmp_path / "b", name="r", progress="none"
+    )
+    ckpt = torch.load(part / "checkpoint.pt", weights_only=False)
+    assert ckpt["epoch"] == 2
+    records = tmp_path / "records"
+    assert fl.save_partial(whole.run_dir, records) is None  # finished: nothing to pack
+    packed = fl.save_partial(part, records)
+    assert packed == records / "partial" / "r.tar.gz"
+    moved = tmp_path / "c" / "r"
+    assert fl.restore_partial(moved, records)
+    assert not fl.restore_partial(moved, records)  # never over an existing directory
+    assert sorted(p.name for p in moved.iterdir()) == sorted(
+        n for n in fl.PACKED if (part / n).is_file()
+    )
+    back = torch.load(moved / "checkpoint.pt", weights_only=False)
+    assert back["epoch"] == ckpt["epoch"]
+    resumed = ncollapse.train(resume=moved, progress="none")
+    want = torch.load(whole.run_dir / "model.pt", weights_only=True)
+    got = torch.load(resumed.run_dir / "model.pt", weights_only=True)
+    assert all(torch.equal(want[k], got[k]) for k in want)

@@ -150,8 +150,10 @@ def test_drw_start_defaults_to_the_first_milestone():
     assert drw_start(official(overrides=["loss.name=ce", "loss.drw_epoch=7"])) == 7
     with pytest.raises(ConfigError, match="set loss.drw_epoch=N"):
         official(overrides=["loss.name=ce", "loss.drw=true", "optim.milestones=[]"])
-    with pytest.raises(ConfigError, match="loss.name=dr has none"):
-        official(overrides=["loss.drw=true"])
+    with pytest.raises(ConfigError, match="loss.name=allnc has none"):
+        official(overrides=["loss.name=allnc", "model.head=linear", "loss.drw=true"])
+    # the DR loss defers its class weights (loss.balance) the same way
+    assert drw_start(official(overrides=["loss.drw=true"])) == 160
     with pytest.raises(ConfigError, match="loss.drw_epoch must be >= 0"):
         official(overrides=["loss.name=ce", "loss.drw_epoch=-1"])
 

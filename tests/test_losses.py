@@ -143,6 +143,93 @@ def test_dr_global_weights_and_reg():
     assert torch.allclose(g1, 0.01 * h / h.norm(dim=1, keepdim=True) / B, atol=1e-12)
 
 
+def test_dr_balance_power_tempers_the_global_weights():
+    h, y = _batch(4)
+    m = _frame()
+    n = torch.tensor(COUNTS, dtype=DT)
+    for p in (0.0, 0.5, 1.0, 2.0):
+        crit = DotRegressionLoss(balance="global", class_counts=COUNTS, balance_power=p)
+        a = ((n.sum() / K) / n) ** p
+        a = a * n.sum() / (n * a).sum()
+        assert torch.allclose(crit.class_weight, a, atol=1e-12)
+        # the mean weight over the training samples is 1 whatever p: the loss keeps its size
+        assert math.isclose(float((n * crit.class_weight).sum() / n.sum()), 1.0, rel_tol=1e-12)
+    # p = 1 is the plain global weighting (N/K)/n_c; p = 0 weighs nothing
+    assert torch.allclose(
+        DotRegressionLoss(balance="global", class_counts=COUNTS).class_weight, (n.sum() / K) / n
+    )
+    none = DotRegressionLoss(balance="none")(h, y, m)
+    zero = DotRegressionLoss(balance="global", class_counts=COUNTS, balance_power=0.0)(h, y, m)
+    assert torch.allclose(zero, none, atol=1e-12)
+    with pytest.raises(ValueError, match="balance_power"):
+        DotRegressionLoss(balance="global", class_counts=COUNTS, balance_power=-1.0)
+
+
+def test_dr_scale_multiplies_loss_and_gradient():
+    """DR(s h) = s DR(h): the scale is a loss weight (the same SGD steps as lr x s, wd / s)."""
+    h, y = _batch(6)
+    m = _frame()
+    hb = h[torch.randperm(B, generator=_gen(1))]
+    for balance in ("none", "batch"):
+        for s in (0.5, 10.0):
+            plain = DotRegressionLoss(balance=balance, reg_lam=0.01)
+            scaled = DotRegressionLoss(balance=balance, reg_lam=0.01, scale=s)
+            h1 = h.clone().requires_grad_(True)
+            h2 = h.clone().requires_grad_(True)
+            l1 = plain(h1, y, m, target_b=y.flip(0), lam=0.3)
+            l2 = scaled(h2, y, m, target_b=y.flip(0), lam=0.3)
+            assert torch.allclose(l2, s * l1, atol=1e-12)
+            (g1,) = torch.autograd.grad(l1, h1)
+            (g2,) = torch.autograd.grad(l2, h2)
+            assert torch.allclose(g2, s * g1, atol=1e-12)
+    assert not torch.allclose(DotRegressionLoss(scale=2.0)(hb, y, m), DotRegressionLoss()(hb, y, m))
+    with pytest.raises(ValueError, match="scale"):
+        DotRegressionLoss(scale=0.0)
+
+
+def test_dr_deferred_weights_switch_on_at_their_epoch():
+    from ncollapse.heads import ETFHead
+    from ncollapse.losses.dr import DRCriterion
+
+    head = ETFHead(D, K).double()
+    h, y = _batch(2)
+    out = head(h)
+    m = head.frame
+    crit = DRCriterion(DotRegressionLoss(balance="global", class_counts=COUNTS), head, defer=3)
+    from ncollapse.criterion import Batch
+
+    unweighted = DotRegressionLoss(balance="none")(out.features, y, m)
+    weighted = DotRegressionLoss(balance="global", class_counts=COUNTS)(out.features, y, m)
+    assert not torch.allclose(unweighted, weighted)
+    for epoch, want in ((0, unweighted), (2, unweighted), (3, weighted), (7, weighted)):
+        crit.set_epoch(epoch)
+        assert torch.allclose(crit(Batch(y), out), want, atol=1e-12), epoch
+
+
+def test_dr_options_in_the_config():
+    import ncollapse
+    from ncollapse.errors import ConfigError
+
+    cfg = ncollapse.compose(
+        method="etf_dr",
+        overrides=["loss.balance=global", "loss.balance_power=0.5", "loss.drw_epoch=10"],
+    )
+    assert (cfg.loss.balance_power, cfg.loss.drw_epoch) == (0.5, 10)
+    # --epochs scales the deferral with the schedule (the digits recipe has 30 epochs)
+    assert (
+        ncollapse.compose(
+            method="etf_dr", overrides=["loss.drw_epoch=15"], epochs=60
+        ).loss.drw_epoch
+        == 30
+    )
+    with pytest.raises(ConfigError, match="balance_power=0.5 tempers the global"):
+        ncollapse.compose(method="etf_dr", overrides=["loss.balance_power=0.5"])
+    with pytest.raises(ConfigError, match="loss.balance=none has none"):
+        ncollapse.compose(method="etf_dr", overrides=["loss.balance=none", "loss.drw_epoch=3"])
+    with pytest.raises(ConfigError, match="must be in"):
+        ncollapse.compose(method="etf_dr", overrides=["loss.balance_power=-1"])
+
+
 def test_dr_float32_frame_with_head():
     from ncollapse.heads import ETFHead
 

@@ -60,10 +60,11 @@ class ETFHead(nn.Module):
         feature_norm: ``"bn_l2"`` (official, CIFAR-type data): ``BatchNorm1d(d)`` with affine
             parameters, then division by ``max(||x||, 1e-8)``; ``"bn"`` (official, ImageNet):
             BatchNorm only; ``"none"``: identity.
-        scale: logit scale ``s``. The default 1.0 is the official value; it is fine for the
-            dot-regression loss (which never looks at the logits) but cripples cross-entropy
-            with a fixed ETF (cosines in [-1, 1] cannot make a confident softmax): use e.g.
-            ``scale=10`` or more for CE on the ETF head.
+        scale: logit scale ``s``. The default 1.0 is the official value; it cripples
+            cross-entropy with a fixed ETF (cosines in [-1, 1] cannot make a confident
+            softmax): use e.g. ``scale=10`` or more for CE on the ETF head. The dot-regression
+            loss of a config acts on the scaled feature ``s h`` and so grows with ``s`` too
+            (``DR(s h) = s DR(h)``): one temperature for either loss (docs/method.md).
         seed: seed of the frame (kept apart from the training seed).
 
     The frame ``M`` is a ``(d, K)`` persistent buffer ``frame``: it takes no gradient, no
@@ -246,7 +247,9 @@ def register_head(
 
 
 #: the config keys of the built-in heads
-_SCALE = option(1.0, "logit scale s (logits = s M^T h)", range=(0, INF, "()"))
+_SCALE = option(
+    1.0, "logit scale s (logits = s M^T h); the DR loss is computed on s h", range=(0, INF, "()")
+)
 _INIT = option(
     "default",
     "default: PyTorch's nn.Linear initialisation; kaiming_normal: the released CIFAR code's",

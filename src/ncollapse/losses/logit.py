@@ -276,7 +276,7 @@ def _check_drw(cfg: Any) -> None:
     takers = [name for _, name in _DRW["loss.drw"].users]  # the losses that declare it
     if start is not None and cfg.loss.name not in takers:
         raise ConfigError(
-            f"deferred re-weighting (loss.drw / loss.drw_epoch) weights a logit loss "
+            f"deferred re-weighting (loss.drw / loss.drw_epoch) is an option of the losses "
             f"({', '.join(takers)}); loss.name={cfg.loss.name} has none: unset loss.drw and "
             "loss.drw_epoch"
         )
