@@ -5,10 +5,12 @@
 # the same run; one 200-epoch official run (cifar10_lt_r100_etf_dr) with the captured step; and as
 # much of the full-length CIFAR-10-LT grid (benchmarks/full_length.py: 4 methods x 3 seeds, 200
 # epochs) as fits, as one pack. Every stage has its own time limit and a failed stage does not
-# stop the next. What comes back, under OUTDIR (at most four files, as a device machine returns
+# stop the next. What comes back, under OUTDIR (at most eight files, as a device machine returns
 # them): summary.txt (the figures docs/speed.md asks for, with the GPU, driver and torch),
 # throughput_cuda.json (a record for benchmarks/records/), records.tar.gz (the official run's and
-# each finished grid run's record) and results.tar.gz (every log and run directory, no weights).
+# each finished grid run's record), results.tar.gz (every log and run directory, no weights) and
+# partial.tar.aa, .ab, ... (the grid's unfinished runs, resumable: `cat partial.tar.* | tar -x
+# -C benchmarks/records` puts them where `full_length.py --pack 12` unpacks and resumes them).
 #
 #   benchmarks/gpu_launch_free.sh OUTDIR [BUDGET_SECONDS]      # default budget 560 s
 #
@@ -38,7 +40,7 @@ finish() {
   timeout -k 5 40 "$PY" benchmarks/gpu_summary.py "$W" --out "$OUTDIR/summary.txt" >"$W/summary.log" 2>&1
   cat "$OUTDIR/summary.txt" 2>/dev/null || tail -n 20 "$W/summary.log"
   [[ -s $W/throughput_cuda.json ]] && cp "$W/throughput_cuda.json" "$OUTDIR/"
-  tar -czf "$OUTDIR/records.tar.gz" -C "$W" records 2>/dev/null
+  tar -czf "$OUTDIR/records.tar.gz" -C "$W" --exclude=partial records 2>/dev/null
   pack_results
 }
 trap finish EXIT
@@ -71,7 +73,10 @@ if (run / "summary.json").is_file():
     (w / "records" / f"{run.name}.json").write_text(json.dumps(s, indent=1) + "\n")
 EOF
 
-# the full-length grid, as much as fits, as one pack (finished runs leave their records)
-limit=$(($(left) - 60))
+# the full-length grid, as much as fits, as one pack (finished runs leave their records), then
+# the unfinished runs' resumable files, in pieces under 16 MiB (partial.tar.aa, .ab, ...)
+limit=$(($(left) - 75))
 TAIL=20 stage grid "$limit" "$PY" benchmarks/full_length.py --pack "$GRID_PACK" --device "$DEVICE" \
   --threads 4 --out "$W/full_length" --records "$W/records"
+stage partial 40 bash -c "'$PY' benchmarks/full_length.py --save-partial --out '$W/full_length' \
+  --records '$W/records' && tar -cf - -C '$W/records' partial | split -b 16000k - '$OUTDIR/partial.tar.'"

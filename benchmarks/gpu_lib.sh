@@ -17,7 +17,7 @@ stage() { # name limit command...: runs it under a limit, logs to $W/name.log, s
   tail -n "${TAIL:-15}" "$W/$name.log"
 }
 pack_results() {
-  tar -czf "$OUTDIR/results.tar.gz" -C "$W" --exclude='*.pt' --exclude='*.npz' . 2>/dev/null
+  tar -czf "$OUTDIR/results.tar.gz" -C "$W" --exclude='*.pt' --exclude='*.npz' --exclude=partial . 2>/dev/null
   ls -la "$OUTDIR/results.tar.gz"
 }
 # CIFAR-10's JPEG copy: ../shared/datasets, or a shared/datasets folder in the checkout (the one

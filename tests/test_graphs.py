@@ -184,13 +184,16 @@ def test_a_failed_capture_says_why_and_goes_on_uncaptured(monkeypatch):
 
 
 def test_a_criterion_that_changes_its_tensors_changes_its_signature():
-    """LDAM-DRW switches its class weights on at an epoch: a graph captured before reads the
-    old ones, so the step is captured again."""
-    trainer = _trainer(["run.amp=false"], epochs=10, method="ldam_drw")
-    before = state_signature(trainer.criterion)
-    assert state_signature(trainer.criterion) == before
-    trainer.criterion.set_epoch(9)
-    assert state_signature(trainer.criterion) != before
+    """LDAM-DRW and DR with deferred weights switch their class weights on at an epoch: a graph
+    captured before would read the old ones, so the step is captured again."""
+    for method, extra in (("ldam_drw", []), ("etf_dr", ["loss.drw_epoch=5"])):
+        trainer = _trainer(["run.amp=false", *extra], epochs=10, method=method)
+        trainer.criterion.set_epoch(0)
+        before = state_signature(trainer.criterion)
+        trainer.criterion.set_epoch(1)
+        assert state_signature(trainer.criterion) == before, method
+        trainer.criterion.set_epoch(9)
+        assert state_signature(trainer.criterion) != before, method
 
 
 # ---------------------------------------------------------------------------------- on a GPU
