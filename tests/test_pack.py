@@ -6,6 +6,7 @@ on one backbone; what cannot be packed trains alone, with a line saying why."""
 from __future__ import annotations
 
 import json
+import types
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ import ncollapse.runner as runner_mod
 from ncollapse.cli import main
 from ncollapse.composition import compose
 from ncollapse.data import load_data
+from ncollapse.engine.distributed import SINGLE
 from ncollapse.engine.pack import PackedTrainer, pack_unavailable
 from ncollapse.errors import UserError
 from ncollapse.runner import build_trainer, run_packed, run_training
@@ -121,6 +123,8 @@ def test_what_cannot_be_packed_is_named(tmp_path):
     assert pack_unavailable(trainer("optim.batch_size=32"), first) == (
         "the batch size differs from the pack's"
     )
+    streamed = types.SimpleNamespace(dist=SINGLE, batches=object())  # a StreamingBatches
+    assert pack_unavailable(streamed) == "the data streams through DataLoader workers"
     allnc = trainer(method="allnc")
     assert pack_unavailable(allnc) == "the loss draws extra batches (reversed)"
     with pytest.raises(ValueError, match="cannot be packed: the loss draws extra batches"):

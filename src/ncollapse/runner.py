@@ -318,9 +318,12 @@ def run_packed(
     out: dict[int, RunResult | BaseException] = {}
     if len(together) > 1:
         names = [p.run.path.name for p in together]
+        if any(p.trainer.graph is not None for p in together) and log is not None:
+            log("packed runs take the eager step: run.step=graph is not combined with packing")
         for p in together:
+            p.trainer.graph = None
             if p.env is not None:  # which runs shared the batched model
-                p.writer.write_env({**p.env, "pack": names})
+                p.writer.write_env({**p.env, "pack": names, "step": "eager"})
         try:
             results = PackedTrainer([p.trainer for p in together]).fit([p.writer for p in together])
         except BaseException as exc:
