@@ -80,3 +80,54 @@ def test_register_backbone():
             register_backbone(name)(tiny)
     finally:
         BACKBONES.unregister(name)
+
+
+@pytest.mark.parametrize("backbone,width", [("fastnet", 2), ("resnet32", 1), ("mlp", 1)])
+@pytest.mark.parametrize("classes", [10, 100, 129, 1000])
+def test_grow_width_gives_the_etf_the_dimensions_it_needs(backbone, width, classes):
+    """model.grow_width: the smallest width from model.width up whose feature hosts a simplex
+    ETF of K vertices (K - 1 dimensions); a feature wide enough already is left as it is."""
+    import ncollapse
+    from ncollapse.build import build_network
+
+    over = [f"model.backbone={backbone}", f"model.width={width}", "model.grow_width=true"]
+    cfg = ncollapse.compose(method="etf_dr", overrides=over)
+    in_channels = 1 if backbone == "mlp" else 3
+    plain = build_backbone(backbone, in_channels=in_channels, width=width).out_features
+    net = build_network(cfg, classes, in_channels)
+    d = net.backbone.out_features
+    assert d >= classes - 1 and net.head.frame.shape == (d, classes)
+    if plain >= classes - 1:
+        assert d == plain and not hasattr(net.backbone, "grown")
+    else:  # the narrowest width that fits: one step narrower would not
+        grown = int(net.backbone.grown.split(" at width ")[1].split()[0])
+        narrower = build_backbone(backbone, in_channels=in_channels, width=grown - 1)
+        assert grown > width and narrower.out_features < classes - 1
+
+
+def test_grow_width_refusals():
+    import ncollapse
+    from ncollapse.build import build_network
+    from ncollapse.errors import ConfigError
+
+    class Fixed(nn.Module):  # a backbone whose feature does not grow with the width
+        out_features = 8
+
+        def forward(self, x):
+            return x.flatten(1)[:, :8]
+
+    if "fixed_feature_test" not in BACKBONES:
+        register_backbone("fixed_feature_test")(lambda in_channels=3, width=1: Fixed())
+    over = ["model.grow_width=true", "model.backbone=fixed_feature_test"]
+    cfg = ncollapse.compose(method="etf_dr", overrides=over)
+    with pytest.raises(ConfigError, match="has no width up to 64"):
+        build_network(cfg, 100, 1)
+    cfg = ncollapse.compose(
+        "cifar10_lt_r100_etf_dr", overrides=["model.grow_width=true", "model.pretrained=w.pt"]
+    )
+    with pytest.raises(ConfigError, match="pretrained weights"):
+        build_network(cfg, 1000, 3)
+    # without it, a too-narrow feature is refused with the width that would do
+    cfg = ncollapse.compose("cifar10_lt_r100_etf_dr")
+    with pytest.raises(ConfigError, match="model.width=16"):
+        build_network(cfg, 1000, 3)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
+from typing import Any
 
 import torch
 from torch import nn
@@ -49,15 +50,17 @@ def build_network(cfg: Config, num_classes: int, in_channels: int) -> Network:
     """The backbone and head named in ``cfg.model``; a head that cannot exist (an ETF wider than
     the feature) raises a :class:`ConfigError` that names the width option."""
     m = cfg.model
-    try:
-        backbone = build_backbone(
-            m.backbone, in_channels=in_channels, width=m.width, pretrained=m.pretrained
+    if m.grow_width and m.pretrained:
+        raise ConfigError(
+            "model.grow_width widens the backbone, so pretrained weights (model.pretrained) "
+            "would not fit it; set model.grow_width=false (and a model.width whose feature has "
+            f"at least {num_classes - 1} dimensions for {num_classes} classes)"
         )
-    except ConfigError:
-        raise
-    except ValueError as exc:
-        raise ConfigError(f"model.backbone: {exc}") from None
+    backbone = _backbone(m, in_channels, m.width)
     d = backbone.out_features
+    if m.grow_width and d < num_classes - 1:
+        backbone = _widened(m, in_channels, num_classes, backbone)
+        d = backbone.out_features
     try:
         head = build_head_from_config(m, d, num_classes)
     except ConfigError:
@@ -72,6 +75,47 @@ def build_network(cfg: Config, num_classes: int, in_channels: int) -> Network:
             )
         raise ConfigError(f"{exc}{hint}") from None
     return Network(backbone, head)
+
+
+def _backbone(m: Any, in_channels: int, width: int) -> nn.Module:
+    try:
+        return build_backbone(
+            m.backbone, in_channels=in_channels, width=width, pretrained=m.pretrained
+        )
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        raise ConfigError(f"model.backbone: {exc}") from None
+
+
+#: the widest backbone ``model.grow_width`` builds (a feature of 64 x 64 = 4,096 dimensions on the
+#: CIFAR-type backbones: an ETF for 4,097 classes)
+MAX_WIDTH = 64
+
+
+def _widened(m: Any, in_channels: int, num_classes: int, backbone: nn.Module) -> nn.Module:
+    """``model.grow_width``: the backbone at the smallest width from ``model.width`` up whose
+    feature has at least K - 1 dimensions (what a simplex ETF of K vertices needs)."""
+    width, d = m.width, backbone.out_features
+    # the CIFAR-type backbones' feature grows in proportion to the width: start from that guess
+    width = max(width + 1, -(-(num_classes - 1) * width // max(d, 1)))
+    while width <= MAX_WIDTH:
+        backbone = _backbone(m, in_channels, width)
+        if backbone.out_features >= num_classes - 1:
+            backbone.grown = (
+                f"model.grow_width: {m.backbone} at width {width} (a "
+                f"{backbone.out_features}-dimensional feature for {num_classes} classes; "
+                f"model.width={m.width} gives {d})"
+            )
+            return backbone
+        if backbone.out_features <= d:
+            break  # the width does not change this backbone's feature
+        width += 1
+    raise ConfigError(
+        f"model.grow_width: the {m.backbone} backbone has no width up to {MAX_WIDTH} with a "
+        f"feature of {num_classes - 1} dimensions for {num_classes} classes; choose a wider "
+        "backbone (model.backbone)"
+    )
 
 
 def build_criterion(

@@ -260,6 +260,9 @@ def _prepare(
         env["step"] = "eager" if trainer.graph is None else "graph"
         writer.write_env(env)
         progress.message(f"run directory: {run.path} ({threads.describe()})")
+        grown = getattr(getattr(trainer.network, "backbone", None), "grown", None)
+        if grown:
+            progress.message(grown)
     elif dist.broadcast_object(saved.checkpoint is not None):
         assert saved.checkpoint is not None
         trainer.load_state_dict(saved.checkpoint)

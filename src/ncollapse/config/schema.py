@@ -115,6 +115,11 @@ class ModelConfig(Section, key="model"):
 
     backbone: str = option(None, "the feature extractor")
     width: int = option(1, "width multiplier (CIFAR ResNets: 1 -> 16/32/64, 2 -> 32/64/128)")
+    # for data whose class count is not known in advance (an image folder): a fixed ETF of K
+    # vertices needs a feature of at least K - 1 dimensions
+    grow_width: bool = option(
+        False, "widen the backbone from model.width until its feature has K - 1 dimensions"
+    )
     head: str = option(None, "the classifier after the backbone")
     pretrained: str | None = option(
         None, "backbone weights from a local file (torchvision key names)"
