@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from throughput import _bundle, _subset, engine_rate, pack_rate, timing_setup
+from throughput import _bundle, _subset, engine_rate, pack_rate, timing_options, timing_setup
 
 #: backbone -> (recipe, its settings for two timed epochs: no warm-up to cut short)
 RECIPES = {
@@ -69,14 +69,9 @@ def measure(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="cpu")
+    timing_options(p, "cpu", 8)
     p.add_argument("--runs", type=int, default=4, help="runs in the pack (default 4)")
-    p.add_argument("--batches", type=int, default=8, help="batches of 128 per timed pass")
-    p.add_argument("--repeats", type=int, default=2, help="passes per contender (best is kept)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--fp32", action="store_true", help="train in fp32 (run.amp=false)")
-    p.add_argument("--synthetic", action="store_true", help="random images instead of CIFAR")
-    p.add_argument("--json", action="store_true")
     args = p.parse_args()
     result = measure(args)
     if args.json:

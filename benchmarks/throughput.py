@@ -193,13 +193,19 @@ def measure(args: argparse.Namespace) -> dict:
     }
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="auto")
-    p.add_argument("--batches", type=int, default=24, help="batches of 128 per timed pass")
+def timing_options(p: argparse.ArgumentParser, device: str, batches: int) -> None:
+    """The options of a timing: device, pass size, repeats, threads, the data, --json."""
+    p.add_argument("--device", default=device)
+    p.add_argument("--batches", type=int, default=batches, help="batches of 128 per timed pass")
     p.add_argument("--repeats", type=int, default=2, help="passes per contender (best is kept)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--synthetic", action="store_true", help="random images instead of CIFAR")
+    p.add_argument("--json", action="store_true")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    timing_options(p, "auto", 24)
     p.add_argument(
         "--pack", type=int, default=0, metavar="N",
         help="also time N seeds trained as one pack (ncollapse sweep --pack), all N runs' images",
@@ -208,7 +214,6 @@ def main() -> None:
         "--isa", choices=sorted(ISA_ENV), default=None,
         help="limit the CPU kernels to an instruction set (runs in a subprocess)",
     )  # fmt: skip
-    p.add_argument("--json", action="store_true")
     args = p.parse_args()
     if args.isa and os.environ.get("NCOLLAPSE_BENCH_CHILD") != "1":
         env = {**os.environ, **ISA_ENV[args.isa], "NCOLLAPSE_BENCH_CHILD": "1"}
