@@ -12,10 +12,18 @@ STAMP := $(VENV)/.ncollapse-installed
 
 install: $(STAMP)
 
+# The optional integrations (Lightning, torchmetrics) are installed too, so that their tests run;
+# torch is pinned to the build installed first, so that no extra can replace it (with a CUDA
+# build, say).
+EXTRAS ?= dev,lightning,torchmetrics
+PIN := $(VENV)/torch-pin.txt
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -W ignore -c "import torch; print('torch==' + torch.__version__)" > $(PIN)
+	$(PY) -m pip install --quiet --constraint $(PIN) -e ".[$(EXTRAS)]"
+	$(PY) -W ignore -c "import torch, sys; sys.exit(f'torch {torch.__version__} replaced the pinned build' if 'torch==' + torch.__version__ != open('$(PIN)').read().strip() else 0)"
 	touch $(STAMP)
 
 compare: $(STAMP)  ## CE baseline vs ETF + DR on the embedded long-tailed digits

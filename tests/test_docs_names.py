@@ -31,11 +31,11 @@ FOREIGN = {"torch", "np", "numpy", "nn", "F", "os", "math", "plt", "json", "yaml
 #: other libraries' names written without their module
 ALLOWED_CALLS = {"BatchNorm1d", "WeightedRandomSampler", "DataLoader", "TensorDataset"}
 #: file extensions that look like config keys (`data.json`, `model.pt`)
-EXTENSIONS = {"json", "jsonl", "pt", "md", "yaml", "npz", "py", "csv", "png", "txt"}
+EXTENSIONS = {"json", "jsonl", "pt", "pt2", "md", "yaml", "npz", "py", "csv", "png", "txt"}
 #: files that exist only in a run directory, a user's folder or a sibling checkout
 NOT_IN_REPO = re.compile(
     r"^(config\.yaml|data\.json|env\.json|metrics\.jsonl|summary\.json|checkpoint\.pt|model\.pt|"
-    r"collapse_final\.npz|analysis\.md|features_analysis\.md|results\.md|results\.csv|sweep\.json)$"
+    r"collapse_final\.npz|model\.pt2|analysis\.md|features_analysis\.md|results\.md|results\.csv|sweep\.json)$"
 )
 
 

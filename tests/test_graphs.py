@@ -6,6 +6,9 @@ step itself against the eager one."""
 
 from __future__ import annotations
 
+import functools
+import os
+import signal
 import types
 
 import pytest
@@ -14,6 +17,7 @@ import torch
 import ncollapse
 from ncollapse.composition import compose
 from ncollapse.data import load_data
+from ncollapse.engine import graphs
 from ncollapse.engine.distributed import SINGLE
 from ncollapse.engine.graphs import (
     STEPS,
@@ -22,8 +26,9 @@ from ncollapse.engine.graphs import (
     graph_unavailable,
     state_signature,
 )
-from ncollapse.errors import ConfigError
-from ncollapse.runner import build_trainer
+from ncollapse.errors import ConfigError, Preempted
+from ncollapse.runner import build_trainer, run_training
+from test_preemption import _same_run
 
 QUIET = {"progress": "none", "tensorboard": False, "threads": 1}
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -194,6 +199,41 @@ def test_a_criterion_that_changes_its_tensors_changes_its_signature():
         assert state_signature(trainer.criterion) == before, method
         trainer.criterion.set_epoch(9)
         assert state_signature(trainer.criterion) != before, method
+
+
+def test_a_signal_inside_an_epoch_of_the_captured_step_resumes_to_the_uninterrupted_run(
+    tmp_path, monkeypatch
+):
+    """SIGTERM between two captured steps (here the captured step's operations run uncaptured,
+    on the CPU): a checkpoint inside the epoch, with the weight average running and a last
+    smaller batch; the resume trains the rows left and ends with the uninterrupted run's
+    weights and records, bit for bit."""
+    monkeypatch.setattr(graphs, "graph_unavailable", lambda trainer: None)
+    monkeypatch.setattr(graphs, "GraphStep", functools.partial(GraphStep, capture=False))
+
+    def cfg(name):
+        sets = [f"run.{k}={v}" for k, v in QUIET.items()] + ["run.step=graph", "run.amp=false"]
+        sets += [*LEVERS[:8], f"run.out_dir={tmp_path}", f"run.name={name}"]
+        return compose(None, "etf_dr", sets, epochs=3)
+
+    full = run_training(cfg("full"))
+    assert full.run_dir.joinpath("env.json").read_text().count('"step": "graph"') == 1
+    original, count = GraphStep._step, [0]
+
+    def step(self, row, ema):
+        original(self, row, ema)
+        count[0] += 1
+        if count[0] == 7:  # step 2 of epoch 2 (5 steps per epoch: 4 captured, 1 smaller)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(GraphStep, "_step", step)
+    with pytest.raises(Preempted, match="in epoch 2 after step 2 of 5"):
+        run_training(cfg("cut"))
+    monkeypatch.setattr(GraphStep, "_step", original)
+    ckpt = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)
+    assert (ckpt["epoch"], ckpt["position"]["step"], ckpt["ema"]["updates"]) == (1, 2, 2)
+    run_training(resume=tmp_path / "cut")
+    _same_run(full.run_dir, tmp_path / "cut")
 
 
 # ---------------------------------------------------------------------------------- on a GPU

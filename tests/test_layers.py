@@ -19,6 +19,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("heads", ("ncollapse.heads",)),
     ("criterion", ("ncollapse.criterion",)),
     ("losses", ("ncollapse.losses",)),
+    ("dropin", ("ncollapse.dropin", "ncollapse.integrations")),
     ("models", ("ncollapse.models",)),
     ("data", ("ncollapse.data",)),
     ("rundir", ("ncollapse.rundir", "ncollapse.collapse_file")),
@@ -28,7 +29,13 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("methods", ("ncollapse.methods",)),
     (
         "composition",
-        ("ncollapse.composition", "ncollapse.build", "ncollapse.runner", "ncollapse.evaluation"),
+        (
+            "ncollapse.composition",
+            "ncollapse.build",
+            "ncollapse.runner",
+            "ncollapse.evaluation",
+            "ncollapse.inference",
+        ),
     ),
     ("reference", ("ncollapse.reference",)),
     ("sweep", ("ncollapse.sweep",)),

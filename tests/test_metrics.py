@@ -302,3 +302,23 @@ def test_nc3_distance_and_etf_error():
     geo = vector_geometry(frame)
     assert geo["equinorm"] == pytest.approx(0.0, abs=1e-12)
     assert geo["maxangle"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_class_balanced_accuracy_and_the_index_split_only_for_sorted_classes():
+    from ncollapse.metrics import balanced_accuracy, sorted_by_count
+
+    # a long-tailed evaluation set: class 0 has 8 images, all right; classes 1, 2 one each, wrong
+    y = torch.tensor([0] * 8 + [1, 2])
+    p = torch.tensor([0] * 8 + [0, 0])
+    out = long_tail_accuracy(p, y, [300, 50, 5])
+    assert out["acc"] == pytest.approx(0.8)  # image-weighted: the large class dominates
+    assert out["bal_acc"] == pytest.approx(1 / 3)  # the mean of 1, 0, 0
+    assert balanced_accuracy(out) == out["bal_acc"]
+    # records written before bal_acc existed: the mean of their per-class accuracies
+    assert balanced_accuracy({"per_class": [1.0, 0.0, None, 0.5]}) == pytest.approx(0.5)
+    assert "many_idx" in out and sorted_by_count([300, 50, 5])
+    # classes in name order, not by size (a user's folder): no class-index split
+    unsorted = long_tail_accuracy(p, y, [50, 300, 5])
+    assert not sorted_by_count([50, 300, 5])
+    assert {"many_idx", "medium_idx", "few_idx"}.isdisjoint(unsorted)
+    assert unsorted["many"] == pytest.approx(0.0) and unsorted["medium"] == pytest.approx(1.0)

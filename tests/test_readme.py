@@ -9,13 +9,14 @@ README = (ROOT / "README.md").read_text()
 
 
 def test_python_example_runs_and_keeps_the_frame():
+    """The five-line drop-in: it trains, and the ETF stays the seeded frame."""
     blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
     assert blocks, "README has no python example"
     namespace: dict = {}
     exec(compile(blocks[0], "README.md", "exec"), namespace)
-    head = namespace["head"]
-    assert namespace["predictions"].shape == (32,)
-    assert not head.frame.requires_grad
+    head = namespace["model"][-1]
+    assert namespace["predictions"].shape == (512,)
+    assert not head.frame.requires_grad and "frame" in head.state_dict()
     from ncollapse import simplex_etf
 
     assert (head.frame == simplex_etf(128, 10)).all()  # training never moved the frame

@@ -83,20 +83,21 @@ def images(
 
 
 def cached_images(rel: str = "img") -> Setup:
-    """An image folder with its decoded cache beside it (``rel/.ncollapse-cache/*.npz``)."""
+    """An image folder with its decoded cache where the harness points ``$NCOLLAPSE_CACHE``
+    (``home/cache``: never beside the data)."""
 
     def run(ws: Path) -> None:
         from ncollapse.data.imagefolder import read_imagefolder
 
         images(rel)(ws)
-        read_imagefolder(ws / rel)
+        read_imagefolder(ws / rel, cache_dir=ws / "home" / "cache")
 
     return run
 
 
 def damage_cache(rel: str = "img") -> Setup:
     def run(ws: Path) -> None:
-        for p in (ws / rel / ".ncollapse-cache").glob("*.npz"):
+        for p in (ws / "home" / "cache").glob("*.npz"):
             p.write_bytes(p.read_bytes()[:1000])
 
     return run

@@ -31,6 +31,8 @@ _EXPORTS = {
     "LinearHead": "heads",
     "CosineHead": "heads",
     "build_head": "heads",
+    "ETFClassifier": "dropin",
+    "DRLoss": "dropin",
     "register_head": "heads",
     # losses
     "DotRegressionLoss": "losses",
@@ -59,6 +61,9 @@ _EXPORTS = {
     "run_training": "runner",
     "RunResult": "runner",
     "Run": "rundir",
+    "load_run": "inference",
+    "InferenceModel": "inference",
+    "Preempted": "errors",
     # errors
     "UserError": "errors",
     "ConfigError": "errors",

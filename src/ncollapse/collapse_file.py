@@ -18,14 +18,37 @@ import numpy as np
 
 from .errors import UserError
 
-__all__ = ["COLLAPSE_STATE_FILE", "load_collapse_state", "save_collapse_state"]
+__all__ = ["COLLAPSE_STATE_FILE", "file_mode", "load_collapse_state", "save_collapse_state"]
 
 COLLAPSE_STATE_FILE = "collapse_final.npz"
+
+
+def current_umask() -> int:
+    """The process's file-creation mask, read without changing it where Linux shows it
+    (``/proc/self/status``), else by setting and restoring it."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode a new file gets under the umask (``0o666 & ~umask``): what ``open()`` gives,
+    which ``tempfile.mkstemp`` (always 0600) does not. Run files written through a temporary
+    file get it too, so a group can read a shared run directory when the umask allows."""
+    return 0o666 & ~current_umask()
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)

@@ -41,7 +41,7 @@ from .config import (
     scale_schedule,
     validate,
 )
-from .data import DATASETS
+from .data import DATASETS, default_imbalance
 from .engine.graphs import STEPS
 from .engine.optimizers import OPTIMIZERS
 from .engine.schedule import SCHEDULES
@@ -101,18 +101,18 @@ def compose(
     """
     path = find_config(recipe) if recipe is not None else None
     data: dict[str, Any] = dict(base) if base is not None else {}
-    if base is None and path is None:
-        data = default_recipe()
     if path is not None:
         data = deep_merge(data, read_config_file(path, method=method, shared_recipe=shared_recipe))
-    elif method is not None:
+    upper = _overrides(overrides)
+    if base is None and path is None:
+        data = default_recipe()
+        chosen = upper.get("data", {}).get("name") if isinstance(upper.get("data"), dict) else None
+        if chosen is not None and chosen != DATASETS.default:
+            data.pop("data", None)  # the default dataset's own data settings are not yours
+    if path is None and method is not None:
         data = deep_merge(data, method_preset(method, data, shared_recipe=shared_recipe))
         data["name"] = method
-    if isinstance(overrides, Mapping):
-        data = deep_merge(data, dict(overrides))
-    else:
-        for text in overrides:
-            data = deep_merge(data, parse_override(text))
+    data = deep_merge(data, upper)
     typed: dict[str, Any] = {}
     for key, value in (
         ("seed", seed),
@@ -130,6 +130,9 @@ def compose(
             typed = deep_merge(typed, {section: {leaf: value}} if section else {leaf: value})
     data = deep_merge(data, typed)
     cfg = dict_to_config(data)
+    if cfg.data.imbalance is None and cfg.data.name in DATASETS:
+        # the dataset's own: the benchmarks' long-tail protocol; your own data stays as given
+        cfg.data.imbalance = default_imbalance(cfg.data.name)
     with warnings.catch_warnings():
         if base is not None:  # a saved run's config: warned about when that run was made
             warnings.simplefilter("ignore", UserWarning)
@@ -139,6 +142,16 @@ def compose(
     if epochs is not None:
         cfg = scale_schedule(cfg, epochs)
     return cfg
+
+
+def _overrides(overrides: Iterable[str] | Mapping[str, Any]) -> dict[str, Any]:
+    """``--set`` strings (or a nested dict) as one nested dict."""
+    if isinstance(overrides, Mapping):
+        return deep_merge({}, dict(overrides))
+    out: dict[str, Any] = {}
+    for text in overrides:
+        out = deep_merge(out, parse_override(text))
+    return out
 
 
 def check_components(cfg: Config) -> None:

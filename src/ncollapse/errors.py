@@ -23,6 +23,26 @@ class DataError(UserError):
     """A dataset is missing, corrupt or cannot be subset as asked."""
 
 
+class Preempted(BaseException):
+    """Training stopped on a signal (SIGTERM, SIGUSR1: a scheduler about to preempt the job)
+    after saving a checkpoint at a step boundary; ``--resume`` continues from that step.
+
+    A ``BaseException``, like ``KeyboardInterrupt``: code that catches ``Exception`` lets it
+    through. ``exit_status`` is 128 + the signal number (143 for SIGTERM, 138 for SIGUSR1), what
+    a shell reports for a process that the signal ended; the command line exits with it.
+    """
+
+    def __init__(self, signum: int, run_dir: str, where: str) -> None:
+        import signal
+
+        self.signum = int(signum)
+        self.signal_name = signal.Signals(self.signum).name
+        self.run_dir = run_dir
+        self.where = where
+        self.exit_status = 128 + self.signum
+        super().__init__(f"stopped by {self.signal_name}: checkpoint saved {where} in {run_dir}")
+
+
 def _initials(name: str) -> str:
     parts = [p for p in name.replace("-", "_").split("_") if p]
     return "".join(p[0] for p in parts) if len(parts) > 1 else ""

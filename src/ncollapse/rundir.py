@@ -36,7 +36,12 @@ import numpy as np
 import torch
 import yaml
 
-from .collapse_file import COLLAPSE_STATE_FILE, load_collapse_state, save_collapse_state
+from .collapse_file import (
+    COLLAPSE_STATE_FILE,
+    file_mode,
+    load_collapse_state,
+    save_collapse_state,
+)
 from .errors import UserError
 
 __all__ = [
@@ -80,6 +85,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, file_mode())  # as open() would: the umask decides, not mkstemp's 0600
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)

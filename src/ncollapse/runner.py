@@ -7,12 +7,15 @@ evaluator, create or resume the run directory, train, and return the summary.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import platform
 import shutil
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,10 +34,20 @@ from .engine.pack import PackedTrainer, pack_unavailable
 from .engine.precision import autocast_dtype
 from .engine.progress import Progress
 from .errors import UserError
+from .inference import preprocess_record
 from .rundir import Run, SavedRun, check_out_dir, check_run_name
 from .threads import set_threads
 
-__all__ = ["RunResult", "build_trainer", "cpu_info", "run_packed", "run_training", "train"]
+__all__ = [
+    "STOP_SIGNALS",
+    "RunResult",
+    "build_trainer",
+    "cpu_info",
+    "run_packed",
+    "run_training",
+    "stop_on_signals",
+    "train",
+]
 
 
 @dataclass
@@ -114,6 +127,7 @@ def _data_record(cfg: Config, bundle: DataBundle) -> dict[str, Any]:
             "etf_seed": cfg.model.etf_seed,
         },
         "info": bundle.info,
+        "preprocess": preprocess_record(bundle),  # what ncollapse.load_run needs
     }
 
 
@@ -190,7 +204,8 @@ def run_training(
     read it."""
     p = _prepare(cfg, resume, bundle, prefix)
     try:
-        summary = p.trainer.fit(p.writer)
+        with stop_on_signals(p.trainer):
+            summary = p.trainer.fit(p.writer)
     except BaseException as exc:
         _discard_unfinished(p, exc)
         raise
@@ -260,6 +275,7 @@ def _prepare(
         env["step"] = "eager" if trainer.graph is None else "graph"
         writer.write_env(env)
         progress.message(f"run directory: {run.path} ({threads.describe()})")
+        progress.message(bundle.describe())
         grown = getattr(getattr(trainer.network, "backbone", None), "grown", None)
         if grown:
             progress.message(grown)
@@ -267,7 +283,18 @@ def _prepare(
         assert saved.checkpoint is not None
         trainer.load_state_dict(saved.checkpoint)
         writer.truncate_metrics(trainer.state.epoch, saved.records)
-        progress.message(f"resuming {run.path} after epoch {trainer.state.epoch}")
+        at = saved.checkpoint.get("position")
+        if at is None:
+            progress.message(f"resuming {run.path} after epoch {trainer.state.epoch}")
+        elif at.get("record") is not None:
+            progress.message(
+                f"resuming {run.path} at the end of epoch {at['epoch'] + 1} (its evaluation)"
+            )
+        else:
+            progress.message(
+                f"resuming {run.path} in epoch {at['epoch'] + 1} after step {at['step']} of "
+                f"{at['steps']}"
+            )
     else:  # stopped before its first checkpoint: nothing to keep, start from epoch 0
         writer.truncate_metrics(0, saved.records)
         progress.message(f"{run.path} has no checkpoint yet: training it from epoch 0")
@@ -339,7 +366,8 @@ def run_packed(
         if i in out:
             continue
         try:
-            out[i] = RunResult(p.run.path, p.trainer.fit(p.writer))
+            with stop_on_signals(p.trainer):
+                out[i] = RunResult(p.run.path, p.trainer.fit(p.writer))
         except Exception as exc:
             out[i] = _result(p, exc)
     return [out[i] for i in range(n)]
@@ -353,6 +381,43 @@ def _result(p: _Prepared, result: dict[str, Any] | BaseException) -> RunResult |
     except UserError as exc:
         return exc
     return result
+
+
+#: the signals that stop a run at the next step boundary, with a checkpoint: SIGTERM (what
+#: SLURM, Kubernetes and most schedulers send before they preempt or kill a job) and SIGUSR1
+#: (what SLURM sends ahead of a time limit with ``--signal=USR1@SECONDS``)
+STOP_SIGNALS = ("SIGTERM", "SIGUSR1")
+
+
+@contextlib.contextmanager
+def stop_on_signals(trainer: Trainer) -> Iterator[None]:
+    """While training, :data:`STOP_SIGNALS` ask ``trainer`` to stop at the next step boundary
+    (:meth:`~ncollapse.engine.loop.Trainer.request_stop`); a second one of them ends the process
+    at once, as it would have without this. Only in the main thread (where Python handles
+    signals), and only for signals whose handling nobody else has set; the previous handlers
+    come back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous: dict[int, Any] = {}
+
+    def handler(signum: int, frame: Any) -> None:
+        if trainer.stop_signal is not None:  # asked twice: do what the signal did before
+            signal.signal(signum, previous.get(signum, signal.SIG_DFL))
+            os.kill(os.getpid(), signum)
+            return
+        trainer.request_stop(signum)
+
+    for name in STOP_SIGNALS:
+        sig = getattr(signal, name, None)
+        if sig is None or signal.getsignal(sig) not in (signal.SIG_DFL, None):
+            continue
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _refuse_taken_name(cfg: Config) -> None:

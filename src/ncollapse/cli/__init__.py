@@ -13,10 +13,10 @@ import sys
 import unicodedata
 import warnings
 
-from ..errors import UserError
+from ..errors import Preempted, UserError
 
 # name of module in this package -> registered by its add_parser()
-COMMAND_MODULES = ("train", "compare", "evaluate", "analyze", "ufm", "sweep")
+COMMAND_MODULES = ("train", "compare", "evaluate", "predict", "export", "analyze", "ufm", "sweep")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,6 +124,16 @@ def _interrupted(argv: list[str], since: int) -> str:
     return "interrupted; " + "; ".join(notes)
 
 
+def _preempted(stop: Preempted, argv: list[str]) -> str:
+    """What a stop on a signal saved, and the command that goes on from there."""
+    again = shlex.join(["ncollapse", *argv])
+    if argv and argv[0] == "sweep":
+        go_on = f"rerun `{again}` to continue the sweep from there"
+    else:
+        go_on = f"continue with `ncollapse train --resume {shlex.quote(stop.run_dir)}`"
+    return f"{stop}; {go_on} (exit status {stop.exit_status} = 128 + {stop.signal_name})"
+
+
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     return f"ncollapse: warning: {one_line(str(message))}\n"
 
@@ -151,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"ncollapse: {_interrupted(argv, since)}", file=sys.stderr)
         return 130
+    except Preempted as stop:
+        print(f"ncollapse: {_preempted(stop, argv)}", file=sys.stderr)
+        return stop.exit_status
 
 
 def run() -> None:

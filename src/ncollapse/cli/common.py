@@ -44,7 +44,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         "--imbalance",
         type=float,
         default=None,
-        help="imbalance factor r in (0, 1] (0.01 = imbalance ratio 100)",
+        help="imbalance factor r in (0, 1] (0.01 = imbalance ratio 100) of a long-tailed "
+        "training subset (default: the recipe's; your own image folder: every image, as given)",
     )
     p.add_argument(
         "--download",

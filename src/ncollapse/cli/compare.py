@@ -42,12 +42,15 @@ def _pct(x: float | None) -> str:
 def format_table(rows: list[dict[str, Any]], split: str = "count") -> str:
     """The side-by-side table printed by ``compare``."""
     sfx = "" if split == "count" else "_idx"
-    head = f"{'method':<14} {'head':<14} {'loss':<6} {'overall':>7} {'many':>7} {'medium':>7} {'few':>7} {'time (s)':>9}"
+    from ..metrics import balanced_accuracy
+
+    head = f"{'method':<14} {'head':<14} {'loss':<6} {'overall':>7} {'bal.':>7} {'many':>7} {'medium':>7} {'few':>7} {'time (s)':>9}"
     lines = [head, "-" * len(head)]
     for r in rows:
         f = r["final"]
         lines.append(
-            f"{r['method']:<14} {r['head']:<14} {r['loss']:<6} {_pct(f['acc']):>7} {_pct(f.get('many' + sfx)):>7} "
+            f"{r['method']:<14} {r['head']:<14} {r['loss']:<6} {_pct(f['acc']):>7} "
+            f"{_pct(balanced_accuracy(f)):>7} {_pct(f.get('many' + sfx)):>7} "
             f"{_pct(f.get('medium' + sfx)):>7} {_pct(f.get('few' + sfx)):>7} {r['train_seconds']:>9.1f}"
         )
     return "\n".join(lines)
@@ -117,13 +120,20 @@ def run(args: argparse.Namespace) -> int:
         print_json({"data": data, "epochs": first.optim.epochs, "methods": rows})
     else:
         print()
+        subset = (
+            f"long-tailed, imbalance factor r={data['imbalance']:g} (subset seed "
+            f"{data['subset_seed']})"
+            if data["imbalance"] is not None
+            else "as given (no long-tail subset)"
+        )
         print(
-            f"{data['name']} long-tailed, imbalance factor r={data['imbalance']:g} (subset seed "
-            f"{data['subset_seed']}), class counts {data['class_counts']}, {first.optim.epochs} epochs"
+            f"{data['name']} {subset}, class counts {data['class_counts']}, "
+            f"{first.optim.epochs} epochs"
         )
         print(format_table(rows))
         print(
-            "accuracy in %, final epoch; many/medium/few by training count (>100 / 20-100 / <20);"
+            "accuracy in %, final epoch; overall: image-weighted, bal.: class-balanced (the mean "
+            "of the per-class accuracies); many/medium/few by training count (>100 / 20-100 / <20);"
         )
         print(
             "the class-index split and per-class accuracy are in each run's summary.json and --json"

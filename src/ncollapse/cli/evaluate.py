@@ -57,10 +57,16 @@ def run(args: argparse.Namespace) -> int:
     for split, r in records.items():
         pct = _pct(r)
         print(
-            f"{args.run_dir}: {split} accuracy {pct('acc')}"
+            f"{args.run_dir}: {split} accuracy {pct('bal_acc')} class-balanced, {pct('acc')} "
+            "image-weighted"
             + (" (flip TTA)" if r["tta"] else "")
-            + f"; by count many {pct('many')}, medium {pct('medium')}, few {pct('few')}; by class "
-            f"index head/mid/tail {pct('many_idx')}/{pct('medium_idx')}/{pct('few_idx')}"
+            + f"; by count many {pct('many')}, medium {pct('medium')}, few {pct('few')}"
+            + (
+                f"; by class index (classes sorted by count) head/mid/tail {pct('many_idx')}/"
+                f"{pct('medium_idx')}/{pct('few_idx')}"
+                if "many_idx" in r
+                else ""
+            )
         )
     return 0
 

@@ -88,17 +88,30 @@ def run(args: argparse.Namespace) -> int:
         ("test", result.summary["final"]),
     ):
         if rec:
-            print(
-                f"{result.run_dir}: final {split} accuracy {100 * rec['acc']:.2f}% (many "
-                f"{_pct(rec.get('many'))}, medium {_pct(rec.get('medium'))}, few "
-                f"{_pct(rec.get('few'))}; classes by index head/mid/tail {_pct(rec.get('many_idx'))}"
-                f"/{_pct(rec.get('medium_idx'))}/{_pct(rec.get('few_idx'))})"
-            )
+            print(f"{result.run_dir}: final {split} accuracy {_accuracy(rec)}")
     print(
         f"{result.run_dir}: {result.summary['train_seconds']:.1f}s training, "
         f"{result.summary['wall_seconds']:.1f}s in all ({result.summary.get('precision', 'fp32')})"
     )
     return 0
+
+
+def _accuracy(rec: dict) -> str:
+    """Class-balanced and image-weighted accuracy, the groups by training count, and the
+    class-index split where the classes are sorted by count."""
+    from ..metrics import balanced_accuracy
+
+    text = (
+        f"{_pct(balanced_accuracy(rec))} class-balanced, {_pct(rec.get('acc'))} image-weighted "
+        f"(by training count: many {_pct(rec.get('many'))}, medium {_pct(rec.get('medium'))}, "
+        f"few {_pct(rec.get('few'))}"
+    )
+    if "many_idx" in rec:
+        text += (
+            f"; by class index, the classes being sorted by count: head/mid/tail "
+            f"{_pct(rec.get('many_idx'))}/{_pct(rec.get('medium_idx'))}/{_pct(rec.get('few_idx'))}"
+        )
+    return text + ")"
 
 
 def _pct(x: float | None) -> str:

@@ -36,7 +36,7 @@ def validate(cfg: Config) -> None:
     """Each key against its declaration, then the ranges and combinations of the built-in
     keys, each with a message that names the fix."""
     r = cfg.data.imbalance
-    if not (0.0 < r <= 1.0) or math.isnan(r):
+    if r is not None and (not (0.0 < r <= 1.0) or math.isnan(r)):
         hint = f" (for an imbalance ratio of {r:g} use r = {1 / r:g})" if r > 1 else ""
         raise ConfigError(
             f"imbalance factor data.imbalance must be in (0, 1] (r = n_min/n_max; 1 is balanced, "

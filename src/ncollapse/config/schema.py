@@ -88,13 +88,21 @@ class DataConfig(Section, key="data"):
 
     name: str = option(None, "the dataset")
     root: str | None = option(None, "where the files are; None searches the usual places")
-    imbalance: float = option(0.01, "imbalance factor r in (0, 1]; imbalance ratio = 1/r")
+    imbalance: float | None = option(
+        None,
+        "imbalance factor r in (0, 1] of the long-tailed training subset (imbalance ratio 1/r); "
+        "null: the dataset's own (0.01, the protocol's ratio 100, for the balanced benchmarks; "
+        "for your own data, an image folder or list files, every image as given)",
+        type=float | None,
+    )
     profile: str = option("exp", "how counts fall from the largest class to the smallest")
     subset_seed: int = seed_option("seed of the long-tail subset choice (kept apart from `seed`)")
     download: bool = option(False, "fetch the official archives when missing (needs a network)")
     augment: str = option("auto", "`auto`: the dataset's own default")
     cache_dir: str | None = option(
-        None, "where decoded uint8 arrays are cached; None: beside the data"
+        None,
+        "where decoded uint8 arrays are cached; null: $NCOLLAPSE_CACHE, else the user cache "
+        "directory ($XDG_CACHE_HOME/ncollapse or ~/.cache/ncollapse), never the data folder",
     )
     val: str = option(
         "none",

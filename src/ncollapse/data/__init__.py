@@ -4,6 +4,7 @@ folders, list files), caches, batched augmentation and streaming. Every loader r
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from ..config import Config
@@ -17,7 +18,14 @@ from .augment import AUGMENTS, BatchAugment, make_augment
 from .base import ArrayDataset, DataBundle
 from .digits import load_digits_lt
 from .longtail import PROFILES, long_tail_counts, long_tail_indices, long_tail_subset
-from .registry import DATASETS, dataset_names, get_loader, register_dataset
+from .registry import (
+    DATASETS,
+    PROTOCOL_IMBALANCE,
+    dataset_names,
+    default_imbalance,
+    get_loader,
+    register_dataset,
+)
 from .split import VAL_MODES, check_val_options, unused_validation_indices
 from .stream import StreamingDataset, make_loader  # registers listfile
 
@@ -28,12 +36,14 @@ Config.set_choices("data.val", VAL_MODES)
 
 __all__ = [
     "DATASETS",
+    "PROTOCOL_IMBALANCE",
     "VAL_MODES",
     "ArrayDataset",
     "BatchAugment",
     "DataBundle",
     "StreamingDataset",
     "dataset_names",
+    "default_imbalance",
     "load_data",
     "load_digits_lt",
     "long_tail_counts",
@@ -48,7 +58,16 @@ __all__ = [
 
 def load_data(cfg: Any) -> DataBundle:
     """Load the dataset a :class:`~ncollapse.config.DataConfig` names (``cfg.name``, looked up in
-    :data:`DATASETS`), long-tailed as configured; an unknown name gets the closest valid one."""
+    :data:`DATASETS`), long-tailed as configured; an unknown name gets the closest valid one.
+
+    ``cfg.imbalance`` None is the dataset's own default (:func:`default_imbalance`): the
+    benchmarks' long-tail protocol, or, for image folders and list files, every image as given.
+    """
     loader = get_loader(cfg.name)
     check_val_options(cfg)  # fail on a bad data.val before any decoding
+    if getattr(cfg, "imbalance", None) is None:
+        r = default_imbalance(cfg.name)
+        if r is not None:
+            cfg = copy.copy(cfg)
+            cfg.imbalance = r
     return loader(cfg)

@@ -120,6 +120,32 @@ class DataBundle:
         c_h_w = self._shape()
         return int(c_h_w[1]), int(c_h_w[2])
 
+    def describe(self) -> str:
+        """One line: the training images per class it holds (first class, last class, total,
+        K) and where they came from (a long-tail subset and its settings, or as given)."""
+        counts, names, info = list(self.class_counts), list(self.classes), self.info
+        src = info.get("source") or info.get("name") or "the data"
+        if info.get("format") == "listfile":
+            how = f"as listed in {info.get('lists', {}).get('train', src)} (no long-tail subset)"
+        elif "imbalance" in info:
+            r = float(info["imbalance"])
+            how = (
+                f"a long-tailed subset of {src}: {info.get('profile', 'exp')} profile, "
+                f"data.imbalance = {r:g} (imbalance ratio {1 / r:g}), subset seed "
+                f"{info.get('subset_seed', 0)}"
+            )
+            if info.get("capped") and r < 1:
+                how += f", {len(info['capped'])} class(es) below the profile keep all they have"
+        else:
+            how = (
+                f"every training image of {src}, as given (no long-tail subset; set "
+                "data.imbalance for one)"
+            )
+        return (
+            f"training on {sum(counts):,} images of {len(counts)} classes (first class "
+            f"{names[0]!r}: {counts[0]:,}, last class {names[-1]!r}: {counts[-1]:,}), {how}"
+        )
+
     def _shape(self) -> tuple[int, int, int]:
         if hasattr(self.train, "images"):
             return tuple(self.train.images.shape[1:])  # type: ignore[return-value]

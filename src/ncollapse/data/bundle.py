@@ -38,8 +38,10 @@ def build_lt_bundle(
 ) -> DataBundle:
     """Long-tail the training arrays and wrap everything up.
 
-    ``n_max`` (images of class 0 in the profile) defaults to the largest class; counts above
-    what a class has are capped, recorded in ``info["capped"]`` and warned about. With
+    ``cfg.imbalance`` None keeps every training image as given (a user's own data);
+    otherwise ``n_max`` (images of class 0 in the profile) defaults to the largest class, and
+    counts above what a class has are capped, recorded in ``info["capped"]`` and warned about
+    (except at r = 1, where every class keeps what it has by definition). With
     ``data.val: unused`` the validation set is drawn from the training images the subset left
     unused (:func:`~ncollapse.data.split.validation_split`). ``data.size`` fits the kept images
     to ``size x size`` (:mod:`ncollapse.data.resize`); ``mean``/``std`` None: computed from the
@@ -55,9 +57,14 @@ def build_lt_bundle(
     per_class = np.bincount(y, minlength=k)
     if n_max is None:
         n_max = int(per_class.max())
-    counts = long_tail_counts(n_max, k, cfg.imbalance, cfg.profile)
-    idx, capped = long_tail_subset(y, counts, cfg.subset_seed)
-    cap_warning(name, capped, classes)
+    as_given = cfg.imbalance is None
+    if as_given:  # your own data: every image, in the reader's order
+        counts, idx, capped = None, np.arange(len(y), dtype=np.int64), {}
+    else:
+        counts = long_tail_counts(n_max, k, cfg.imbalance, cfg.profile)
+        idx, capped = long_tail_subset(y, counts, cfg.subset_seed)
+        if float(cfg.imbalance) < 1.0:  # at r = 1 every class keeps what it has: nothing to say
+            cap_warning(name, capped, classes)
     val_idx, val_info = validation_split(name, y, idx, classes, cfg)
     size = check_size(getattr(cfg, "size", None))
     tr = _dataset(x[idx], y[idx], classes, size)
@@ -66,13 +73,21 @@ def build_lt_bundle(
     if mean is None or std is None:
         mean, std = channel_stats(tr.images)
     class_counts = tr.class_counts()
+    subset: dict[str, Any] = (
+        {"subset": "none: every training image, as given"}
+        if as_given
+        else {
+            "subset": "long-tail",
+            "imbalance": float(cfg.imbalance),
+            "imbalance_ratio": 1.0 / float(cfg.imbalance),
+            "profile": cfg.profile,
+            "subset_seed": int(cfg.subset_seed),
+        }
+    )
     info = {
         "name": name,
         **info,
-        "imbalance": float(cfg.imbalance),
-        "imbalance_ratio": 1.0 / float(cfg.imbalance),
-        "profile": cfg.profile,
-        "subset_seed": int(cfg.subset_seed),
+        **subset,
         "n_max": int(n_max),
         "requested_counts": counts,
         "train_counts": class_counts,

@@ -153,6 +153,7 @@ DIGITS_RECIPE: dict[str, Any] = {
     },
     default=True,
     recipe=DIGITS_RECIPE,
+    imbalance=0.05,
 )
 def load_digits_data(cfg: Any) -> DataBundle:
     """``data.name: digits`` (scikit-learn's 8x8 digits, no files needed)."""

@@ -41,9 +41,14 @@ def repo_root() -> Path | None:
 
 
 def default_cache_dir() -> Path:
-    """``$NCOLLAPSE_CACHE`` or ``~/.cache/ncollapse``."""
+    """``$NCOLLAPSE_CACHE``, else the user cache directory: ``$XDG_CACHE_HOME/ncollapse``,
+    else ``~/.cache/ncollapse``."""
     env = os.environ.get("NCOLLAPSE_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "ncollapse"
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return base / "ncollapse"
 
 
 def search_dirs(root: str | os.PathLike | None) -> list[Path]:

@@ -2,9 +2,11 @@
 ``.tar.gz`` of one, decoded once with Pillow and cached as uint8 arrays (.npz).
 
 The archive is read member by member into memory (nothing from it is written to disk, so a
-hostile member name cannot escape anywhere); the decoded arrays are cached in ``cache_dir`` (or
-beside the source when writable, else ``~/.cache/ncollapse``) under a key made of the source's
-path, size and mtime and the class order.
+hostile member name cannot escape anywhere); the decoded arrays are cached in ``cache_dir`` (by
+default the user cache directory, :func:`~ncollapse.data.files.default_cache_dir`: never the
+data folder, which may be shared or read-only) under a key made of the source's path, size and
+mtime and the class order. A folder's symbolic links (class folders, split folders, image files)
+are followed; a link that leads back into a folder it sits in is refused as a loop.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 import tarfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -22,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..config import option
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .base import DataBundle
 from .bundle import build_lt_bundle
 from .files import (
@@ -57,10 +59,16 @@ CIFAR10_CLASSES = [
 ]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 _ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+#: how to train on images of several sizes
+SIZE_HINT = (
+    "set data.size to fit every image to one square size, e.g. --set data.size=32 "
+    "(shorter side scaled to 32, centre 32x32 kept)"
+)
 
 
-def _can_write(d: Path) -> bool:
-    return d.is_dir() and os.access(d, os.W_OK | os.X_OK)
+#: the folder beside the data where versions before 0.2 cached the decoded arrays (read when
+#: present, never written)
+LEGACY_CACHE = ".ncollapse-cache"
 
 
 def _is_archive(p: Path) -> bool:
@@ -88,7 +96,14 @@ def _decode_chunk(
         if shape is None:
             shape = a.shape
         elif a.shape != shape:
-            return None, name, f"size {a.shape[:2]} differs from {shape[:2]} of the other images"
+            return (
+                None,
+                name,
+                (
+                    f"size {a.shape[1]}x{a.shape[0]} differs from {shape[1]}x{shape[0]} of the "
+                    f"other images; {SIZE_HINT}"
+                ),
+            )
         out.append(a)
     if not out:
         return np.zeros((0, 1, 1, 1), np.uint8), None, None
@@ -138,7 +153,8 @@ def decode_images(
         arrays.append(arr)
     shapes = {a.shape[1:] for a in arrays}
     if len(shapes) > 1:
-        raise DataError(f"images differ in size ({sorted(shapes)}); resize them to one size first")
+        sizes = ", ".join(f"{w}x{h}" for h, w, _c in sorted(shapes))
+        raise DataError(f"images differ in size ({sizes}); {SIZE_HINT}")
     return np.ascontiguousarray(np.concatenate(arrays).transpose(0, 3, 1, 2))
 
 
@@ -151,18 +167,60 @@ def _split_class_file(rel: str) -> tuple[str, str, str] | None:
     return parts[-3], parts[-2], parts[-1]
 
 
+def _walk(source: Path) -> Iterator[tuple[str, list[str]]]:
+    """``(folder, file names)`` under ``source``, top down in name order, following symbolic
+    links to folders and files; a link to a folder that contains it (a loop) is a DataError."""
+    stack: list[tuple[Path, tuple[tuple[int, int], ...]]] = []
+    if not source.is_dir():  # a file that is no archive: no images (the caller says so)
+        return
+    try:
+        st = source.stat()
+    except OSError as exc:
+        raise DataError(f"cannot read {source}: {exc.strerror}") from None
+    stack.append((source, ((st.st_dev, st.st_ino),)))
+    while stack:
+        here, ancestors = stack.pop()
+        try:
+            entries = sorted(os.scandir(here), key=lambda e: e.name)
+        except OSError as exc:
+            raise DataError(f"cannot read the folder {here}: {exc.strerror}") from None
+        files, dirs = [], []
+        for e in entries:
+            try:
+                is_dir = e.is_dir(follow_symlinks=True)
+            except OSError:
+                is_dir = False
+            if not is_dir:
+                files.append(e.name)
+                continue
+            st = os.stat(e.path)
+            key = (st.st_dev, st.st_ino)
+            if key in ancestors:
+                target = os.path.realpath(e.path)
+                raise DataError(
+                    f"{e.path} is a symbolic link to {target}, a folder that contains it (a "
+                    "loop); remove the link or point it elsewhere"
+                )
+            dirs.append((Path(e.path), (*ancestors, key)))
+        yield str(here), files
+        stack.extend(reversed(dirs))
+
+
 def _fingerprint(source: Path) -> list[Any]:
     """What the cache key is made of: path, size and mtime (every image file's, for a folder)."""
     if _is_archive(source):
         st = source.stat()
         return ["archive", str(source.resolve()), st.st_size, st.st_mtime_ns]
     files = []
-    for dirpath, _dirs, names in os.walk(source):
+    for dirpath, names in _walk(source):
         for n in names:
             full = Path(dirpath, n)
             rel = full.relative_to(source).as_posix()
             if _split_class_file(rel):
-                st = full.stat()
+                try:
+                    st = full.stat()
+                except OSError as exc:
+                    raise DataError(f"cannot read {full}: {exc.strerror}") from None
                 files.append((rel, st.st_size, st.st_mtime_ns))
     files.sort()
     return ["folder", str(source.resolve()), files]
@@ -199,7 +257,7 @@ def _scan_read(
         except (tarfile.TarError, EOFError, OSError) as e:
             raise DataError(f"archive {source} is corrupt or truncated: {e}") from None
         return groups, blobs
-    for dirpath, _dirs, names in os.walk(source):
+    for dirpath, names in _walk(source):
         here = _class_dir(Path(dirpath).relative_to(source).as_posix())
         if here is not None:
             groups.setdefault(here, [])
@@ -208,7 +266,11 @@ def _scan_read(
             scf = _split_class_file(rel)
             if scf:
                 groups.setdefault(scf[:2], []).append((scf[2], rel))
-                blobs[rel] = (source / rel).read_bytes()
+                try:
+                    blobs[rel] = (source / rel).read_bytes()
+                except OSError as exc:
+                    why = "a broken symbolic link" if (source / rel).is_symlink() else exc.strerror
+                    raise DataError(f"cannot read {source / rel}: {why}") from None
     return groups, blobs
 
 
@@ -233,13 +295,7 @@ def read_imagefolder(
         raise DataError(f"image folder not found: {source}")
     t0 = time.perf_counter()
     fp = _fingerprint(source)
-    if cache_dir is not None:
-        cdir = Path(cache_dir).expanduser()
-    else:
-        beside = source.parent if _is_archive(source) else source
-        cdir = beside / ".ncollapse-cache"
-        if not _can_write(cdir if cdir.exists() else beside):  # made only when a cache is saved
-            cdir = default_cache_dir()
+    cdir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     size = check_size(size)
     order_key = list(class_order) if class_order is not None else None
     key = cache_key([fp, order_key, list(splits)] + ([] if size is None else [{"size": size}]))
@@ -248,6 +304,11 @@ def read_imagefolder(
     meta: dict[str, Any] = {"cache_path": str(cpath), "cache_hit": False}
     if use_cache:
         hit = load_cached_arrays(cpath)
+        if hit is None and cache_dir is None:  # one written beside the data by earlier versions
+            beside = (source.parent if _is_archive(source) else source) / LEGACY_CACHE
+            if (beside / cpath.name).is_file():
+                hit = load_cached_arrays(beside / cpath.name)
+                meta["cache_path"] = str(beside / cpath.name)
         if hit is not None:
             arrays, cmeta = hit
             if "classes" in cmeta and all(
@@ -335,6 +396,17 @@ def read_imagefolder(
     return out, classes, meta
 
 
+def _check_as_given(cfg: Any) -> None:
+    """An image folder used as given has no unused training images to validate on."""
+    d = cfg.data
+    if d.name == "imagefolder" and d.imbalance is None and getattr(d, "val", "none") == "unused":
+        raise ConfigError(
+            "data.val=unused holds out training images that a long-tail subset leaves unused, "
+            "but an image folder trains on every image it holds (data.imbalance not set): set "
+            "data.imbalance to train on a long-tailed subset of it, or drop data.val"
+        )
+
+
 @register_dataset(
     "imagefolder",
     options={
@@ -342,9 +414,15 @@ def read_imagefolder(
             None, "explicit class order (label = index)", type=list[str] | None
         )
     },
+    imbalance=None,  # your own data: every image, as given, unless data.imbalance is set
+    check=_check_as_given,
 )
 def load_imagefolder_lt(cfg: Any) -> DataBundle:
-    """``data.name: imagefolder``: ``data.root`` is a folder or .tar.gz with train/ and test/."""
+    """``data.name: imagefolder``: ``data.root`` is a folder or .tar.gz with train/ and test/.
+
+    Every training image is used as given unless ``data.imbalance`` is set; then the training
+    set is the long-tailed subset of the profile, in label order (sorted folder names, or
+    ``data.class_order``), from ``n_max`` = the largest class."""
     if not cfg.root:
         raise DataError(
             "data.name=imagefolder needs data.root: a folder (or .tar.gz) holding "

@@ -14,10 +14,21 @@ from ..config import Config, Option
 from ..errors import DataError
 from ..registry import Registry
 
-__all__ = ["DATASETS", "dataset_names", "get_loader", "register_dataset"]
+__all__ = [
+    "DATASETS",
+    "PROTOCOL_IMBALANCE",
+    "dataset_names",
+    "default_imbalance",
+    "get_loader",
+    "register_dataset",
+]
 
 #: ``loader(data_cfg) -> DataBundle``
 Loader = Callable[[Any], Any]
+
+#: the imbalance factor of a balanced benchmark whose config sets none (``data.imbalance`` null):
+#: the long-tail protocol's ratio 100
+PROTOCOL_IMBALANCE = 0.01
 
 #: name -> loader, in registration order
 DATASETS: Registry[Loader] = Registry("dataset", "data.name", config=Config, error=DataError)
@@ -28,6 +39,7 @@ def register_dataset(
     *,
     options: dict[str, Option] | None = None,
     default: bool = False,
+    check: Callable[[Any], None] | None = None,
     **info: Any,
 ) -> Callable[[Loader], Loader]:
     """Decorator: register ``loader(cfg) -> DataBundle`` under ``name`` (``data.name``).
@@ -35,8 +47,11 @@ def register_dataset(
     ``cfg`` is a :class:`~ncollapse.config.DataConfig` (or any object with its attributes).
     ``options``: the ``data.*`` keys only this dataset reads, added to the config;
     ``default``: the dataset of a config that names none (its ``recipe=`` overrides are the
-    settings a run without a recipe gets)."""
-    return DATASETS.register(name, options=options, default=default, **info)  # type: ignore[no-any-return]
+    settings a run without a recipe gets). ``imbalance=``: the factor a config that sets no
+    ``data.imbalance`` gets (default :data:`PROTOCOL_IMBALANCE`); ``imbalance=None`` for a
+    user's own data, which is then trained on as given (:func:`default_imbalance`). ``check``:
+    a test of a whole config that selects this dataset (raises a ConfigError naming the fix)."""
+    return DATASETS.register(name, options=options, default=default, check=check, **info)  # type: ignore[no-any-return]
 
 
 def dataset_names() -> tuple[str, ...]:
@@ -47,3 +62,13 @@ def dataset_names() -> tuple[str, ...]:
 def get_loader(name: str) -> Loader:
     """The loader for ``name``; an unknown name raises :class:`DataError` naming the closest one."""
     return DATASETS.get(name)
+
+
+def default_imbalance(name: str) -> float | None:
+    """The imbalance factor of dataset ``name`` when ``data.imbalance`` is null: what it
+    registered (``imbalance=``), else :data:`PROTOCOL_IMBALANCE`; None for data used as given
+    (image folders, list files: every image, no long-tail subset)."""
+    if name not in DATASETS:
+        return PROTOCOL_IMBALANCE
+    info = DATASETS.entry(name).info
+    return info["imbalance"] if "imbalance" in info else PROTOCOL_IMBALANCE

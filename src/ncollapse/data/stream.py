@@ -224,6 +224,7 @@ def _list_path(p: str, root: Path) -> Path:
         "data.test_list": option(None, "the test list (same format)", type=str | None),
         "data.val_list": option(None, "an optional validation list (same format)", type=str | None),
     },
+    imbalance=None,  # used as given
 )
 def load_listfile(cfg: Any) -> DataBundle:
     """``data.name: listfile``: ``data.root`` + ``data.train_list`` / ``test_list`` (+ ``val_list``)."""

@@ -131,9 +131,15 @@ class ResidentBatches:
         x = self.augment.normalize(self.augment.apply(self.images[idx], crop))
         return x.contiguous(memory_format=self.memory_format)
 
-    def epoch(self, epoch: int, seed: int, mixup_alpha: float) -> Iterator[StepInput]:
-        """The steps of 0-based ``epoch``."""
-        for d in self.draws(epoch, seed, mixup_alpha):
+    def epoch(
+        self, epoch: int, seed: int, mixup_alpha: float, start: int = 0
+    ) -> Iterator[StepInput]:
+        """The steps of 0-based ``epoch``, from step ``start`` on (a resume inside the epoch:
+        the earlier steps' random numbers are drawn and dropped, so the later ones are those of
+        the uninterrupted epoch)."""
+        for b, d in enumerate(self.draws(epoch, seed, mixup_alpha)):
+            if b < start:
+                continue
             x = self.prepare(d.idx, d.crop)
             x, y_a, y_b, lam = apply_mixup(x, self.labels[d.idx], d.mix)
             extra = {

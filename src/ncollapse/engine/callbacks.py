@@ -208,15 +208,33 @@ class MetricsLog(Callback):
 
     def on_fit_start(self, trainer: Trainer) -> None:
         if self.tensorboard and self.tb is None and getattr(trainer.run_dir, "writes", True):
-            self.tb = EventWriter(trainer.run_dir.tensorboard_dir)
+            folder = trainer.run_dir.tensorboard_dir
+            earlier = sorted(folder.glob("events.out.tfevents.*")) if folder.is_dir() else []
+            self.tb = EventWriter(folder)
+            if earlier:
+                # a resume: one event file with the records kept (metrics.jsonl, cut back to the
+                # checkpoint), so each tag stays one series without the replayed epochs' points
+                for record in trainer.run_dir.metrics():
+                    self._add(record, flush=False)
+                self.tb.flush()
+                for path in earlier:
+                    if path != self.tb.path:
+                        path.unlink(missing_ok=True)
+
+    def _add(self, record: dict[str, Any], flush: bool = True) -> None:
+        assert self.tb is not None
+        kind = record.get("kind")
+        if kind not in ("train", "eval", "collapse") or "epoch" not in record:
+            return
+        prefix = kind if kind == "train" else f"{kind}_{record.get('split')}"
+        self.tb.add_scalars(prefix, record, record["epoch"], flush=flush)
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, records: Records) -> None:
         for record in records:
             trainer.run_dir.append_metrics(record)
             if self.tb is not None:
-                kind = record["kind"]
-                prefix = kind if kind == "train" else f"{kind}_{record['split']}"
-                self.tb.add_scalars(prefix, record, record["epoch"])
+                self._add(record)
+        trainer.epoch_logged = epoch  # the epoch's records are out: it is not replayed
 
     def on_fit_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
         if self.tb is not None:
@@ -249,6 +267,8 @@ class ProgressReport(Callback):
         for r in records:
             if r["kind"] == "eval":
                 line += f" | {r['split']} acc {100 * r['acc']:.2f}%"
+                if r.get("bal_acc") is not None:
+                    line += f" bal {100 * r['bal_acc']:.2f}%"
         trainer.progress.epoch(epoch - 1, rec["seconds"], line)
 
 

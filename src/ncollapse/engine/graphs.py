@@ -22,7 +22,9 @@ How the captured run stays the run it would be uncaptured:
 - **Float rounding, not bits.** The rate and mixup's coefficient are read from device memory, so
   the SGD step is torch's fused one with a tensor rate and ``1 - lam`` is computed in float32:
   a captured run equals the eager run to float rounding. Captured and uncaptured steps are the
-  same operations, so a resumed captured run is the uninterrupted one.
+  same operations, so a resumed captured run is the uninterrupted one: from an epoch boundary,
+  and from a checkpoint that a signal saved between two replays (the epoch's rows start at the
+  step reached; :meth:`GraphStep.run_epoch`).
 
 Where the step cannot be captured the run trains with the eager step, and one line says which
 and why (:func:`graph_unavailable`): not on CUDA, under torchrun, streamed data, a loss with
@@ -177,8 +179,14 @@ class GraphStep:
         self.ema_start = starts[0] if starts and t.average is not None else None
 
     # ------------------------------------------------------------------ one epoch
-    def run_epoch(self, epoch: int, start: float) -> tuple[torch.Tensor, int, float]:
-        """Train 0-based ``epoch``: ``(the loss sum on the device, samples seen, last rate)``."""
+    def run_epoch(
+        self, epoch: int, start: float, at: dict[str, Any] | None = None
+    ) -> tuple[torch.Tensor, int, float]:
+        """Train 0-based ``epoch``: ``(the loss sum on the device, samples seen, last rate)``.
+        ``at``: the position of a checkpoint saved inside the epoch, whose steps are not done
+        again (the epoch's numbers are drawn in full and its rows start at its step). A stop
+        request (:meth:`~ncollapse.engine.loop.Trainer.request_stop`) saves such a checkpoint
+        at the next step boundary, as the eager step does."""
         t = self.trainer
         signature = state_signature(t.criterion)
         if signature != self.signature:  # the criterion holds other tensors: capture again
@@ -193,7 +201,10 @@ class GraphStep:
         ema = average is not None and self.ema_start is not None and epoch >= self.ema_start
         if ema and average.updates == 0:  # the average starts from the current weights
             average.reset(t.network)
-        shares = [average.weight(average.updates + b) if ema else 0.0 for b in range(nb)]
+        first = 0 if at is None else int(at["step"])  # the steps done before a resume
+        shares = [
+            average.weight(average.updates + max(b - first, 0)) if ema else 0.0 for b in range(nb)
+        ]
         if self.full:
             rows = _rows(draws[: self.full], lrs, shares, t.device)
             if not self.rows:
@@ -201,10 +212,13 @@ class GraphStep:
             else:
                 for k, v in rows.items():
                     self.rows[k].copy_(v)
-        self.counter.zero_()
-        self.loss_sum.zero_()
-        seen = 0
+        self.counter.fill_(min(first, self.full))
+        self.loss_sum.fill_(0.0 if at is None else float(at["loss_sum"][0]))
+        seen = 0 if at is None else int(at["seen"])
+        before = 0.0 if at is None else float(at["seconds"])
         for b, d in enumerate(draws):
+            if b < first:
+                continue
             if b < self.full:
                 self._full_step(ema)
             else:  # the last, smaller batch: the same step, uncaptured
@@ -216,7 +230,21 @@ class GraphStep:
             if t.progress.mode == "bar":
                 elapsed = time.perf_counter() - start
                 loss = float(self.loss_sum) / max(seen, 1)
-                t.progress.batch(epoch, b + 1, nb, loss, seen / max(elapsed, 1e-9), elapsed)
+                done = seen - (0 if at is None else int(at["seen"]))
+                t.progress.batch(
+                    epoch, b + 1, nb, loss, done / max(elapsed, 1e-9), before + elapsed
+                )
+            if t.stop_signal is not None:  # one process: no other rank to agree with
+                for group in t.optimizer.param_groups:  # the rate an eager step leaves
+                    group["lr"] = lrs[b]
+                partial = {
+                    "loss_sum": float(self.loss_sum),
+                    "seen": seen,
+                    "counted": seen,
+                    "seconds": before + time.perf_counter() - start,
+                    "lr": lrs[b],
+                }
+                t._preempt(epoch, b + 1, partial)
         for group in t.optimizer.param_groups:
             group["lr"] = lrs[-1]
         return self.loss_sum, seen, lrs[-1]

@@ -41,7 +41,7 @@ from torch import nn
 from ..criterion import Criterion
 from ..data.augment import BatchAugment
 from ..data.base import DataBundle
-from ..errors import UserError
+from ..errors import Preempted, UserError
 from .batches import StepInput
 from .callbacks import Callback, default_callbacks
 from .distributed import SINGLE, Distributed
@@ -57,7 +57,7 @@ from .state import TrainState, epoch_generators, resolve_device
 from .step import forward_loss, sees_global_batch
 from .syncbn import convert_sync_batchnorm
 
-__all__ = ["RunFiles", "Trainer", "epoch_generators", "resolve_device"]
+__all__ = ["RunFiles", "StopNow", "Trainer", "epoch_generators", "resolve_device"]
 
 
 class RunFiles(Protocol):
@@ -153,6 +153,11 @@ class Trainer:
         self.global_batch = sees_global_batch(getattr(run, "loss_batch", "auto"), criterion, dist)
         self.collapse_state: Any = None  # the train split's last accumulator (for the plots)
         self.last_checkpoint = 0  # the epoch of the last checkpoint written (0: none)
+        #: a signal asked the run to stop (:meth:`request_stop`): at the next step boundary a
+        #: checkpoint is saved and :class:`~ncollapse.errors.Preempted` raised
+        self.stop_signal: int | None = None
+        self.epoch_logged = 0  # the last epoch whose records are written (MetricsLog sets it)
+        self._position: dict[str, Any] | None = None  # where a mid-epoch checkpoint stopped
         self.callbacks = [*default_callbacks(optim, evaluation, run), *callbacks]
         self._step_hooks = _overriding(self.callbacks, "on_step_end")
         self._before_step_hooks = _overriding(self.callbacks, "on_before_step")
@@ -174,6 +179,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
+        """Everything a resume needs, at an epoch boundary (``epoch``: epochs completed). A
+        checkpoint saved inside an epoch (:meth:`request_stop`) adds ``position``: the epoch in
+        progress, the steps done, and the partial sums of its train record."""
         rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}  # noqa: NPY002
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
@@ -189,6 +197,101 @@ class Trainer:
             "trainer": self.state.to_dict(),
             "rng": rng,
         }
+
+    def request_stop(self, signum: int) -> None:
+        """Stop at the next step boundary (a signal handler calls this): save a checkpoint
+        there, resumable exactly from that step, and raise
+        :class:`~ncollapse.errors.Preempted`. Inside the end-of-epoch evaluation, before the
+        epoch's records are written, the evaluation is abandoned and redone on resume."""
+        self.stop_signal = int(signum)
+
+    def _stop_agreed(self) -> bool:
+        """Whether to stop now; under torchrun every rank stops at the same step."""
+        if not self.dist.enabled:
+            return self.stop_signal is not None
+        flag = torch.tensor([1.0 if self.stop_signal is not None else 0.0], device=self.device)
+        stop = float(self.dist.all_reduce_sum(flag)[0]) > 0
+        if stop and self.stop_signal is None:
+            import signal
+
+            self.stop_signal = int(signal.SIGTERM)  # another rank's signal
+        return stop
+
+    def _save_position(
+        self,
+        epoch: int,
+        step: int,
+        partial: dict[str, Any],
+        trainer_state: dict[str, Any] | None = None,
+    ) -> str:
+        """Save a checkpoint inside 0-based ``epoch`` after ``step`` of its steps (``partial``:
+        the epoch's partial sums, or its train ``record`` when its evaluation is to be redone);
+        returns where it stopped, in words."""
+        ckpt = self.state_dict()
+        ckpt["epoch"] = epoch
+        if trainer_state is not None:  # the state before the abandoned end-of-epoch work
+            ckpt["trainer"] = {**trainer_state, "wall_seconds": self.state.wall_seconds}
+        partial = dict(partial)
+        losses = partial.pop("loss_sum")
+        losses = self.dist.all_gather_object(losses) if self.dist.enabled else [losses]
+        steps = len(self.batches)
+        ckpt["position"] = {"epoch": epoch, "step": step, "steps": steps, "loss_sum": losses}
+        ckpt["position"].update(partial)
+        assert self.run_dir is not None
+        self.run_dir.save_checkpoint(ckpt)
+        if step < steps:
+            return f"in epoch {epoch + 1} after step {step} of {steps}"
+        return f"after the training steps of epoch {epoch + 1} (its evaluation is redone)"
+
+    def _save_before_evaluation(
+        self, epoch: int, record: dict[str, Any], before: dict[str, Any]
+    ) -> str:
+        """Save a checkpoint after the training steps of 0-based ``epoch`` (its train
+        ``record``), the trainer's state ``before`` its end-of-epoch work, which a resume
+        redoes; returns where, in words."""
+        self.state.epoch = epoch
+        return self._save_position(
+            epoch, len(self.batches), {"loss_sum": 0.0, "record": record}, before
+        )
+
+    def _save_boundary(self, epoch: int) -> None:
+        """A checkpoint after epoch ``epoch`` (1-based, its records written), unless one was
+        just saved."""
+        assert self.run_dir is not None
+        if self.last_checkpoint != epoch:
+            self.run_dir.save_checkpoint(self.state_dict())
+            self.last_checkpoint = epoch
+
+    def _preempted(self, where: str) -> Preempted:
+        """The :class:`~ncollapse.errors.Preempted` of this run, stopped ``where``."""
+        assert self.run_dir is not None and self.stop_signal is not None
+        return Preempted(self.stop_signal, str(self.run_dir.path), where)
+
+    def _preempt(self, epoch: int, step: int, partial: dict[str, Any]) -> None:
+        """Save a checkpoint inside 0-based ``epoch`` after ``step`` of its steps and raise
+        :class:`~ncollapse.errors.Preempted`."""
+        raise self._preempted(self._save_position(epoch, step, partial))
+
+    def _preempt_at_boundary(self, epoch: int) -> None:
+        """Stop after epoch ``epoch`` (1-based, its records written): a checkpoint of it, unless
+        one was just saved, then :class:`~ncollapse.errors.Preempted`."""
+        self._save_boundary(epoch)
+        raise self._preempted(f"after epoch {epoch}")
+
+    def take_position(self, epoch: int) -> dict[str, Any] | None:
+        """Where a checkpoint saved inside 0-based ``epoch`` stopped (the ``position`` it was
+        resumed from), taken once; None to train the epoch from its start."""
+        at, self._position = self._position, None
+        if at is not None and int(at["epoch"]) != epoch:
+            return None
+        return at
+
+    def recorded_epoch(self, at: dict[str, Any]) -> dict[str, Any]:
+        """The train record of an epoch whose steps were done when it stopped (``at``: its
+        position), with the rate its last step left."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = at["record"]["lr"]
+        return dict(at["record"])
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
         try:
@@ -207,6 +310,7 @@ class Trainer:
             self.average.load_state_dict(ckpt["ema"])
         self.state.load(ckpt["epoch"], ckpt["trainer"])
         self.last_checkpoint = self.state.epoch
+        self._position = ckpt.get("position")  # a checkpoint saved inside an epoch
         torch.set_rng_state(ckpt["rng"]["torch"])
         np.random.set_state(ckpt["rng"]["numpy"])  # noqa: NPY002
         if "cuda" in ckpt["rng"] and self.device.type == "cuda":
@@ -224,21 +328,38 @@ class Trainer:
         return self.optim.mixup_alpha if until is None or epoch < until else 0.0
 
     def train_epoch(self, epoch: int) -> dict[str, Any]:
-        """One pass over the training set (0-based ``epoch``); returns the train record."""
+        """One pass over the training set (0-based ``epoch``); returns the train record. A run
+        resumed from a checkpoint saved inside this epoch goes on from its step."""
         self.network.train()
         self.criterion.set_epoch(epoch)
+        at = self.take_position(epoch)
+        if at is not None and at.get("record") is not None:  # stopped in the end-of-epoch work
+            return self.recorded_epoch(at)
         if self.graph is not None:
             start = time.perf_counter()
-            loss_sum, seen, lr = self.graph.run_epoch(epoch, start)
-            return self._train_record(epoch, loss_sum, seen, lr, start)
+            loss_sum, seen, lr = self.graph.run_epoch(epoch, start, at)
+            before = 0.0 if at is None else float(at["seconds"])
+            return self._train_record(epoch, loss_sum, seen, lr, start, before)
         num_batches = len(self.batches)
         per_batch = self.schedule.per_batch(self.optim, epoch)
         lr = self._set_lr(epoch, 0.0 if per_batch else 1.0)
-        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
-        seen = counted = 0
+        first = 0 if at is None else int(at["step"])
+        rank = self.dist.rank if self.dist.enabled else 0
+        loss_sum = torch.tensor(
+            0.0 if at is None else float(at["loss_sum"][rank]),
+            device=self.device,
+            dtype=torch.float64,
+        )
+        seen = 0 if at is None else int(at["seen"])
+        counted = 0 if at is None else int(at["counted"])
+        before = 0.0 if at is None else float(at["seconds"])
+        if at is not None:
+            lr = self._set_lr(epoch, first / num_batches) if per_batch else lr
         start = time.perf_counter()
-        steps = self.batches.epoch(epoch, self.seed, self._mixup_alpha(epoch))
-        for b, step in enumerate(steps):
+        steps: Any = ()
+        if first < num_batches:
+            steps = self.batches.epoch(epoch, self.seed, self._mixup_alpha(epoch), start=first)
+        for b, step in enumerate(steps, start=first):
             if per_batch:
                 lr = self._set_lr(epoch, (b + 1) / num_batches)
             share, n = self._step(step)
@@ -254,20 +375,38 @@ class Trainer:
                     b + 1,
                     num_batches,
                     float(loss_sum) / max(counted, 1),
-                    seen / max(elapsed, 1e-9),
-                    elapsed,
+                    (seen if at is None else seen - int(at["seen"])) / max(elapsed, 1e-9),
+                    before + elapsed,
                 )
-        return self._train_record(epoch, loss_sum, seen, lr, start)
+            if self._stop_agreed():
+                partial = {
+                    "loss_sum": float(loss_sum),
+                    "seen": seen,
+                    "counted": counted,
+                    "seconds": before + time.perf_counter() - start,
+                    "lr": lr,
+                }
+                self._preempt(epoch, b + 1, partial)
+        return self._train_record(epoch, loss_sum, seen, lr, start, before)
 
     def _train_record(
-        self, epoch: int, loss_sum: torch.Tensor, seen: int, lr: float, start: float
+        self,
+        epoch: int,
+        loss_sum: torch.Tensor,
+        seen: int,
+        lr: float,
+        start: float,
+        before: float = 0.0,
     ) -> dict[str, Any]:
+        """The train record of 0-based ``epoch``: the loss sum over its ``seen`` samples, its last
+        rate, its time since ``start`` (plus ``before``, the seconds of its steps before a
+        resume)."""
         if self.dist.enabled:  # the loss over all ranks; rank 0's BatchNorm statistics everywhere
             loss_sum = self.dist.all_reduce_sum(loss_sum)
             self.dist.sync_buffers(self.network)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        seconds = time.perf_counter() - start
+        seconds = before + time.perf_counter() - start
         return {
             "kind": "train",
             "epoch": epoch + 1,
@@ -311,7 +450,17 @@ class Trainer:
         ``test`` or ``val``; this rank's share under torchrun) in eval mode, without
         augmentation, in float32."""
         batches = self.splits.eval_batches(split, self.eval_cfg.batch_size)
+        if not self.dist.enabled:  # under torchrun the ranks stop together, at a step boundary
+            batches = self._unless_stopped(batches)
         return network_outputs(self.eval_network, batches, tta=tta)
+
+    def _unless_stopped(self, batches: Iterator[Any]) -> Iterator[Any]:
+        """``batches``, abandoned at a stop request while an epoch's records are not yet
+        written (the epoch's evaluation is then redone on resume)."""
+        for item in batches:
+            if self.stop_signal is not None and self.epoch_logged < self.state.epoch:
+                raise StopNow
+            yield item
 
     def evaluate(self, epoch: int) -> list[dict[str, Any]]:
         """Accuracy records (overall, per class, many/medium/few by count and by index) on the
@@ -355,6 +504,8 @@ class Trainer:
         latest: dict[tuple[str, str], dict[str, Any]] = {}
         for epoch in range(self.state.epoch, self.epochs):
             self.end_epoch(epoch, self.train_epoch(epoch), latest)
+            if epoch + 1 < self.epochs and self._stop_agreed():
+                self._preempt_at_boundary(epoch + 1)
         return self.end_fit(latest)
 
     # the three parts of fit(), which a pack of runs (:mod:`.pack`) calls for each of its runs
@@ -363,12 +514,26 @@ class Trainer:
         self._clock = (self.state.wall_seconds, time.perf_counter())
         for callback in self.callbacks:
             callback.on_fit_start(self)
+        self.epoch_logged = self.state.epoch
 
     def end_epoch(
         self, epoch: int, record: dict[str, Any], latest: dict[tuple[str, str], dict[str, Any]]
     ) -> None:
         """After 0-based ``epoch`` trained (its train ``record``): the callbacks, and the records
-        they add kept in ``latest`` by kind and split."""
+        they add kept in ``latest`` by kind and split. A stop requested during the evaluation,
+        before the records are written (:meth:`request_stop`), saves a checkpoint from which a
+        resume redoes it, and raises :class:`~ncollapse.errors.Preempted`."""
+        before = self.state.to_dict()  # what a stop during the evaluation goes back to
+        try:
+            self.epoch_callbacks(epoch, record, latest)
+        except StopNow:
+            raise self._preempted(self._save_before_evaluation(epoch, record, before)) from None
+
+    def epoch_callbacks(
+        self, epoch: int, record: dict[str, Any], latest: dict[tuple[str, str], dict[str, Any]]
+    ) -> None:
+        """:meth:`end_epoch` without its stop: :class:`StopNow` when a stop request abandons
+        the evaluation (a pack of runs stops all of them together)."""
         records = [record]
         self.state.train_seconds += record["seconds"]
         self.state.epoch = epoch + 1
@@ -432,6 +597,11 @@ class Trainer:
         if ("eval", "val") in latest:
             summary["val"] = strip(latest[("eval", "val")])
         return summary
+
+
+class StopNow(Exception):
+    """A stop request inside the end-of-epoch evaluation (caught in :meth:`Trainer.end_epoch`,
+    or by a pack of runs around :meth:`Trainer.epoch_callbacks`)."""
 
 
 def _overriding(callbacks: Sequence[Callback], hook: str) -> list[Any]:

@@ -61,9 +61,11 @@ class ShardedBatches:
     def __len__(self) -> int:
         return steps_per_epoch(self.inner.images.shape[0], self.inner.batch_size, self.dist)
 
-    def epoch(self, epoch: int, seed: int, mixup_alpha: float) -> Iterator[StepInput]:
-        steps = self.inner.epoch(epoch, seed, mixup_alpha)
-        for _, step in zip(range(len(self)), steps):
+    def epoch(
+        self, epoch: int, seed: int, mixup_alpha: float, start: int = 0
+    ) -> Iterator[StepInput]:
+        steps = self.inner.epoch(epoch, seed, mixup_alpha, start=start)
+        for _, step in zip(range(start, len(self)), steps):
             sizes = shard_sizes(step.size, self.dist.world_size)
             lo, hi = shard_bounds(step.size, self.dist.world_size, self.dist.rank)
             b = step.batch
@@ -110,12 +112,34 @@ class StreamingBatches:
     def order(self, epoch: int, g: torch.Generator) -> torch.Tensor:
         return epoch_order(self.labels, epoch, g, self.balanced_from)
 
-    def epoch(self, epoch: int, seed: int, mixup_alpha: float) -> Iterator[StepInput]:
+    def _skip(self, idx: torch.Tensor, mixup_alpha: float, g: torch.Generator, rng: Any) -> None:
+        """The random draws of a step already trained (a resume inside the epoch), without
+        loading its images."""
+        if mixup_alpha <= 0:
+            return
+        rng.beta(mixup_alpha, mixup_alpha)
+        if not self.dist.enabled:
+            torch.randperm(idx.numel(), generator=g)
+            return
+        for n in shard_sizes(idx.numel(), self.dist.world_size):
+            torch.randperm(n, generator=g)
+
+    def epoch(
+        self, epoch: int, seed: int, mixup_alpha: float, start: int = 0
+    ) -> Iterator[StepInput]:
+        """The steps of 0-based ``epoch`` from step ``start`` on: a resume inside the epoch
+        loads only the images of the steps left (each sample's augmentation depends on
+        ``(seed, epoch, index)`` alone) and replays the earlier steps' mixup draws."""
         g, rng = epoch_generators(seed, epoch)
         perm = self.order(epoch, g)
         world, rank, bs = self.dist.world_size, self.dist.rank, self.batch_size
         steps = [perm[b * bs : (b + 1) * bs] for b in range(len(self))]
         mine = [idx[slice(*shard_bounds(len(idx), world, rank))] for idx in steps]
+        for idx in steps[:start]:
+            self._skip(idx, mixup_alpha, g, rng)
+        steps, mine = steps[start:], mine[start:]
+        if not steps:
+            return
         loader = make_loader(
             self.dataset, torch.cat(mine), bs // world, self.workers, True, seed, epoch
         )

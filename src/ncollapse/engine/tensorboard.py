@@ -84,6 +84,10 @@ class EventWriter:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}"
         self.path = self.log_dir / name
+        n = 1
+        while self.path.exists():  # a new file, never one written before (a resume, same second)
+            self.path = self.log_dir / f"{name}.{n}"
+            n += 1
         self._fh = open(self.path, "ab")
         self._write(_event(time.time(), 0, file_version="brain.Event:2"))
 
@@ -100,12 +104,13 @@ class EventWriter:
         """Record ``value`` under ``tag`` at ``step``."""
         self._write(_event(time.time(), int(step), summary=_scalar_summary(tag, value)))
 
-    def add_scalars(self, prefix: str, values: dict, step: int) -> None:
+    def add_scalars(self, prefix: str, values: dict, step: int, flush: bool = True) -> None:
         """Record every finite number in ``values`` as ``prefix/key``."""
         for key, value in values.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
                 self.add_scalar(f"{prefix}/{key}", float(value), step)
-        self.flush()
+        if flush:
+            self.flush()
 
     def flush(self) -> None:
         self._fh.flush()

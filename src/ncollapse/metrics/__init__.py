@@ -10,7 +10,13 @@
 from __future__ import annotations
 
 from .accumulator import CollapseAccumulator, measure_collapse
-from .accuracy import count_groups, index_groups, long_tail_accuracy
+from .accuracy import (
+    balanced_accuracy,
+    count_groups,
+    index_groups,
+    long_tail_accuracy,
+    sorted_by_count,
+)
 from .collapse import collapse_metrics
 from .kernels import (
     COINCIDE_RTOL,
@@ -25,6 +31,7 @@ from .kernels import (
 __all__ = [
     "COINCIDE_RTOL",
     "CollapseAccumulator",
+    "balanced_accuracy",
     "collapse_metrics",
     "count_groups",
     "default_tail_classes",
@@ -35,5 +42,6 @@ __all__ = [
     "metrics_from_statistics",
     "minority_collapse_index",
     "nc3_distance",
+    "sorted_by_count",
     "vector_geometry",
 ]

@@ -119,6 +119,29 @@ class CollapseAccumulator:
         self.counts[seen] = ntot
 
     @torch.no_grad()
+    def merge(self, other: CollapseAccumulator) -> None:
+        """Add another accumulator's first-pass statistics (the same classes and dimension, any
+        data: another process's share, say), exactly as if its batches had been added here
+        (Chan et al.'s parallel combination, as :meth:`update` merges a batch); NC4 counts add."""
+        if (other.num_classes, other.dim) != (self.num_classes, self.dim):
+            raise ValueError(
+                f"cannot merge statistics of {other.num_classes} classes x {other.dim} into "
+                f"{self.num_classes} x {self.dim}"
+            )
+        nb = other.counts.to(self.device)
+        seen = torch.nonzero(nb > 0).flatten()
+        na, nbs = self.counts[seen], nb[seen]
+        ntot = na + nbs
+        delta = other.means.to(self.device)[seen] - self.means[seen]
+        weight = na * nbs / ntot
+        self.scatter += other.scatter.to(self.device) + (delta * weight.unsqueeze(1)).T @ delta
+        self.class_ss[seen] += other.class_ss.to(self.device)[seen] + weight * (delta**2).sum(1)
+        self.means[seen] += delta * (nbs / ntot).unsqueeze(1)
+        self.counts[seen] = ntot
+        self.nc4_mismatch += other.nc4_mismatch
+        self.nc4_total += other.nc4_total
+
+    @torch.no_grad()
     def update_nc4(
         self,
         features: Any,

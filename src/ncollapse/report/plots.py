@@ -44,7 +44,7 @@ SUMMARY_KEYS = (
     "minority_collapse_means",
     "minority_collapse_w",
 )
-ACC_KEYS = ("acc", "many", "medium", "few", "many_idx", "medium_idx", "few_idx")
+ACC_KEYS = ("acc", "bal_acc", "many", "medium", "few", "many_idx", "medium_idx", "few_idx")
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -66,9 +66,55 @@ def collapse_epochs(run: Run) -> list[int]:
     return sorted({int(r["epoch"]) for r in run.select("collapse") if "epoch" in r})
 
 
+def run_progress(run: Run) -> tuple[int, int | None]:
+    """``(the last epoch with records, the epochs the run was configured for)``."""
+    done = max((int(r.get("epoch", 0)) for r in run.records), default=0)
+    total = (run.config.get("optim") or {}).get("epochs")
+    return done, None if total is None else int(total)
+
+
+def unfinished(run: Run) -> bool:
+    """Whether the run has not finished (no ``summary.json``)."""
+    return run.summary is None
+
+
+def unfinished_note(run: Run) -> str | None:
+    """For a run that has not finished: how far it got, when its collapse metrics come next,
+    and the command that goes on; None for a finished run."""
+    if not unfinished(run):
+        return None
+    done, total = run_progress(run)
+    of = f" of {total}" if total else ""
+    epochs = collapse_epochs(run)
+    every = (run.config.get("eval") or {}).get("collapse_every")
+    if len(epochs) > 4:
+        measured = (
+            f"neural collapse measured {len(epochs)} times, epochs {epochs[0]} to {epochs[-1]}"
+        )
+    elif epochs:
+        measured = f"neural collapse measured at epoch{'s' if len(epochs) > 1 else ''} "
+        measured += ", ".join(map(str, epochs))
+    else:
+        measured = "neural collapse not measured yet"
+    plan = (
+        f" (every {every} epochs and at the end)"
+        if every
+        else " (at the end)"
+        if every is not None
+        else ""
+    )
+    return (
+        f"{run.name} has not finished: epoch {done}{of} so far, {measured}{plan}; continue it "
+        f"with `ncollapse train --resume {run.path}`"
+    )
+
+
 def single_point_note(run: Run) -> str | None:
-    """A note for a run whose collapse metrics were measured at most once (its "curves" are
-    single points), naming the setting that measures more often; None otherwise."""
+    """A note for a finished run whose collapse metrics were measured at most once (its
+    "curves" are single points), naming the setting that measures more often; for a run that
+    has not finished, what :func:`unfinished_note` says; None otherwise."""
+    if unfinished(run):
+        return unfinished_note(run)
     epochs = collapse_epochs(run)
     if len(epochs) > 1:
         return None
@@ -81,15 +127,24 @@ def single_point_note(run: Run) -> str | None:
     )
 
 
+def _has(run: Run, key: str, logy: bool) -> bool:
+    return any(_finite(r.get(key)) and (not logy or r[key] > 0) for r in run.select("collapse"))
+
+
 def plot_collapse_curves(runs: Sequence[Run], path: str | Path) -> Path | None:
-    """NC1 / NC2 / NC3 / NC4 against epoch, train (solid) and test (dashed), one colour a run."""
-    if not any(run.select("collapse") for run in runs):
+    """NC1 / NC2 / NC3 / NC4 against epoch, train (solid) and test (dashed), one colour a run;
+    a panel only for a quantity some run measured."""
+    curves = [c for c in CURVES if any(_has(run, c[0], c[2]) for run in runs)]
+    if not curves:
         return None
-    fig = Figure(figsize=(11, 7.5))
-    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.07, top=0.95, hspace=0.3, wspace=0.2)
-    axes = fig.subplots(2, 2).ravel()
+    rows, cols = (1, len(curves)) if len(curves) < 3 else (2, 2)
+    fig = Figure(figsize=(5.5 * cols, 3.75 * rows + 0.5))
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.1, top=0.92, hspace=0.3, wspace=0.2)
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    for ax in axes[len(curves) :]:
+        ax.remove()
     colours = [f"C{i}" for i in range(10)]
-    for ax, (key, title, logy) in zip(axes, CURVES):
+    for ax, (key, title, logy) in zip(axes, curves):
         drawn = False
         for i, run in enumerate(runs):
             for split, style in (("train", "-"), ("test", "--")):
@@ -112,7 +167,7 @@ def plot_collapse_curves(runs: Sequence[Run], path: str | Path) -> Path | None:
                     drawn = True
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
-        once = [run.name for run in runs if single_point_note(run)]
+        once = [run.name for run in runs if len(collapse_epochs(run)) == 1]
         if drawn and once:
             ax.text(
                 0.02,
@@ -126,10 +181,6 @@ def plot_collapse_curves(runs: Sequence[Run], path: str | Path) -> Path | None:
             ax.set_yscale("log")
         if drawn:
             ax.legend(fontsize=7)
-        else:
-            ax.text(
-                0.5, 0.5, f"no '{key}' records", ha="center", va="center", transform=ax.transAxes
-            )
     return _save(fig, Path(path))
 
 
@@ -175,56 +226,74 @@ def plot_cosine_matrices(runs: Sequence[Run], path: str | Path) -> Path | None:
             im = ax.imshow(cos[np.ix_(order, order)], vmin=-1, vmax=1, cmap="RdBu_r")
             ax.set_title(f"{_label(run)}\n{title}", fontsize=9)
             ax.set_xlabel("class (by training count, largest first)")
-            if len(order) <= 30:  # tick labels: the real class indices, in plotted order
-                ax.set_xticks(range(len(order)), [str(c) for c in order], fontsize=7)
-                ax.set_yticks(range(len(order)), [str(c) for c in order], fontsize=7)
+            if len(order) <= 30:  # tick labels: the class names, in plotted order
+                names = run.class_names() or [str(c) for c in range(len(order))]
+                labels = [names[c] for c in order]
+                rot = 90 if max(len(n) for n in labels) > 3 else 0
+                ax.set_xticks(range(len(order)), labels, fontsize=7, rotation=rot)
+                ax.set_yticks(range(len(order)), labels, fontsize=7)
             fig.colorbar(im, ax=ax, fraction=0.046)
     return _save(fig, Path(path))
 
 
-def _mean_norms(run: Run) -> list[float | None] | None:
+def _mean_norms(run: Run) -> tuple[list[float | None], str] | None:
+    """Per-class norms of the centred class means, and where they come from: the last
+    training-set collapse record, ``collapse_final.npz``, or the last test-set record."""
     rec = run.last("collapse", "train")
     if rec and rec.get("mean_norms") is not None:
-        return rec["mean_norms"]
+        return rec["mean_norms"], f"train, epoch {rec.get('epoch')}"
     if run.state is not None:
         centred, present = _centred_means(run.state)
-        return [float(n) if p else None for n, p in zip(np.linalg.norm(centred, axis=1), present)]
+        norms = [float(n) if p else None for n, p in zip(np.linalg.norm(centred, axis=1), present)]
+        return norms, "train, final"
+    rec = run.last("collapse", "test")
+    if rec and rec.get("mean_norms") is not None:
+        return rec["mean_norms"], f"test, epoch {rec.get('epoch')}"
     return None
 
 
+def _points(counts: Sequence[int], values: Sequence[Any] | None) -> list[tuple[int, float]]:
+    return [(c, v) for c, v in zip(counts, values or []) if v is not None and c > 0]
+
+
 def plot_per_class(runs: Sequence[Run], path: str | Path) -> Path | None:
-    """Per-class test accuracy and per-class feature-mean norm against training class size."""
-    fig = Figure(figsize=(11, 4.2))
-    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.14, top=0.9, wspace=0.2)
-    ax_acc, ax_norm = fig.subplots(1, 2)
-    drawn = False
+    """Per-class test accuracy and per-class feature-mean norm against training class size; a
+    panel only for what some run recorded (an unfinished run may have no collapse record)."""
+    panels: dict[str, list[tuple[Run, int, list[tuple[int, float]], str]]] = {
+        "acc": [],
+        "norm": [],
+    }
     for i, run in enumerate(runs):
         counts = run.train_counts()
         if not counts:
             continue
         ev = run.last("eval", "test") or run.last("eval")
-        for ax, values in (
-            (ax_acc, ev.get("per_class") if ev else None),
-            (ax_norm, _mean_norms(run)),
-        ):
-            if not values:
-                continue
-            pts = [(c, v) for c, v in zip(counts, values) if v is not None and c > 0]
-            if pts:
-                x, y = zip(*pts)
-                ax.scatter(x, y, s=18, color=f"C{i % 10}", label=_label(run))
-                drawn = True
+        pts = _points(counts, ev.get("per_class") if ev else None)
+        if pts:
+            assert ev is not None
+            panels["acc"].append(
+                (run, i, pts, f"{ev.get('split', 'test')}, epoch {ev.get('epoch')}")
+            )
+        norms = _mean_norms(run)
+        pts = _points(counts, norms[0] if norms else None)
+        if pts:
+            assert norms is not None
+            panels["norm"].append((run, i, pts, norms[1]))
+    drawn = [(key, series) for key, series in panels.items() if series]
     if not drawn:
         return None
-    for ax, title in (
-        (ax_acc, "per-class test accuracy (final eval)"),
-        (ax_norm, "per-class ‖μ_k − μ̄‖ (final train collapse)"),
-    ):
+    fig = Figure(figsize=(5.5 * len(drawn), 4.2))
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.14, top=0.9, wspace=0.2)
+    axes = np.atleast_1d(fig.subplots(1, len(drawn)))
+    titles = {"acc": "per-class accuracy", "norm": "per-class ‖μ_k − μ̄‖"}
+    for ax, (key, series) in zip(axes, drawn):
+        for run, i, pts, where in series:
+            x, y = zip(*pts)
+            ax.scatter(x, y, s=18, color=f"C{i % 10}", label=f"{_label(run)} ({where})")
         ax.set_xscale("log")
         ax.set_xlabel("training samples in class")
-        ax.set_title(title, fontsize=10)
-        if ax.collections:
-            ax.legend(fontsize=7)
+        ax.set_title(titles[key], fontsize=10)
+        ax.legend(fontsize=7)
     return _save(fig, Path(path))
 
 
@@ -238,11 +307,14 @@ def _fmt(v: Any) -> str:
 
 def _run_summary(run: Run) -> dict[str, Any]:
     ev = run.last("eval", "test") or run.last("eval")
+    done, total = run_progress(run)
     out: dict[str, Any] = {
         "name": run.name,
         "method": run.method,
         "path": str(run.path),
-        "epochs": max((r.get("epoch", 0) for r in run.records), default=0),
+        "finished": not unfinished(run),
+        "epochs": done,
+        "epochs_planned": total,
         "eval": {k: ev.get(k) for k in ACC_KEYS} if ev else None,
         "eval_epoch": ev.get("epoch") if ev else None,
     }
@@ -260,19 +332,25 @@ def _markdown(summaries: list[dict[str, Any]], plots: list[Path], notes: Sequenc
     lines = ["# ncollapse analysis", ""]
     if notes:
         lines += [f"> **Note:** {note}" for note in notes] + [""]
-    lines += ["## Accuracy (final evaluation, test set)", ""]
+    lines += ["## Accuracy (last evaluation, test set)", ""]
     lines += ["| run | method | epoch | " + " | ".join(ACC_KEYS) + " |"]
     lines += ["|" + "---|" * (len(ACC_KEYS) + 3)]
     for s in summaries:
         ev = s["eval"] or {}
+        epoch = _fmt(s["eval_epoch"])
+        if not s["finished"]:
+            of = f" of {s['epochs_planned']}" if s["epochs_planned"] else ""
+            epoch += f" (unfinished: {s['epochs']}{of})"
         lines.append(
-            f"| {s['name']} | {s['method']} | {_fmt(s['eval_epoch'])} | "
+            f"| {s['name']} | {s['method']} | {epoch} | "
             + " | ".join(_fmt(ev.get(k)) for k in ACC_KEYS)
             + " |"
         )
     lines += [
         "",
-        "many/medium/few: by training count (>100, 20–100, <20); *_idx: by class-index range.",
+        "acc: image-weighted; bal_acc: class-balanced (the mean of the per-class accuracies); "
+        "many/medium/few: by training count (>100, 20–100, <20); *_idx: by class-index range, "
+        "only where the classes are sorted by training count (CIFAR-LT).",
         "",
         "## Neural collapse (last measured epoch)",
         "",

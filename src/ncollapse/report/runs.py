@@ -42,6 +42,11 @@ class Run:
         recs = self.select(kind, split)
         return recs[-1] if recs else None
 
+    def class_names(self) -> list[str] | None:
+        """The class names in label order (``data.json``), or None."""
+        names = self.data.get("classes")
+        return [str(n) for n in names] if isinstance(names, list) and names else None
+
     def train_counts(self) -> list[int] | None:
         """Training class counts: data.json, else collapse_final.npz, else a train record."""
         cc = self.data.get("class_counts")

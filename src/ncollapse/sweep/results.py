@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..metrics.accuracy import balanced_accuracy
 from ..rundir import Run, atomic_write_bytes
 from .spec import SPEC_FILE, cell_name, ratio_label
 
@@ -105,7 +106,8 @@ def collect(out_dir: str | Path, spec_json: dict[str, Any]) -> list[dict[str, An
         }
         for k in ACC_KEYS:
             rec[k] = final.get(k)
-        rec["val_acc"] = (summary.get("val") or {}).get("acc")  # runs with data.val set
+        val = summary.get("val")  # runs with data.val set: class-balanced, what to select on
+        rec["val_acc"] = _class_balanced(val) if val else None
         rec.update(early_val_accuracy(run, summary.get("epochs")))
         for k in COLLAPSE_KEYS:
             rec[k] = coll.get(k)
@@ -127,6 +129,13 @@ def collect(out_dir: str | Path, spec_json: dict[str, Any]) -> list[dict[str, An
     return records
 
 
+def _class_balanced(record: dict[str, Any]) -> float | None:
+    """The class-balanced accuracy of a record (its ``bal_acc``, or the mean of its per-class
+    accuracies); a record with neither gives its ``acc``."""
+    bal = balanced_accuracy(record)
+    return bal if bal is not None else record.get("acc")
+
+
 def early_val_accuracy(run: Run, epochs: int | None) -> dict[str, float | None]:
     """Validation accuracy after each share of :data:`EARLY_SHARES` of the schedule (epoch
     ``round(share * epochs / 100)``, at least 1), None where the run did not measure it then."""
@@ -138,13 +147,17 @@ def early_val_accuracy(run: Run, epochs: int | None) -> dict[str, float | None]:
     except (UserError, OSError):
         return out
     val = {
-        r.get("epoch"): r.get("acc")
+        r.get("epoch"): _class_balanced(r)
         for r in records
         if r.get("kind") == "eval" and r.get("split") == "val"
     }
     for share, key in zip(EARLY_SHARES, EARLY_KEYS):
         out[key] = val.get(max(1, math.floor(share * epochs / 100 + 0.5)))
     return out
+
+
+def _same_factor(a: float | None, b: float | None) -> bool:
+    return a is b if a is None or b is None else math.isclose(a, b)
 
 
 def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
@@ -166,7 +179,7 @@ def aggregate(records: list[dict[str, Any]], spec_json: dict[str, Any]) -> list[
     rows = []
     for r in spec_json["imbalance"]:
         for m in spec_json["methods"]:
-            recs = [x for x in records if x["method"] == m and math.isclose(x["imbalance"], r)]
+            recs = [x for x in records if x["method"] == m and _same_factor(x["imbalance"], r)]
             first = recs[0] if recs else {}
             row: dict[str, Any] = {
                 "method": m,
@@ -290,9 +303,10 @@ def format_markdown(rows: list[dict[str, Any]], spec_json: dict[str, Any]) -> st
         "the mean alone (no standard deviation). Accuracy in % at the final epoch on the balanced "
         "test set; many/medium/few by training count (> 100 / 20-100 / < 20; n/a: no class in "
         "the group); head/mid/tail idx by class index, the official CIFAR tables' split (K = 10: "
-        "[0,3) / [3,7) / [7,10); K = 100: [0,36) / [36,71) / [71,100); else thirds); val = "
+        "[0,3) / [3,7) / [7,10); K = 100: [0,36) / [36,71) / [71,100); else thirds), only where "
+        "the classes are sorted by training count; val = "
         "accuracy on the validation split (data.val), where measured, at the final epoch and "
-        "(val @10%, @30%) after 10 % and 30 % of the epochs (runs with eval.every). Collapse metrics on the training set at the final epoch (docs/metrics.md): "
+        "(val @10%, @30%) after 10 % and 30 % of the epochs (runs with eval.every), class-balanced (the mean of the per-class accuracies: a long-tailed validation set would otherwise weigh its large classes most). Collapse metrics on the training set at the final epoch (docs/metrics.md): "
         "NC1 = tr(Sigma_W Sigma_B^+)/K; NC2 = ETF error of the centred class means and of the "
         "classifier rows (for ETF heads the classifier is the fixed frame); NC3 = self-duality; "
         "MC = minority-collapse index of the tail-class means and classifier rows (0: ETF, 1: "

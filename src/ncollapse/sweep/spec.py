@@ -138,9 +138,10 @@ def parse_seeds(text: str | Sequence[Any]) -> list[int]:
     return out
 
 
-def ratio_label(factor: float) -> str:
-    """``0.01 -> '100'``: the imbalance ratio 1/r, as short as it is exact."""
-    return f"{1.0 / factor:.6g}"
+def ratio_label(factor: float | None) -> str:
+    """``0.01 -> '100'``: the imbalance ratio 1/r, as short as it is exact; ``None`` (a user's
+    own data trained as given) -> ``'given'``."""
+    return "given" if factor is None else f"{1.0 / factor:.6g}"
 
 
 def cell_name(method: str, factor: float, seed: int) -> str:
