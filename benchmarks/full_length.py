@@ -212,6 +212,7 @@ def train_packed(todo: list, args: argparse.Namespace, out: Path, records: Path)
     """The queue's unfinished runs, ``args.pack`` at a time as one batched model (in this
     process, resumed ones from their checkpoints); a record for each that finishes."""
     from ncollapse.composition import compose
+    from ncollapse.errors import Preempted
     from ncollapse.rundir import Run
     from ncollapse.runner import run_packed
     from ncollapse.threads import set_threads
@@ -246,12 +247,16 @@ def train_packed(todo: list, args: argparse.Namespace, out: Path, records: Path)
         print(
             f"full_length: training {len(chunk)} runs as one pack: {', '.join(names)}", flush=True
         )
-        results = run_packed(
-            cfgs,
-            resumes=[c[5] for c in chunk],
-            prefixes=[f"{name} " for name in names],
-            log=lambda msg: print(f"full_length: {msg}", flush=True),
-        )
+        try:
+            results = run_packed(
+                cfgs,
+                resumes=[c[5] for c in chunk],
+                prefixes=[f"{name} " for name in names],
+                log=lambda msg: print(f"full_length: {msg}", flush=True),
+            )
+        except Preempted as stop:  # SIGTERM/SIGUSR1 (timeout's, a scheduler's): saved, resumable
+            print(f"full_length: {stop}; rerun the same command to go on", file=sys.stderr)
+            return stop.exit_status
         for (_, recipe, extra, seed, name, _), result in zip(chunk, results):
             if isinstance(result, BaseException):
                 print(f"full_length: {name} stopped: {result}", file=sys.stderr)

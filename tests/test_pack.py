@@ -6,6 +6,8 @@ on one backbone; what cannot be packed trains alone, with a line saying why."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import types
 
 import pytest
@@ -17,9 +19,11 @@ from ncollapse.cli import main
 from ncollapse.composition import compose
 from ncollapse.data import load_data
 from ncollapse.engine.distributed import SINGLE
+from ncollapse.engine.loop import Trainer
 from ncollapse.engine.pack import PackedTrainer, pack_unavailable
-from ncollapse.errors import UserError
+from ncollapse.errors import Preempted, UserError
 from ncollapse.runner import build_trainer, run_packed, run_training
+from test_preemption import _same_run
 
 QUIET = ["run.progress=none", "run.tensorboard=false", "run.threads=1", "run.amp=false"]
 TIMING = ("seconds", "images_per_s")
@@ -252,3 +256,110 @@ def test_full_length_pack_trains_its_queue_packed_and_writes_records(tmp_path):
             and f"--name {name}" in rec["command"]
         )
     assert full_length.train_packed(todo, args, out, records) == 0  # finished: nothing to train
+
+
+# ------------------------------------------------------------------ stopped by a signal
+
+
+def _signal_at_pack_step(monkeypatch, n):
+    """SIGTERM to this process right after the pack's ``n``-th step (1-based)."""
+    original, count = PackedTrainer._step, [0]
+
+    def step(self, live, steps):
+        out = original(self, live, steps)
+        count[0] += 1
+        if count[0] == n:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    monkeypatch.setattr(PackedTrainer, "_step", step)
+
+
+def test_a_signal_inside_an_epoch_stops_the_pack_and_it_resumes_exactly(tmp_path, monkeypatch):
+    """SIGTERM in the middle of a packed epoch: every run saves its checkpoint at that step
+    (the run files following the umask, env.json naming the pack), the handlers come back, and
+    the pack resumed together ends with the uninterrupted pack's weights and records, bit for
+    bit; the records hold the class-balanced accuracy, as a run alone's do."""
+    cells = [("ce", 0), ("etf_dr", 1)]
+    full = run_packed([_cfg(tmp_path / "full", m, s) for m, s in cells])
+    _signal_at_pack_step(monkeypatch, 10)  # 7 steps per epoch: step 3 of epoch 2
+    old = os.umask(0o027)
+    try:
+        with pytest.raises(Preempted, match="in epoch 2 after step 3 of 7 \\(each run"):
+            run_packed([_cfg(tmp_path / "cut", m, s) for m, s in cells])
+    finally:
+        os.umask(old)
+    monkeypatch.undo()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    dirs = [tmp_path / "cut" / f"{m}-s{s}" for m, s in cells]
+    for d in dirs:
+        ckpt = torch.load(d / "checkpoint.pt", weights_only=False)
+        assert (ckpt["epoch"], ckpt["position"]["step"], ckpt["position"]["steps"]) == (1, 3, 7)
+        for name in ("checkpoint.pt", "config.yaml", "data.json", "env.json", "metrics.jsonl"):
+            assert (d / name).stat().st_mode & 0o777 == 0o640, name
+        assert json.loads((d / "env.json").read_text())["pack"] == [f"{m}-s{s}" for m, s in cells]
+    logged = []
+    resumed = run_packed([None, None], resumes=dirs, log=logged.append)
+    assert logged == [] and all(isinstance(r, runner_mod.RunResult) for r in resumed)
+    for a, b in zip(full, resumed):
+        _same_run(a.run_dir, b.run_dir)
+        evals = [r for r in b.run.metrics() if r["kind"] == "eval"]
+        assert evals and all(0 <= r["bal_acc"] <= 1 for r in evals)
+        assert "bal_acc" in json.loads((b.run_dir / "summary.json").read_text())["final"]
+
+
+def test_a_signal_in_a_packed_evaluation_redoes_every_runs_evaluation(tmp_path, monkeypatch):
+    """SIGTERM during the second run's evaluation, after the first run's records were written:
+    both runs go back to the end of the epoch's steps (the pack resumes from one place), the
+    first run's records of that epoch are cut on resume, and the result is the uninterrupted
+    pack's."""
+    cells = [("ce", 0), ("etf_dr", 1)]
+    extra = ["eval.collapse_every=1"]
+    full = run_packed([_cfg(tmp_path / "full", m, s, extra) for m, s in cells])
+    original, calls = Trainer.collapse, [0]
+
+    def collapse(self, epoch):  # the second run's collapse pass of epoch 1
+        calls[0] += 1
+        if calls[0] == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "collapse", collapse)
+    with pytest.raises(Preempted, match="training steps of epoch 1 \\(its evaluation is redone"):
+        run_packed([_cfg(tmp_path / "cut", m, s, extra) for m, s in cells])
+    monkeypatch.undo()
+    dirs = [tmp_path / "cut" / f"{m}-s{s}" for m, s in cells]
+    first = [json.loads(line) for line in (dirs[0] / "metrics.jsonl").open()]
+    assert {r["epoch"] for r in first} == {1}  # written before the stop
+    for d in dirs:
+        ckpt = torch.load(d / "checkpoint.pt", weights_only=False)
+        assert ckpt["epoch"] == 0 and ckpt["position"]["record"]["epoch"] == 1
+    resumed = run_packed([None, None], resumes=dirs)
+    for a, b in zip(full, resumed):
+        _same_run(a.run_dir, b.run_dir)
+
+
+def test_sweep_pack_stopped_by_sigterm_says_how_to_go_on_and_resumes_packed(tmp_path, capsys):
+    """``ncollapse sweep --pack 2`` sent SIGTERM mid-epoch: exit 143 with the command that goes
+    on; rerun, the two cells resume together, packed, to the uninterrupted sweep's weights."""
+    args = ["sweep", "--methods", "ce,etf_dr", "--seeds", "0", "--epochs", "2", "--pack", "2"]
+    args += [x for s in QUIET for x in ("--set", s)]
+    cells = ("ce-ir20-s0", "etf_dr-ir20-s0")
+    assert main([*args, "--out", str(tmp_path / "full")]) == 0
+    mp = pytest.MonkeyPatch()
+    _signal_at_pack_step(mp, 9)
+    try:
+        assert main([*args, "--out", str(tmp_path / "cut")]) == 128 + signal.SIGTERM
+    finally:
+        mp.undo()
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "stopped by SIGTERM: checkpoint saved in epoch 2 after step 2 of 7" in err
+    assert "rerun `ncollapse sweep" in err and "to continue the sweep from there" in err
+    assert main([*args, "--out", str(tmp_path / "cut")]) == 0
+    err = capsys.readouterr().err
+    assert f"sweep: packing 2 cells into one batched model: {', '.join(cells)}" in err
+    for cell in cells:
+        a = torch.load(tmp_path / "full" / cell / "model.pt")
+        b = torch.load(tmp_path / "cut" / cell / "model.pt")
+        assert all(torch.equal(a[k], b[k]) for k in a), cell
+    assert os.path.isfile(tmp_path / "cut" / "results.csv")

@@ -304,10 +304,16 @@ def _prepare(
 def _discard_unfinished(p: _Prepared, exc: BaseException) -> None:
     """After ``exc`` stopped a new run before its first checkpoint: nothing to keep, so remove
     its directory (the same command can simply be rerun), and say so in a user error."""
+    if _remove(p) and isinstance(exc, UserError):
+        raise UserError(f"{exc} (no epoch finished: {p.run.path} was removed)") from None
+
+
+def _remove(p: _Prepared) -> bool:
+    """Remove a new run's directory if it holds no checkpoint; whether it was removed."""
     if p.saved is None and p.dist.is_main and not p.run.checkpoint_path.is_file():
         shutil.rmtree(p.run.path, ignore_errors=True)
-        if isinstance(exc, UserError):
-            raise UserError(f"{exc} (no epoch finished: {p.run.path} was removed)") from None
+        return True
+    return False
 
 
 def run_packed(
@@ -346,30 +352,34 @@ def run_packed(
         elif log is not None:
             log(f"{p.run.path.name} trains alone, not packed: {reason}")
     out: dict[int, RunResult | BaseException] = {}
-    if len(together) > 1:
-        names = [p.run.path.name for p in together]
-        if any(p.trainer.graph is not None for p in together) and log is not None:
-            log("packed runs take the eager step: run.step=graph is not combined with packing")
-        for p in together:
-            p.trainer.graph = None
-            if p.env is not None:  # which runs shared the batched model
-                p.writer.write_env({**p.env, "pack": names, "step": "eager"})
-        try:
-            results = PackedTrainer([p.trainer for p in together]).fit([p.writer for p in together])
-        except BaseException as exc:
+    try:
+        if len(together) > 1:
+            names = [p.run.path.name for p in together]
+            if any(p.trainer.graph is not None for p in together) and log is not None:
+                log("packed runs take the eager step: run.step=graph is not combined with packing")
             for p in together:
-                _discard_unfinished(p, exc)
-            raise
-        for p, result in zip(together, results):
-            out[prepared.index(p)] = _result(p, result)
-    for i, p in enumerate(prepared):
-        if i in out:
-            continue
-        try:
-            with stop_on_signals(p.trainer):
-                out[i] = RunResult(p.run.path, p.trainer.fit(p.writer))
-        except Exception as exc:
-            out[i] = _result(p, exc)
+                p.trainer.graph = None
+                if p.env is not None:  # which runs shared the batched model
+                    p.writer.write_env({**p.env, "pack": names, "step": "eager"})
+            packed = PackedTrainer([p.trainer for p in together])
+            with stop_on_signals(packed):  # SIGTERM/SIGUSR1: every run of the pack stops
+                results = packed.fit([p.writer for p in together])
+            for p, result in zip(together, results):
+                out[prepared.index(p)] = _result(p, result)
+        for i, p in enumerate(prepared):
+            if i in out:
+                continue
+            try:
+                with stop_on_signals(p.trainer):
+                    out[i] = RunResult(p.run.path, p.trainer.fit(p.writer))
+            except Exception as exc:
+                out[i] = _result(p, exc)
+    except BaseException as exc:  # a signal, ^C or an error of the pack: the runs that kept
+        # nothing (those not started yet included) are removed, as a single run's would be
+        removed = [str(p.run.path) for i, p in enumerate(prepared) if i not in out and _remove(p)]
+        if removed and isinstance(exc, UserError):
+            raise UserError(f"{exc} (no epoch finished: {', '.join(removed)} removed)") from None
+        raise
     return [out[i] for i in range(n)]
 
 
@@ -390,7 +400,7 @@ STOP_SIGNALS = ("SIGTERM", "SIGUSR1")
 
 
 @contextlib.contextmanager
-def stop_on_signals(trainer: Trainer) -> Iterator[None]:
+def stop_on_signals(trainer: Trainer | PackedTrainer) -> Iterator[None]:
     """While training, :data:`STOP_SIGNALS` ask ``trainer`` to stop at the next step boundary
     (:meth:`~ncollapse.engine.loop.Trainer.request_stop`); a second one of them ends the process
     at once, as it would have without this. Only in the main thread (where Python handles

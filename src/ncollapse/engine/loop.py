@@ -278,6 +278,15 @@ class Trainer:
         self._save_boundary(epoch)
         raise self._preempted(f"after epoch {epoch}")
 
+    @property
+    def resume_point(self) -> tuple[int, int, bool]:
+        """Where training goes on: ``(epochs completed, steps of the next epoch done, whether
+        only its evaluation is left)``; ``(epoch, 0, False)`` at an epoch boundary."""
+        at = self._position
+        if at is None:
+            return self.state.epoch, 0, False
+        return self.state.epoch, int(at["step"]), at.get("record") is not None
+
     def take_position(self, epoch: int) -> dict[str, Any] | None:
         """Where a checkpoint saved inside 0-based ``epoch`` stopped (the ``position`` it was
         resumed from), taken once; None to train the epoch from its start."""

@@ -18,7 +18,9 @@ one process, no extra batches, a network ``head(backbone(x))`` with ``backbone``
 submodules, and, across the pack, one device, precision, memory layout, number of steps per
 epoch, number of epochs, starting epoch and backbone shape. A run that diverges stops alone
 (its error kept, the others go on). Packing and ``run.step=graph`` are not combined: packed
-runs take the eager step.
+runs take the eager step. SIGTERM and SIGUSR1 (:func:`ncollapse.runner.stop_on_signals`) stop
+every run of the pack at the same step boundary, each with its mid-epoch checkpoint
+(:meth:`PackedTrainer.request_stop`), so that the pack resumes together, from that step.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from ..errors import Preempted
 from .batches import StepInput, not_resident_alone
+from .loop import StopNow
 
 __all__ = ["PackedTrainer", "backbone_shape", "pack_unavailable"]
 
@@ -76,6 +80,7 @@ def pack_unavailable(trainer: Trainer, first: Trainer | None = None) -> str | No
         ("batch size", t.batches.batch_size, first.batches.batch_size),
         ("number of epochs", t.epochs, first.epochs),
         ("starting epoch", t.state.epoch, first.state.epoch),
+        ("step the resume starts from", t.resume_point, first.resume_point),
     ]
     for what, mine, theirs in checks:
         if mine != theirs:
@@ -116,6 +121,28 @@ class PackedTrainer:
         """The runs still training (not stopped by an error), with their index."""
         return [(i, t) for i, t in enumerate(self.trainers) if i not in self.errors]
 
+    # ------------------------------------------------------------------ stopping on a signal
+    @property
+    def stop_signal(self) -> int | None:
+        """The signal that asked the pack to stop (None: none did)."""
+        return next((t.stop_signal for t in self.trainers if t.stop_signal is not None), None)
+
+    def request_stop(self, signum: int) -> None:
+        """Stop every run of the pack at the next step boundary, together
+        (:meth:`~ncollapse.engine.loop.Trainer.request_stop`; what
+        :func:`~ncollapse.runner.stop_on_signals` calls): each run saves its checkpoint there,
+        then :class:`~ncollapse.errors.Preempted` is raised once for the pack."""
+        for t in self.trainers:
+            t.request_stop(signum)
+
+    def _preempted(self, wheres: list[str]) -> Preempted:
+        """One :class:`~ncollapse.errors.Preempted` for the live runs, each saved ``wheres``
+        (the same place for every run of a pack)."""
+        signum = self.stop_signal
+        assert signum is not None
+        paths = ", ".join(str(t.run_dir.path) for _, t in self.live)
+        return Preempted(signum, paths, f"{wheres[0]} (each run of the pack)")
+
     # ------------------------------------------------------------------ the run
     def fit(self, run_dirs: Sequence[Any]) -> list[dict[str, Any] | BaseException]:
         """Train every run from its ``state.epoch`` to the end, each writing into its run
@@ -126,13 +153,13 @@ class PackedTrainer:
         first = self.trainers[0]
         for epoch in range(first.state.epoch, first.epochs):
             records = self.train_epoch(epoch)
-            for i, t in self.live:
-                try:
-                    t.end_epoch(epoch, records[i], latest[i])
-                except Exception as exc:  # a run that diverged stops; the others go on
-                    self.errors[i] = exc
+            self.end_epoch(epoch, records, latest)
             if not self.live:
                 break
+            if epoch + 1 < first.epochs and self.stop_signal is not None:
+                for _, t in self.live:  # every run stops after this epoch, records written
+                    t._save_boundary(epoch + 1)
+                raise self._preempted([f"after epoch {epoch + 1}"])
         out: list[dict[str, Any] | BaseException] = []
         for i, t in enumerate(self.trainers):
             if i in self.errors:
@@ -144,22 +171,62 @@ class PackedTrainer:
                 out.append(exc)
         return out
 
+    def end_epoch(
+        self,
+        epoch: int,
+        records: dict[int, dict[str, Any]],
+        latest: list[dict[tuple[str, str], dict[str, Any]]],
+    ) -> None:
+        """Each live run's end of 0-based ``epoch`` (its callbacks: evaluation, checkpoint,
+        logs). A run that diverged stops alone. A stop request during an evaluation takes every
+        run back to the end of the epoch's training steps, each saved to redo its evaluation on
+        resume (the runs whose records were written too), so that the pack resumes together."""
+        before = {i: t.state.to_dict() for i, t in self.live}
+        for i, t in self.live:
+            try:
+                t.epoch_callbacks(epoch, records[i], latest[i])
+            except StopNow:
+                wheres = [
+                    u._save_before_evaluation(epoch, records[k], before[k]) for k, u in self.live
+                ]
+                raise self._preempted(wheres) from None
+            except Exception as exc:  # a run that diverged stops; the others go on
+                self.errors[i] = exc
+
     def train_epoch(self, epoch: int) -> dict[int, dict[str, Any]]:
-        """One pass of every live run over its training set: each run's train record."""
+        """One pass of every live run over its training set: each run's train record. A pack
+        resumed from checkpoints saved inside this epoch (all at the same step:
+        :func:`pack_unavailable`) goes on from that step; a stop request saves such
+        checkpoints at the next step boundary."""
         live = self.live
         for _, t in live:
             t.network.train()
             t.criterion.set_epoch(epoch)
         self.template.train()
+        at = {i: t.take_position(epoch) for i, t in live}
+        if all(a is not None and a.get("record") is not None for a in at.values()):
+            return {i: t.recorded_epoch(at[i]) for i, t in live}  # only the evaluation was left
         num_batches = len(live[0][1].batches)
+        first = max((int(a["step"]) for a in at.values() if a is not None), default=0)
         per_batch = {i: t.schedule.per_batch(t.optim, epoch) for i, t in live}
         lr = {i: t._set_lr(epoch, 0.0 if per_batch[i] else 1.0) for i, t in live}
+        for i, t in live:
+            if first and per_batch[i]:
+                lr[i] = t._set_lr(epoch, first / num_batches)
         device = live[0][1].device
-        loss_sum = {i: torch.zeros((), device=device, dtype=torch.float64) for i, _ in live}
-        seen = dict.fromkeys(lr, 0)
+        loss_sum = {
+            i: torch.tensor(
+                0.0 if a is None else float(a["loss_sum"][0]), device=device, dtype=torch.float64
+            )
+            for i, a in at.items()
+        }
+        seen = {i: 0 if a is None else int(a["seen"]) for i, a in at.items()}
+        before = {i: 0.0 if a is None else float(a["seconds"]) for i, a in at.items()}
         start = time.perf_counter()
-        epochs = [t.batches.epoch(epoch, t.seed, t._mixup_alpha(epoch)) for _, t in live]
-        for b, steps in enumerate(zip(*epochs)):
+        epochs = [
+            t.batches.epoch(epoch, t.seed, t._mixup_alpha(epoch), start=first) for _, t in live
+        ]
+        for b, steps in enumerate(zip(*epochs), start=first):
             for i, t in live:
                 if per_batch[i]:
                     lr[i] = t._set_lr(epoch, (b + 1) / num_batches)
@@ -169,7 +236,22 @@ class PackedTrainer:
                     callback.on_step_end(t, epoch)
                 loss_sum[i] += share
                 seen[i] += step.size
-        return {i: t._train_record(epoch, loss_sum[i], seen[i], lr[i], start) for i, t in live}
+            if self.stop_signal is not None:  # every run saves this step, then the pack stops
+                wheres = []
+                for i, t in live:
+                    partial = {
+                        "loss_sum": float(loss_sum[i]),
+                        "seen": seen[i],
+                        "counted": seen[i],
+                        "seconds": before[i] + time.perf_counter() - start,
+                        "lr": lr[i],
+                    }
+                    wheres.append(t._save_position(epoch, b + 1, partial))
+                raise self._preempted(wheres)
+        return {
+            i: t._train_record(epoch, loss_sum[i], seen[i], lr[i], start, before[i])
+            for i, t in live
+        }
 
     def _step(
         self, live: list[tuple[int, Trainer]], steps: Sequence[StepInput]

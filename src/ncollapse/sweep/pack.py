@@ -22,15 +22,15 @@ from ..config import Config, config_to_dict
 from ..rundir import Run, SavedRun
 from .spec import cell_name
 
-__all__ = ["pack_key", "train_packs"]
+__all__ = ["pack_key", "resume_point", "train_packs"]
 
 Cell = tuple[float, int, str]  # (imbalance factor, seed, method)
 
 
-def pack_key(cfg: Config, start_epoch: int = 0) -> str:
+def pack_key(cfg: Config, start_epoch: int | list[Any] = 0) -> str:
     """What the cells of one pack share, as one string: the data, the backbone and its width,
-    the batch size, the number of epochs, the device, the precision and layout, and the epoch a
-    resumed cell goes on from."""
+    the batch size, the number of epochs, the device, the precision and layout, and where a
+    resumed cell goes on from (:func:`resume_point`)."""
     return json.dumps(
         {
             "data": config_to_dict(cfg.data),
@@ -42,6 +42,14 @@ def pack_key(cfg: Config, start_epoch: int = 0) -> str:
         },
         sort_keys=True,
     )
+
+
+def resume_point(checkpoint: dict[str, Any]) -> list[Any]:
+    """Where a checkpoint goes on from: ``[epochs completed, steps of the next epoch done,
+    whether only its evaluation is left]`` (a checkpoint saved on a signal stops inside an
+    epoch; the cells of a pack resume from one step, as they stopped together)."""
+    at = checkpoint.get("position") or {}
+    return [int(checkpoint["epoch"]), int(at.get("step", 0)), at.get("record") is not None]
 
 
 def train_packs(
@@ -68,7 +76,7 @@ def train_packs(
         if status not in ("new", "resumable"):
             continue
         saved = run.read_saved() if status == "resumable" else None
-        start = int(saved.checkpoint["epoch"]) if saved and saved.checkpoint else 0
+        start = resume_point(saved.checkpoint) if saved and saved.checkpoint else 0
         groups.setdefault(pack_key(configs[c], start), []).append((c, saved))
     ran: list[str] = []
     resumed: list[str] = []
