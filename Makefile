@@ -36,11 +36,11 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks tools
+	$(VENV)/bin/ruff format --check src tests benchmarks tools
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format src tests benchmarks
+	$(VENV)/bin/ruff format src tests benchmarks tools
 
 docs: $(STAMP)  ## the documentation site in site/; a broken link or API reference fails the build
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict

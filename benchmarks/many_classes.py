@@ -69,6 +69,16 @@ TRIALS: dict[str, tuple[str, list[str]]] = {
         ["model.scale=10", "loss.balance=global", "loss.balance_power=0.5"],
     ),
     "dr_s10_global_drw": ("etf_dr", ["model.scale=10", "loss.balance=global", "loss.drw_epoch=20"]),
+    "dr_s10_global_drw15": (
+        "etf_dr",
+        ["model.scale=10", "loss.balance=global", "loss.drw_epoch=15"],
+    ),
+    "dr_s10_global_drw24": (
+        "etf_dr",
+        ["model.scale=10", "loss.balance=global", "loss.drw_epoch=24"],
+    ),
+    "dr_s30_global_drw": ("etf_dr", ["model.scale=30", "loss.balance=global", "loss.drw_epoch=20"]),
+    "dr_s10_batch_drw": ("etf_dr", ["model.scale=10", "loss.balance=batch", "loss.drw_epoch=20"]),
     "dr_s30_none": ("etf_dr", ["model.scale=30", "loss.balance=none"]),
     "dr_s3_global": ("etf_dr", ["model.scale=3", "loss.balance=global"]),
     # cross-entropy's own search (a learnable linear classifier throughout)
@@ -80,6 +90,7 @@ TRIALS: dict[str, tuple[str, list[str]]] = {
     "ce_mix02": ("ce", ["optim.mixup_alpha=0.2"]),
     "ce_kaiming": ("ce", ["model.head_init=kaiming_normal"]),
     # deferred re-weighting (Cao et al.) and deferred class-balanced re-sampling
+    "ce_drw15": ("ce", ["loss.drw_epoch=15"]),
     "ce_drw20": ("ce", ["loss.drw_epoch=20"]),
     "ce_drw24": ("ce", ["loss.drw_epoch=24"]),
     "ce_drs24": ("ce", ["optim.balanced_from=24"]),

@@ -138,3 +138,30 @@ def test_ctrl_c_names_the_command_that_resumes_and_that_command_works(tmp_path):
                            env=env, capture_output=True, text=True)  # fmt: skip
     assert again.returncode == 0, again.stderr
     assert json.loads((tmp_path / "runs" / "cut" / "summary.json").read_text())["epochs"] == 150
+
+
+def test_a_write_the_library_did_not_name_still_gets_one_line(monkeypatch, capsys):
+    """A full disk or a read-only place met outside the library's own writers: one line naming
+    the file and the fix (exit 2); any other OSError stays a traceback (a bug to report)."""
+    import errno
+
+    import ncollapse.cli.analyze as analyze_cli
+
+    def full(args):
+        raise OSError(errno.ENOSPC, "No space left on device", "/data/out/x.png")
+
+    monkeypatch.setattr(analyze_cli, "run", full)
+    assert main(["analyze", "somewhere"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "ncollapse: error: cannot write /data/out/x.png (No space left on device): the disk is "
+        "full: free some space there; then run the same command again (files written before "
+        "are intact)"
+    ]
+
+    def other(args):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(analyze_cli, "run", other)
+    with pytest.raises(OSError, match="Input/output"):
+        main(["analyze", "somewhere"])

@@ -224,13 +224,18 @@ def test_download_from_local_http_server(isolated, http_dir, monkeypatch):
     monkeypatch.setitem(cifar.CIFAR_ARCHIVES, "cifar10", dict(spec, md5="0" * 32))
     with pytest.raises(DataError, match="checksum"):
         cifar.download_cifar("cifar10", isolated / "dl2")
-    assert not any((isolated / "dl2").iterdir())
+    assert not (isolated / "dl2").exists()  # not even the folder made for it
     # no server listening -> clear DataError
     monkeypatch.setitem(
         cifar.CIFAR_ARCHIVES, "cifar10", dict(spec, url="http://127.0.0.1:9/x.tar.gz")
     )
     with pytest.raises(DataError, match="no network"):
         cifar.download_cifar("cifar10", isolated / "dl3")
+    assert not (isolated / "dl3").exists()
+    # through load_data: the data.root it made for the download goes too
+    with pytest.raises(DataError, match="no network"):
+        load_data(DataConfig(name="cifar10", root=str(isolated / "new" / "dl4"), download=True))
+    assert not (isolated / "new").exists()
 
 
 @pytest.mark.cifar

@@ -192,6 +192,9 @@ def test_global_batch_must_split_evenly():
     _check_global_batch(64, Distributed(0, 2))
     with pytest.raises(UserError, match="divisible by 3.*batch_size=63"):
         _check_global_batch(64, Distributed(0, 3))
+    _check_global_batch(4, Distributed(0, 2))  # two samples a process: BatchNorm trains
+    with pytest.raises(UserError, match="leaves each of the 2 processes 1 sample.*batch_size=4"):
+        _check_global_batch(2, Distributed(0, 2))
 
 
 class _FakeStream:

@@ -294,19 +294,24 @@ def _kill_torchrun(proc: subprocess.Popen, timeout: float = 60) -> None:
         time.sleep(0.02)
 
 
-def test_sigkilled_two_process_run_resumes_exactly(tmp_path):
-    cmd = ["-m", "ncollapse", "train", "--method", "etf_dr", "--epochs", "12", "--out", "runs"]
-    cmd += ["--set", "optim.mixup_alpha=1.0", "--set", "data.augment=standard"]
-    _run([*TORCHRUN, *cmd, "--name", "full"], cwd=tmp_path)
-
-    proc = subprocess.Popen(
-        [*NICE, *TORCHRUN, *cmd, "--name", "cut"],
-        cwd=tmp_path,
+def _start(cmd: list[str], cwd: Path) -> subprocess.Popen:
+    """torchrun in the background, in a session of its own (for :func:`_kill_torchrun`)."""
+    return subprocess.Popen(
+        [*NICE, *cmd],
+        cwd=cwd,
         env=ENV,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+
+
+def test_sigkilled_two_process_run_resumes_exactly(tmp_path):
+    cmd = ["-m", "ncollapse", "train", "--method", "etf_dr", "--epochs", "12", "--out", "runs"]
+    cmd += ["--set", "optim.mixup_alpha=1.0", "--set", "data.augment=standard"]
+    _run([*TORCHRUN, *cmd, "--name", "full"], cwd=tmp_path)
+
+    proc = _start([*TORCHRUN, *cmd, "--name", "cut"], tmp_path)
     cut = tmp_path / "runs" / "cut"
     try:
         _wait_for_epoch(cut, proc, 4)
@@ -333,3 +338,42 @@ def test_sigkilled_two_process_run_resumes_exactly(tmp_path):
     res = run_training(resume=tmp_path / "runs" / "cut1")
     assert res.summary["epochs"] == 12 and 0.0 <= res.summary["final"]["acc"] <= 1.0
     assert json.loads((res.run_dir / "env.json").read_text())["world_size"] == 2  # as created
+
+
+def _rank_pid(workers: list[int], rank: int) -> int:
+    for pid in workers:
+        env = (Path("/proc") / str(pid) / "environ").read_bytes().split(b"\0")
+        if f"RANK={rank}".encode() in env:
+            return pid
+    raise AssertionError(f"no worker of rank {rank} among {workers}")
+
+
+@pytest.mark.parametrize("killed", [1, 0])
+def test_a_killed_peer_gets_one_line_on_the_survivor(tmp_path, killed):
+    """SIGKILL one rank mid-run: the other says in one line which rank exited and how to resume
+    (no gloo traceback), and the checkpoint it names is whole. Each rank's stderr is kept apart
+    (torchrun --redirects): torchrun's own ChildFailedError report for the killed rank is
+    torchrun's, not ncollapse's."""
+    cmd = [*TORCHRUN, "--log-dir", "logs", "--redirects", "3", "-m", "ncollapse", "train"]
+    cmd += ["--epochs", "40", "--out", "runs", "--name", "x", "--set", "run.progress=none"]
+    proc = _start(cmd, tmp_path)
+    run = tmp_path / "runs" / "x"
+    try:
+        _wait_for_epoch(run, proc, 2)
+        os.kill(_rank_pid(_children(proc.pid), killed), signal.SIGKILL)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            _kill_torchrun(proc)
+    survivor = 1 - killed
+    logs = {int(p.parent.name): p.read_text() for p in tmp_path.glob("logs/*/*/*/stderr.log")}
+    lines = [ln for ln in logs[survivor].splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in logs[survivor], logs[survivor]
+    assert lines[0].startswith(f"ncollapse: error: rank {killed} of this torchrun job exited (")
+    assert lines[0].endswith(
+        f"), so rank {survivor} stopped too; its last checkpoint is kept in runs/x: resume with "
+        "`torchrun --nproc-per-node 2 -m ncollapse train --resume runs/x`"
+    )
+    from ncollapse.rundir import Run
+
+    assert Run(run).load_checkpoint()["epoch"] >= 1

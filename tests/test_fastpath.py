@@ -73,6 +73,51 @@ def test_weight_average_keeps_fixed_buffers_and_tracks_weights():
     assert fresh.updates == 50 and torch.equal(fresh.module[0].weight, avg.module[0].weight)
 
 
+def test_weight_average_moves_by_exactly_one_minus_the_warmed_up_decay():
+    """``a <- a + (1 - d) (x - a)`` with ``d = min(decay, (1 + n) / (10 + n))``: the exact
+    values after the first updates (float64: no rounding in the comparison)."""
+    net = torch.nn.Linear(1, 1, bias=False).double()
+    with torch.no_grad():
+        net.weight.fill_(0.0)
+    avg = WeightAverage(net, decay=0.9)
+    expected = 0.0
+    for n, x in enumerate([1.0, 2.0, 4.0, -1.0]):
+        with torch.no_grad():
+            net.weight.fill_(x)
+        avg.update(net)
+        d = min(0.9, (1 + n) / (10 + n))
+        expected += (1 - d) * (x - expected)
+        assert float(avg.module.weight) == pytest.approx(expected, abs=1e-15)
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+    first = WeightAverage(net, decay=0.9)
+    with torch.no_grad():
+        net.weight.fill_(11.0)
+    first.update(net)  # d = 1/10: nine tenths of the way
+    assert float(first.module.weight) == 10.0
+
+
+def test_mixup_stops_at_exactly_optim_mixup_epochs(tmp_path):
+    """optim.mixup_epochs=2: epochs 0 and 1 (0-based) mix, epoch 2 no longer does."""
+    from ncollapse.data import load_data
+    from ncollapse.runner import build_trainer
+
+    cfg = compose(overrides=["optim.mixup_alpha=1.0", "optim.mixup_epochs=2", "optim.epochs=3"])
+    trainer = build_trainer(cfg, load_data(cfg.data), torch.device("cpu"))
+    seen = []
+    real = trainer.batches.epoch
+
+    def spy(epoch, seed, alpha, **kw):
+        steps = list(real(epoch, seed, alpha, **kw))
+        seen.append((alpha, all(s.batch.lam != 1.0 for s in steps)))  # every batch mixed
+        return iter(steps)
+
+    trainer.batches.epoch = spy
+    for epoch in range(3):
+        trainer.train_epoch(epoch)
+    assert seen == [(1.0, True), (1.0, True), (0.0, False)]
+
+
 def test_measurements_are_float32_under_autocast():
     """Features and logits that reach the accumulators and the argmax are float32 even when
     the caller trains under bf16 autocast."""

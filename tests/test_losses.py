@@ -120,6 +120,30 @@ def test_dr_mixup_is_linear_and_uses_batch_weights_of_unmixed_labels():
     assert not torch.allclose(got, none(h, other, m), atol=1e-6)
 
 
+def test_dr_partner_of_a_class_absent_from_the_batch_weighs_one():
+    """Under mixup a partner label can be a class the un-mixed batch does not hold (one
+    process's share under torchrun with run.loss_batch=local): the official code scales only
+    the present classes' frame columns, so that class keeps weight 1 (not 0)."""
+    h, y = _batch(11)  # classes 0, 1, 2, 4: class 3 is absent
+    m = _frame()
+    b = y.numel()
+    yb = torch.tensor([3, 3, 0, 3, 1, 3, 2, 3, 4, 3, 0, 3])
+    present = sorted(set(y.tolist()))
+    scaled = m.clone()  # the official column scaling of the un-mixed batch
+    for c in present:
+        scaled[:, c] = m[:, c] * math.sqrt(b / len(present) / y.tolist().count(c))
+
+    def term(labels):
+        w = scaled[:, labels].T
+        hn = h.norm(dim=1)
+        return (0.5 * ((h * w).sum(1) - w.norm(dim=1) * hn) ** 2 / hn).mean()
+
+    lam = 0.25
+    got = DotRegressionLoss(balance="batch")(h, y, m, target_b=yb, lam=lam)
+    assert torch.allclose(got, lam * term(y) + (1 - lam) * term(yb), atol=1e-12)
+    assert float(DotRegressionLoss(balance="batch").weights(y, K)[3]) == 1.0
+
+
 def test_dr_global_weights_and_reg():
     h, y = _batch(9)
     m = _frame()

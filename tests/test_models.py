@@ -131,3 +131,21 @@ def test_grow_width_refusals():
     cfg = ncollapse.compose("cifar10_lt_r100_etf_dr")
     with pytest.raises(ConfigError, match="model.width=16"):
         build_network(cfg, 1000, 3)
+
+
+def test_a_network_too_large_for_the_memory_is_refused_before_allocation(monkeypatch):
+    """The size is counted on the meta device: nothing is allocated before the refusal."""
+    import ncollapse.build as build
+    from ncollapse.composition import compose
+    from ncollapse.errors import ConfigError
+
+    cfg = compose(overrides=["model.width=2"])
+    net = build.build_network(cfg, 10, 1)  # fits
+    n = sum(t.numel() for t in (*net.backbone.parameters(), *net.backbone.buffers()))
+    need = build.TRAINING_COPIES * 4 * (n + net.backbone.out_features * 10)
+    monkeypatch.setattr(build, "available_memory", lambda: need - 1)
+    with pytest.raises(ConfigError, match=r"model.width=2 gives the digits_cnn backbone 2\d\d "
+                       r"thousand parameters.*lower model.width \(1 gives 66.2 thousand"):  # fmt: skip
+        build.build_network(cfg, 10, 1)
+    monkeypatch.setattr(build, "available_memory", lambda: need)
+    build.build_network(cfg, 10, 1)

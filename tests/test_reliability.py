@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
+import numpy as np
 import pytest
 
 import test_reliability_setups as S
@@ -40,8 +41,40 @@ def _kill_at(epoch: int, exc: type[BaseException] = KeyboardInterrupt):
     return patch
 
 
-def _nan_after(epoch: int):
-    """NaN in a weight after epoch ``epoch`` (0-based): what a learning rate far too high does."""
+def _sigterm_at(epoch: int):
+    """``kill PID`` (SIGTERM) as epoch ``epoch`` (0-based) starts: a scheduler preempting."""
+
+    def patch(mp: pytest.MonkeyPatch) -> None:
+        import os
+        import signal
+
+        from ncollapse.engine.loop import Trainer
+
+        real = Trainer.train_epoch
+
+        def killed(self, e):
+            if e == epoch:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return real(self, e)
+
+        mp.setattr(Trainer, "train_epoch", killed)
+
+    return patch
+
+
+def _no_network(mp: pytest.MonkeyPatch) -> None:
+    import urllib.error
+    import urllib.request
+
+    def refuse(*a, **k):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    mp.setattr(urllib.request, "urlopen", refuse)
+
+
+def _nan_after(epoch: int, buffer: str = ""):
+    """NaN in a weight after epoch ``epoch`` (0-based): what a learning rate far too high does;
+    with ``buffer`` (``running_var``), in that BatchNorm buffer only, the weights finite."""
 
     def patch(mp: pytest.MonkeyPatch) -> None:
         import torch
@@ -54,7 +87,12 @@ def _nan_after(epoch: int):
             rec = real(self, e)
             if e == epoch:
                 with torch.no_grad():
-                    next(self.network.parameters()).fill_(float("nan"))
+                    if buffer:
+                        next(b for n, b in self.network.named_buffers() if buffer in n).fill_(
+                            float("nan")
+                        )
+                    else:
+                        next(self.network.parameters()).fill_(float("nan"))
             return rec
 
         mp.setattr(Trainer, "train_epoch", poisoned)
@@ -78,13 +116,47 @@ def _finished(name: str):
     return lambda ws, err: None if (ws / "runs" / name / "summary.json").is_file() else "no summary"
 
 
+def _finite_checkpoint(ws, err):
+    """The kept checkpoint loads (every weight and buffer finite) at epoch 1."""
+    from ncollapse.rundir import Run
+
+    return None if Run(ws / "runs" / "new").load_checkpoint()["epoch"] == 1 else "not epoch 1"
+
+
 def _has_checkpoint(ws, err):
     return None if (ws / "runs" / "new" / "checkpoint.pt").is_file() else "no checkpoint kept"
 
 
+def _resumable(rel: str):
+    """The run at ``ws/rel`` has a checkpoint that loads (finite, whole); no temporary file."""
+
+    def check(ws, err):
+        from ncollapse.rundir import Run
+
+        if list((ws / rel).glob(".*.tmp")):
+            return "temporary files left behind"
+        Run(ws / rel).load_checkpoint()  # a UserError fails the case
+        return None
+
+    return check
+
+
+def _checkpoint_kept(ws, err):
+    """The earlier checkpoint is whole and loads; no temporary file is left."""
+    from ncollapse.rundir import Run
+
+    half = ws / "runs" / "half"
+    if list(half.glob(".*.tmp")):
+        return "temporary files left behind"
+    return None if Run(half).load_checkpoint()["epoch"] == 1 else "the checkpoint changed"
+
+
 IMG = ["--set", "data.name=imagefolder", "--set", "data.root={ws}/img"]
 CIFAR = ["--set", "data.name=cifar10", "--epochs", "1"]
-SETTINGS = json.dumps({"recipe": None, "epochs": 5, "subset_seed": 0, "overrides": []})
+LIST = ["--set", "data.name=listfile", "--set", "data.root={ws}/l", "--set", "data.size=8",
+        "--set", "data.train_list=train.txt", "--set", "data.test_list=test.txt"]  # fmt: skip
+SETTINGS = json.dumps({"recipe": None, "epochs": 5, "subset_seed": 0, "overrides": [],
+                       "methods": ["ce"], "imbalance": [0.05], "seeds": [0]})  # fmt: skip
 
 C = Case
 # fmt: off
@@ -218,6 +290,10 @@ CASES: list[Case] = [
     C("resume: config.yaml unknown key", R, "no_such_key",
       setup=S.file("runs/half/config.yaml", "loss: {no_such_key: 1}\n")),
     C("resume: damaged data.json", R, "data.json", setup=S.damage("runs/half/data.json")),
+    C("resume: data.json without class_counts", R, "data.json is damaged (no list of "
+      "class_counts)", setup=S.file("runs/half/data.json", '{"classes": []}')),
+    C("evaluate: data.json without class_counts", ["evaluate", "{ws}/runs/done"],
+      "data.json is damaged", setup=S.file("runs/done/data.json", "{}")),
     C("resume: damaged metrics.jsonl", R, "metrics.jsonl",
       setup=S.damage("runs/half/metrics.jsonl", "garbage")),
     C("resume: torn last metrics line", R, rc=0, trains=True, writes=True,
@@ -257,7 +333,8 @@ CASES: list[Case] = [
       setup=S.chain(S.images(), S.file("img/train/a/0001.png", "not a png"))),
     C("data: train/test classes differ", [*T, *IMG], "missing: d", data=True,
       setup=S.chain(S.images(), lambda ws: __import__("shutil").rmtree(ws / "img/test/d"))),
-    C("data: truncated cache rebuilt", [*T, *IMG, *DIGITS_ONE_EPOCH], "rebuilding", rc=0,
+    C("data: truncated cache rebuilt", [*T, *IMG, *DIGITS_ONE_EPOCH, "--imbalance", "0.5"],
+      "rebuilding", rc=0,
       trains=True, setup=S.chain(S.cached_images(), S.damage_cache()), check=_classes(4)),
     C("data: cifar10 data.root missing", [*T, *CIFAR, "--set", "data.root={ws}/nowhere"],
       "{ws}/nowhere", data=True, absent=("{ws}/data",)),
@@ -273,11 +350,31 @@ CASES: list[Case] = [
       setup=S.chain(S.cifar10(), S.damage("data/cifar-10-batches-py/data_batch_2"))),
     C("data: truncated cifar10 archive", [*T, *CIFAR, "--set", "data.root={ws}/c"], "md5",
       data=True, setup=S.file("c/cifar-10-python.tar.gz", b"\x1f\x8b" + b"0" * 100)),
+    C("data: cifar10 --download into a new data.root without a network", [*T, *CIFAR,
+      "--download", "--set", "data.root={ws}/new/data"], "could not download", data=True,
+      patch=_no_network),
+    C("data: mnist --download without a network", [*T, "--set", "data.name=mnist",
+      "--download"], "could not download", data=True, patch=_no_network),
+    C("data: data.cache_dir a file", [*T, *IMG, "--set", "data.cache_dir={ws}/c"],
+      "data.cache_dir {ws}/c is not a folder", data=True,
+      setup=S.chain(S.images(), S.file("c", "x"))),
+    C("data: cifar10 meta without label_names", [*T, *CIFAR, "--set", "data.root={ws}/c"],
+      "batches.meta: 'label_names' must list the 10 class names", data=True, setup=S.chain(
+      S.cifar10("c/cifar-10-batches-py"), S.pickled("c/cifar-10-batches-py/batches.meta",
+      {b"names": 1}))),
+    C("data: cifar10 labels out of range", [*T, *CIFAR, "--set", "data.root={ws}/c"],
+      "data_batch_1: 'labels' must be integers 0..9", data=True, setup=S.chain(
+      S.cifar10("c/cifar-10-batches-py"), S.pickled("c/cifar-10-batches-py/data_batch_1",
+      {b"data": np.zeros((4, 3072), np.uint8), b"labels": [0, 1, -1, 12]}))),
     C("data: listfile without lists", [*T, "--set", "data.name=listfile"], "data.root", data=True),
     # -------------------------------------------------------- training (the divergence guard)
     C("train: NaN after a checkpoint", [*T, "--epochs", "3", "--name", "new"],
       "last good checkpoint (epoch 1)", trains=True, patch=_nan_after(1),
       check=_has_checkpoint),
+    C("train: NaN only in a BatchNorm buffer", [*T, "--epochs", "3", "--name", "new"],
+      "training diverged in epoch 2: 1 weight/BatchNorm tensors hold NaN or inf (backbone."
+      "features.0.1.running_var); the last good checkpoint (epoch 1) is kept", trains=True,
+      patch=_nan_after(1, buffer="running_var"), check=_finite_checkpoint),
     C("train: NaN in the first epoch", [*T, "--method", "ce", "--set", "optim.lr=1e6",
       "--epochs", "3", "--name", "new"], "was removed", trains=True, check=_no_dir("new")),
     C("train: interrupted", [*T, "--epochs", "3", "--name", "new"],
@@ -285,6 +382,19 @@ CASES: list[Case] = [
       check=_has_checkpoint),
     C("train: interrupted in the first epoch", [*T, "--epochs", "3", "--name", "new"],
       "nothing was kept", rc=130, trains=True, patch=_kill_at(0), check=_no_dir("new")),
+    C("train: SIGTERM", [*T, "--epochs", "3", "--name", "new"], "stopped by SIGTERM: "
+      "checkpoint saved in epoch 2 after step 1 of 7 in {ws}/runs/new; continue with `ncollapse "
+      "train --resume {ws}/runs/new` (exit status 143", rc=143, trains=True,
+      patch=_sigterm_at(1), check=_resumable("runs/new")),
+    C("train: SIGTERM in the first epoch", [*T, "--epochs", "3", "--name", "new"],
+      "checkpoint saved in epoch 1 after step 1", rc=143, trains=True, patch=_sigterm_at(0),
+      check=_resumable("runs/new")),
+    C("train --resume: SIGTERM", R, "continue with `ncollapse train --resume {ws}/runs/half`",
+      rc=143, trains=True, writes=True, patch=_sigterm_at(1), check=_resumable("runs/half"),
+      setup=S.edit_yaml("runs/half/config.yaml", "optim.epochs", 3)),
+    C("sweep: SIGTERM", ["sweep", "--out", "{ws}/sw", "--epochs", "2", "--seeds", "0",
+      "--methods", "ce", *QUIET], "to continue the sweep from there (exit status 143", rc=143,
+      trains=True, log=True, patch=_sigterm_at(1), check=_resumable("sw/ce-ir20-s0")),
     # -------------------------------------------------------- compare
     C("compare: a method twice", ["compare", *OUT, "--methods", "ce,ce"], "twice"),
     C("compare: no methods", ["compare", *OUT, "--methods", ","], "--methods is empty"),
@@ -332,6 +442,124 @@ CASES: list[Case] = [
     C("sweep: interrupted", ["sweep", "--out", "{ws}/sw", "--epochs", "2", "--seeds", "0",
       "--methods", "ce", *QUIET], "ncollapse sweep --out {ws}/sw", rc=130, trains=True,
       log=True, patch=_kill_at(1)),
+    # -------------------------------------------------------- classes without training images
+    C("classes: --imbalance 0.001", [*T, "--imbalance", "0.001"], "no image of classes 7, 8, 9",
+      data=True, absent=("test_fraction",)),
+    C("classes: --imbalance 1e-300", [*T, "--imbalance", "1e-300"],
+      "images of one class only: train counts [122, 0,", data=True),
+    C("classes: data.test_fraction=0.999", [*T, "--set", "data.test_fraction=0.999"],
+      "lower data.test_fraction (now 0.999)", data=True),
+    C("classes: resume a run whose subset has one class", R, "images of one class only",
+      data=True, setup=S.edit_yaml("runs/half/config.yaml", "data.imbalance", 1e-300)),
+    C("classes: list file, a label only the test list has", [*T, *LIST], "no line of classes 3, "
+      "4, 5, 6, 7 (5 of 8", data=True, setup=S.listfile(test="img/0.png 7\nimg/1.png 1\n")),
+    C("classes: list file, label 100000000", [*T, *LIST], "100000001 classes", data=True,
+      timeout=20, setup=S.listfile(train="img/0.png 100000000\n")),
+    C("classes: list file, every label 0", [*T, *LIST], "one class only", data=True,
+      setup=S.listfile(train="img/0.png 0\nimg/1.png 0\n", test="img/0.png 0\n")),
+    C("data: list file not UTF-8", [*T, *LIST], "train.txt:2: the list file is not UTF-8",
+      data=True, setup=S.listfile(train="img/0.png 0\nimg/caf\xe9.png 1\n".encode("latin-1"))),
+    C("data: list file label in other digits", [*T, *LIST], "digits 0-9", data=True,
+      setup=S.listfile(train="img/0.png 0\nimg/1.png \u0661\n")),
+    # -------------------------------------------------------- sizes that cannot fit
+    C("sizes: model.width=100000", [*T, "--set", "model.width=100000"], "model.width=100000 "
+      "gives the digits_cnn backbone 645 trillion parameters", data=True, timeout=30),
+    C("sizes: model.width=10**9", [*T, "--set", "model.width=1000000000"],
+      "more values than a tensor can hold: lower model.width", data=True, timeout=30),
+    C("sizes: optim.batch_size=1", [*T, "--set", "optim.batch_size=1"],
+      "optim.batch_size must be >= 2"),
+    C("sizes: optim.batch_size=1 on a resume", [*R, "--set", "optim.batch_size=1"],
+      "optim.batch_size must be >= 2"),
+    # -------------------------------------------------------- loaded weights must be finite
+    C("resume: a checkpoint with NaN weights", R, "checkpoint.pt holds NaN or inf in",
+      setup=S.poison("runs/half/checkpoint.pt")),
+    C("resume: NaN only in a BatchNorm buffer of the checkpoint", R, "running_var",
+      setup=S.poison("runs/half/checkpoint.pt", only="running_var")),
+    C("resume: a finished run whose checkpoint is NaN", ["train", "--resume", "{ws}/runs/done",
+      *QUIET], "checkpoint.pt holds NaN or inf", setup=S.poison("runs/done/checkpoint.pt")),
+    C("evaluate: model.pt with NaN weights", ["evaluate", "{ws}/runs/done"],
+      "model.pt holds NaN or inf in", setup=S.poison("runs/done/model.pt")),
+    C("evaluate: NaN only in a BatchNorm buffer of model.pt", ["evaluate", "{ws}/runs/done"],
+      "running_var", setup=S.poison("runs/done/model.pt", only="running_var")),
+    C("evaluate: damaged model.pt", ["evaluate", "{ws}/runs/done"], "model.pt is damaged",
+      setup=S.damage("runs/done/model.pt")),
+    C("evaluate: no model.pt", ["evaluate", "{ws}/runs/half"], "has no model.pt"),
+    C("evaluate: a relative data.root from another folder", ["evaluate", "{ws}/p/runs/rel",
+      "--split", "test"], rc=0, data=True, stdout="test accuracy", setup=S.chain(
+      S.images("p/img"), S.trained("p", "--epochs", "1", "--out", "runs", "--name", "rel",
+      "--imbalance", "0.5", "--set", "data.name=imagefolder", "--set", "data.root=img",
+      *QUIET))),
+    C("evaluate: --tta on a run trained without flips", ["evaluate", "{ws}/runs/done",
+      "--split", "test", "--tta"], "trains without flips (data.augment=none, the default for "
+      "digits)", rc=0, data=True,
+      stdout="(flip TTA)"),
+    C("train: pretrained weights with NaN", [*T, "--set", "model.pretrained={ws}/w.pt"],
+      "w.pt holds NaN or inf", data=True, setup=S.pretrained("w.pt")),
+    # -------------------------------------------------------- read-only places, a full disk
+    C("read-only: train --resume of a finished run", ["train", "--resume", "{ws}/runs/done",
+      *QUIET], "cannot write {ws}/runs/done/metrics.jsonl (Permission denied): the folder is "
+      "not writable", data=True, readonly=("runs/done",)),
+    C("read-only: train --out a read-only folder", ["train", "--out", "{ws}/ro", *QUIET],
+      "--out {ws}/ro cannot be written", setup=S.folder("ro"), readonly=("ro",)),
+    C("read-only: analyze RUN", ["analyze", "{ws}/runs/done"], "cannot write {ws}/runs/done "
+      "(Permission denied)", readonly=("runs/done",), absent=("--out {ws}",),
+      check=lambda ws, err: None if "--out DIR" in err else "no --out hint"),
+    C("read-only: analyze --features in a read-only folder", ["analyze", "--features",
+      "{ws}/f/x.npz"], "cannot write {ws}/f (Permission denied)", setup=S.features("f/x.npz",
+      "good"), readonly=("f",)),
+    C("read-only: ufm phase --out in a read-only folder", ["ufm", "phase", "--ratios", "2",
+      "--lams", "0.01", "--out", "{ws}/ro/p.png"], "cannot write {ws}/ro (Permission denied)",
+      setup=S.folder("ro"), readonly=("ro",)),
+    C("read-only: sweep --out in a read-only folder", ["sweep", "--out", "{ws}/ro/sw",
+      "--epochs", "1", *QUIET], "{ws}/ro", setup=S.folder("ro"), readonly=("ro",)),
+    C("analyze: --out a file", ["analyze", "{ws}/runs/done", "--out", "{ws}/f"],
+      "--out {ws}/f is a file, not a folder", setup=S.file("f", "x")),
+    C("analyze: --features /dev/zero", ["analyze", "--features", "/dev/zero"],
+      "is not a regular file"),
+    C("analyze: --train-counts abc", ["analyze", "--features", "{ws}/f/x.npz", "--train-counts",
+      "a,b"], "e.g. 5000,2997", setup=S.features("f/x.npz", "good")),
+    C("ufm: phase --out a folder", ["ufm", "phase", "--ratios", "2", "--lams", "0.01", "--out",
+      "{ws}/d"], "--out {ws}/d is a folder; give the plot's file name", setup=S.folder("d")),
+    C("ufm: phase --out x.txt", ["ufm", "phase", "--ratios", "2", "--lams", "0.01", "--out",
+      "{ws}/p.txt"], "cannot write a .txt file"),
+    C("disk full: train", [*T, *DIGITS_ONE_EPOCH], "cannot write {ws}/runs/new/checkpoint.pt "
+      "(File too large): the file-size limit is reached (ulimit -f)", trains=True,
+      fsize=300 << 10, check=_no_dir("new")),
+    C("disk full: resume", R, "then `ncollapse train --resume {ws}/runs/half` goes on from its "
+      "last checkpoint", trains=True, writes=True, fsize=300 << 10, check=_checkpoint_kept,
+      setup=S.edit_yaml("runs/half/config.yaml", "optim.epochs", 2)),  # one epoch to go
+    C("disk full: sweep", ["sweep", "--out", "{ws}/sw", "--epochs", "1", "--seeds", "0",
+      "--methods", "ce", *QUIET], "checkpoint.pt (File too large)", trains=True, log=True,
+      fsize=300 << 10),
+    C("disk full: analyze", ["analyze", "{ws}/runs/done", "--out", "{ws}/a"],
+      "cannot write {ws}/a/collapse_curves.png (File too large)", writes=True, fsize=30 << 10,
+      check=lambda ws, err: "a torn file" if any((ws / "a").glob(".*tmp")) else None),
+    # -------------------------------------------------------- sweep cells it did not make
+    C("sweep: a user's folder named like a cell", SW, "holds files a run does not write "
+      "(notes.txt) (and 1 more cells); nothing was deleted",
+      setup=S.chain(S.file("sw/ce-ir20-s0/notes.txt", "mine"), S.file("sw/ce-ir20-s1/a", "b"))),
+    C("sweep --list: a user's folder named like a cell", [*SW, "--list"], rc=0,
+      stdout="ce-ir20-s0                       blocked ({ws}/sw/ce-ir20-s0 holds files",
+      setup=S.file("sw/ce-ir20-s0/notes.txt", "mine")),
+    C("sweep: a user's file in a cell the sweep made", SW, "(notes.txt)", setup=S.chain(
+      S.file("sw/ce-ir20-s0/config.yaml", "{}\n"), S.file("sw/ce-ir20-s0/notes.txt", "mine"),
+      S.file("sw/.ce-ir20-s0.created", ""))),
+    C("sweep: an unfinished run it did not make", SW, "an unfinished run this sweep did not make",
+      setup=S.file("sw/ce-ir20-s0/config.yaml", "{}\n")),
+    C("sweep: a cell path that is a file", SW, "ce-ir20-s0 is a file, not a cell directory",
+      setup=S.file("sw/ce-ir20-s0", "x")),
+    C("sweep: a cell path that is a symlink", SW, "is a symbolic link", setup=S.chain(
+      S.file("elsewhere/notes.txt", "mine"), S.link("sw/etf_dr-ir20-s1", "elsewhere"))),
+    C("sweep: a cell path that is a dangling symlink", SW, "is a symbolic link",
+      setup=S.link("sw/ce-ir20-s0", "nowhere")),
+    C("sweep --collect: sweep.json {}", ["sweep", "--collect", "--out", "{ws}/sw"],
+      "sweep.json is damaged (methods, imbalance, seeds: missing",
+      setup=S.file("sw/sweep.json", "{}")),
+    C("sweep: sweep.json {}", SW, "sweep.json is damaged (methods, imbalance, seeds",
+      setup=S.file("sw/sweep.json", "{}")),
+    C("sweep --collect: sweep.json imbalance 0", ["sweep", "--collect", "--out", "{ws}/sw"],
+      "(imbalance: missing or not a list of factors in (0, 1])",
+      setup=S.file("sw/sweep.json", '{"methods": ["ce"], "imbalance": [0], "seeds": [0]}')),
     # -------------------------------------------------------- ufm (tests/test_ufm_cli.py)
     *[C(f"ufm: {' '.join(a)}", ["ufm", *a], n) for a, n in UFM_BAD],
 ]

@@ -39,7 +39,10 @@ class Case:
     the workspace (a run that trains); otherwise a refused command must leave it byte-identical.
     ``trains``: the case trains (it may load data and write). ``log``: lines before the last one
     on stderr are progress (a sweep's), only the last is judged. ``check(ws, err)`` returns what
-    went wrong, or None."""
+    went wrong, or None. ``stdout``: what the command must print (a listing). ``readonly``:
+    paths (folders with everything in them) that cannot be written while the command runs, also
+    by root (:func:`read_only`); ``fsize``: a file-size limit (``ulimit -f``) standing for a
+    full disk: a write beyond it fails with EFBIG."""
 
     id: str
     argv: list[str]
@@ -52,6 +55,9 @@ class Case:
     log: bool = False
     absent: tuple[str, ...] = ()
     check: Callable[[Path, str], str | None] | None = None
+    stdout: str = ""  # what stdout must hold (a command that answers there)
+    readonly: tuple[str, ...] = ()  # workspace paths made read-only while the command runs
+    fsize: int | None = None  # the file-size limit while it runs (bytes; a full disk)
     patch: Callable[[pytest.MonkeyPatch], None] | None = None
     timeout: int = 60
     marks: tuple = field(default_factory=tuple)
@@ -133,6 +139,75 @@ def _on_alarm(signum, frame):
     raise _Hang
 
 
+# ------------------------------------------------------------------ read-only places, full disks
+
+_CAP_DAC = (1 << 1) | (1 << 2)  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH: root writes anywhere
+
+
+def _capabilities(new_effective: int | None = None) -> int:
+    """This thread's effective capability bits (the first 32), set to ``new_effective`` when
+    given (capget/capset; the permitted set is kept, so they can be raised again)."""
+    import ctypes
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_uint32) for n in ("effective", "permitted", "inheritable")]
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    header, data = Header(0x20080522, 0), (Data * 2)()  # _LINUX_CAPABILITY_VERSION_3
+    if libc.capget(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "capget")
+    old = data[0].effective
+    if new_effective is not None:
+        data[0].effective = new_effective
+        if libc.capset(ctypes.byref(header), data) != 0:
+            raise OSError(ctypes.get_errno(), "capset")
+    return old
+
+
+@contextlib.contextmanager
+def read_only(paths: list[Path]):
+    """``paths`` (and everything under them) read-only while the block runs: modes without
+    write bits, and for root (who writes anyway) this thread's DAC-override capabilities
+    dropped, as a read-only mount or another user's folder would refuse."""
+    modes = {}
+    for top in paths:
+        for p in [top, *top.rglob("*")] if top.is_dir() else [top]:
+            modes[p] = p.stat().st_mode
+            p.chmod(modes[p] & ~0o222)
+    caps = None
+    try:
+        if os.geteuid() == 0:
+            caps = _capabilities()
+            _capabilities(caps & ~_CAP_DAC)
+        yield
+    finally:
+        if caps is not None:
+            _capabilities(caps)
+        for p, mode in modes.items():
+            p.chmod(mode)
+
+
+@contextlib.contextmanager
+def file_size_limit(limit: int | None):
+    """``ulimit -f``: a write past ``limit`` bytes fails with EFBIG (Python ignores SIGXFSZ)."""
+    if limit is None:
+        yield
+        return
+    import resource
+
+    import ncollapse.report.plots  # noqa: F401  (matplotlib's caches before the limit)
+
+    old = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, old[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old)
+
+
 def run_case(case: Case, ws: Path) -> Outcome:
     """Prepare ``ws``, run the case's command there and report what happened."""
     import ncollapse.data
@@ -177,7 +252,12 @@ def run_case(case: Case, ws: Path) -> Outcome:
         os.chdir(ws)
         signal.alarm(case.timeout)
         try:
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            with (
+                contextlib.redirect_stdout(out),
+                contextlib.redirect_stderr(err),
+                read_only([ws / p for p in case.readonly]),
+                file_size_limit(case.fsize),
+            ):
                 result.rc = main(argv)
         except SystemExit as exc:  # argparse exits from parse_args
             result.rc = exc.code if isinstance(exc.code, int) else 1
@@ -226,6 +306,9 @@ def judge(case: Case, o: Outcome) -> tuple[str, str]:
     needle = case.needle.replace("{ws}", ws)
     if needle and needle not in o.err:
         return "message", f"{needle!r} not in: {o.err.strip()[:200]}"
+    said = case.stdout.replace("{ws}", ws)
+    if said and said not in o.out:
+        return "message", f"{said!r} not on stdout: {o.out.strip()[:200]}"
     for bad in case.absent:
         if bad.replace("{ws}", ws) in o.err:
             return "surprise", f"says {bad!r}: {o.err.strip()[:200]}"

@@ -228,9 +228,13 @@ def test_interrupted_sweep_resumes_and_skips_finished(tmp_path, monkeypatch):
     assert [c[0] for c in f.calls] == ["ce-ir20-s0", "la-ir20-s0", "ce-ir20-s1"]
     rows = _read_csv(out / "results.csv")
     assert [r["n"] for r in rows] == ["1", "1"] and rows[0]["acc_std"] == ""
-    # a cell that died before its first checkpoint is started afresh
+    # the sweep marks every cell it makes before making it
+    made = {p.name for p in out.glob(".*.created")}
+    assert made == {".ce-ir20-s0.created", ".la-ir20-s0.created", ".ce-ir20-s1.created"}
+    # a cell it made that died before its first checkpoint is started afresh
     (out / "la-ir20-s1").mkdir()
     (out / "la-ir20-s1" / "config.yaml").write_text("{}\n")
+    (out / ".la-ir20-s1.created").touch()
     mtime = (out / "ce-ir20-s0" / "summary.json").stat().st_mtime_ns
 
     g = FakeRunner()
@@ -293,6 +297,90 @@ def test_cells_held_by_other_processes_are_left_to_them(tmp_path, fake):
     result = run_sweep(_spec(), out, log=None)
     assert result["busy"] == [] and sorted(result["ran"]) == ["ce-ir20-s0", "la-ir20-s0"]
     assert result["missing"] == [] and not list(out.glob(".*.owner"))
+
+
+def _tree(root: Path) -> dict[str, bytes | None]:
+    return {
+        str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None)
+        for p in sorted(root.rglob("*"))
+    }
+
+
+@pytest.mark.parametrize(
+    "kind, says",
+    [
+        ("notes", "holds files a run does not write (notes.txt)"),
+        ("marked notes", "holds files a run does not write (notes.txt)"),
+        ("unmarked run", "holds an unfinished run this sweep did not make"),
+        ("file", "is a file, not a cell directory"),
+        ("symlink", "is a symbolic link"),
+        ("dangling symlink", "is a symbolic link"),
+    ],
+)
+def test_a_cell_path_the_sweep_did_not_make_is_left_alone(tmp_path, fake, kind, says):
+    """A user's folder (or file, or link) named like a cell is never deleted or trained into:
+    the sweep refuses before it trains anything, --list shows the cell as blocked."""
+    from ncollapse.sweep import list_cells
+
+    out = tmp_path / "sw"
+    cell = out / "ce-ir20-s0"
+    out.mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "notes.txt").write_text("mine")
+    if kind.endswith("notes"):
+        cell.mkdir()
+        (cell / "notes.txt").write_text("my notes")
+        if kind == "marked notes":  # a cell the sweep made, then a user's file put in it
+            (out / ".ce-ir20-s0.created").touch()
+            (cell / "config.yaml").write_text("{}\n")
+    elif kind == "unmarked run":
+        cell.mkdir()
+        (cell / "config.yaml").write_text("{}\n")
+    elif kind == "file":
+        cell.write_text("a file")
+    elif kind == "symlink":
+        cell.symlink_to(tmp_path / "elsewhere")
+    else:
+        cell.symlink_to(tmp_path / "nowhere")
+    before = _tree(tmp_path)
+    with pytest.raises(UserError, match=re.escape(says)) as err:
+        run_sweep(_spec(), out, log=None)
+    assert "nothing was deleted" in str(err.value)
+    assert fake.calls == [] and _tree(tmp_path) == before
+    listed = {c["cell"]: c for c in list_cells(_spec(), out)}
+    assert listed["ce-ir20-s0"]["status"] == "blocked" and says in listed["ce-ir20-s0"]["note"]
+    assert listed["la-ir20-s0"]["status"] == "new"
+    # once it is moved away the sweep runs
+    (cell.unlink() if cell.is_symlink() or cell.is_file() else shutil.rmtree(cell))
+    assert run_sweep(_spec(), out, log=None)["missing"] == []
+
+
+def test_an_empty_folder_named_like_a_cell_is_trained_in(tmp_path, fake):
+    out = tmp_path / "sw"
+    (out / "ce-ir20-s0").mkdir(parents=True)
+    result = run_sweep(_spec(), out, log=None)
+    assert "ce-ir20-s0" in result["ran"] and (out / "ce-ir20-s0" / "summary.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "record, says",
+    [
+        ({}, "(methods, imbalance, seeds: missing"),
+        ({"methods": ["ce"], "imbalance": [0], "seeds": [0]}, "(imbalance:"),
+        ({"methods": ["ce"], "imbalance": [0.1], "seeds": ["a"]}, "(seeds:"),
+        ({"methods": "ce", "imbalance": [0.1], "seeds": [0]}, "(methods:"),
+        ({"methods": ["ce"], "imbalance": [0.1], "seeds": [0], "overrides": 3}, "(overrides:"),
+        ([1, 2], "not a JSON object"),
+    ],
+)
+def test_a_damaged_sweep_json_is_named_by_collect_and_by_a_rerun(tmp_path, fake, record, says):
+    out = tmp_path / "sw"
+    out.mkdir()
+    (out / "sweep.json").write_text(json.dumps(record))
+    for call in (lambda: write_results(out), lambda: run_sweep(_spec(), out, log=None)):
+        with pytest.raises(UserError, match=re.escape(says)):
+            call()
+    assert fake.calls == []
 
 
 def test_lock_is_released_when_a_cell_fails(tmp_path, monkeypatch):

@@ -8,6 +8,8 @@ with status 2, never a traceback. Library users catch them like any other except
 from __future__ import annotations
 
 import difflib
+import errno
+import os
 from collections.abc import Iterable
 
 
@@ -41,6 +43,40 @@ class Preempted(BaseException):
         self.where = where
         self.exit_status = 128 + self.signum
         super().__init__(f"stopped by {self.signal_name}: checkpoint saved {where} in {run_dir}")
+
+
+#: what to do when a file cannot be written, by the reason the system gives
+_WRITE_FIXES = {
+    errno.ENOSPC: "the disk is full: free some space there",
+    errno.EDQUOT: "the disk quota is used up: free some space there",
+    errno.EFBIG: "the file-size limit is reached (ulimit -f): raise it",
+    errno.EROFS: "the file system is read-only: choose a writable place",
+    errno.EACCES: "the folder is not writable for you: make it writable (chmod u+w) or choose "
+    "another place",
+    errno.EPERM: "the folder is not writable for you: make it writable (chmod u+w) or choose "
+    "another place",
+}
+
+
+def write_error(path: str | os.PathLike, exc: OSError, then: str = "") -> UserError:
+    """The one-line error of a file that could not be written (a full disk, a file-size limit,
+    a read-only place): the path, the reason, the fix and what to do then: ``then``, or for a
+    file of a run directory with a checkpoint the resume that goes on from it, else run the
+    same command again. Callers write atomically, so nothing written before is lost."""
+    why = exc.strerror or type(exc).__name__
+    fix = _WRITE_FIXES.get(exc.errno or 0, "")
+    folder = os.path.dirname(os.fspath(path)) or "."
+    if not then and all(
+        os.path.isfile(os.path.join(folder, f)) for f in ("checkpoint.pt", "config.yaml")
+    ):  # a run directory that can go on from its last checkpoint
+        then = (
+            f"then `ncollapse train --resume {folder}` goes on from its last checkpoint (in a "
+            "sweep: rerun the sweep)"
+        )
+    return UserError(
+        f"cannot write {path} ({why}){': ' + fix if fix else ''}; "
+        f"{then or 'then run the same command again'} (files written before are intact)"
+    )
 
 
 def _initials(name: str) -> str:

@@ -26,6 +26,21 @@ __all__ = ["evaluate_run"]
 SPLITS = ("val", "test", "train")
 
 
+def _root_from_the_run(run: Run, root: Any) -> str | None:
+    """A relative ``data.root`` as the run saw it: from the folder it was trained in (recorded
+    in ``env.json``), when the data is there; None keeps the saved value (an absolute root, an
+    older run without the record, or data found only from the current folder)."""
+    if not isinstance(root, str) or not root or Path(root).expanduser().is_absolute():
+        return None
+    try:
+        cwd = run.env().get("cwd")
+    except UserError:
+        return None
+    if not isinstance(cwd, str) or not (Path(cwd) / root).exists():
+        return None
+    return str(Path(cwd) / root)
+
+
 def evaluate_run(
     run_dir: str | Path,
     splits: Sequence[str] = ("test",),
@@ -42,15 +57,17 @@ def evaluate_run(
     if bad or not splits:
         raise UserError(f"--split takes {', '.join(SPLITS)}, got {', '.join(bad) or 'nothing'}")
     run = Run.load(run_dir)
-    model_path = run.path / "model.pt"
-    if not model_path.is_file():
-        raise UserError(f"{run.path} has no model.pt: the run has not finished; resume it first")
+    state = run.load_model()  # finite weights, or a one-line error before any data is loaded
     saved = run.config_dict()
+    trained_on = run.class_counts()
     data: dict[str, Any] = {}
     if "val" in splits and (saved["data"]["val"] == "none" or val_per_class is not None):
         data = {"val": "unused"}
         if val_per_class is not None:
             data["val_per_class"] = int(val_per_class)
+    root = _root_from_the_run(run, saved["data"].get("root"))
+    if root is not None:
+        data["root"] = root
     acc_splits = [s for s in splits if s != "train"]
     over = {
         "data": data,
@@ -61,7 +78,6 @@ def evaluate_run(
     if threads:
         torch.set_num_threads(threads)
     bundle = load_data(cfg.data)
-    trained_on = run.data()["class_counts"]
     if list(trained_on) != list(bundle.class_counts):
         raise UserError(
             f"the data found now gives class counts {list(bundle.class_counts)}, but {run.path} "
@@ -71,10 +87,12 @@ def evaluate_run(
 
     trainer = build_trainer(cfg, bundle, resolve_device(cfg.run.device))
     try:
-        state = torch.load(model_path, map_location="cpu", weights_only=True)
         trainer.network.load_state_dict(state)
-    except (RuntimeError, OSError, ValueError) as exc:
-        raise UserError(f"{model_path} cannot be loaded into this run's network ({exc})") from None
+    except (RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise UserError(
+            f"{run.path / 'model.pt'} cannot be loaded into this run's network ({first})"
+        ) from None
     epoch = int(saved["optim"]["epochs"])
     out: dict[str, dict[str, Any]] = {}
     for split in splits:

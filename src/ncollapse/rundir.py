@@ -42,7 +42,7 @@ from .collapse_file import (
     load_collapse_state,
     save_collapse_state,
 )
-from .errors import UserError
+from .errors import UserError, write_error
 
 __all__ = [
     "COLLAPSE_STATE_FILE",
@@ -50,9 +50,12 @@ __all__ = [
     "SavedRun",
     "atomic_write_bytes",
     "check_out_dir",
+    "check_output_folder",
     "check_run_name",
     "created_runs",
     "load_collapse_state",
+    "make_output_folder",
+    "nonfinite_tensors",
     "read_metrics",
     "save_collapse_state",
 ]
@@ -81,18 +84,47 @@ def created_runs() -> list[Run]:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write ``data`` to ``path`` through a temporary file in the same directory; a file that
+    cannot be written (a full disk, a read-only place) is a one-line :class:`UserError` and
+    leaves the old ``path`` as it was."""
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.fchmod(fd, file_mode())  # as open() would: the umask decides, not mkstemp's 0600
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as exc:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise write_error(path, exc) from None
         raise
+
+
+def nonfinite_tensors(state: Any, prefix: str = "") -> tuple[list[str], int]:
+    """``(names of the floating-point tensors holding NaN or inf, tensors looked at)`` in a
+    state dict, or in a mapping of them (a checkpoint's ``model`` and ``ema``): loaded weights
+    are checked as the divergence guard checks trained ones."""
+    bad: list[str] = []
+    seen = 0
+    if isinstance(state, torch.Tensor):
+        if state.is_floating_point() or state.is_complex():
+            seen = 1
+            if not bool(torch.isfinite(state).all()):
+                bad.append(prefix or "tensor")
+    elif isinstance(state, dict):
+        for key, value in state.items():
+            b, n = nonfinite_tensors(value, f"{prefix}.{key}" if prefix else str(key))
+            bad += b
+            seen += n
+    return bad, seen
+
+
+def _nonfinite_note(bad: list[str], seen: int) -> str:
+    shown = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
+    return f"NaN or inf in {len(bad)} of its {seen} weight tensors ({shown})"
 
 
 def _jsonable(value: Any) -> Any:
@@ -169,6 +201,35 @@ def check_out_dir(out_dir: str | Path, name: str | None = None) -> None:
         ) from None
 
 
+def check_output_folder(folder: str | Path, option: str = "--out", elsewhere: str = "") -> Path:
+    """Refuse, before anything is computed, a folder that cannot take output files: a file, a
+    path through a file, a place that cannot be written (the nearest existing folder is probed;
+    nothing is created). ``elsewhere``: how to send the files somewhere else (default: give
+    ``option`` another folder)."""
+    base = probe = Path(folder)
+    if base.exists() and not base.is_dir():
+        raise UserError(f"{option} {base} is a file, not a folder; give a folder")
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UserError(f"{option} {base} is not a folder: {probe} is a file; give a folder")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise write_error(base, exc, elsewhere or f"or give {option} another folder") from None
+    return base
+
+
+def make_output_folder(folder: Path) -> Path:
+    """``folder`` (checked by :func:`check_output_folder`), created when missing."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_error(folder, exc) from None
+    return folder
+
+
 @dataclass
 class SavedRun:
     """What a resume reads from a run directory (:meth:`Run.read_saved`): the saved config (as
@@ -238,6 +299,7 @@ class Run:
         loaded. A damaged ``env.json`` is no obstacle (it only keeps the thread count)."""
         config = self.config_dict()
         data = self.data()
+        self.class_counts(data)  # what the data found now is compared with
         try:
             env = self.env()
         except UserError:
@@ -313,8 +375,12 @@ class Run:
         self._write_json(SUMMARY_FILE, summary)
 
     def append_metrics(self, record: dict[str, Any]) -> None:
-        with open(self.metrics_path, "a") as fh:
-            fh.write(json.dumps(_jsonable(record)) + "\n")
+        """One record more (a line torn by a full disk is skipped when the file is read)."""
+        try:
+            with open(self.metrics_path, "a") as fh:
+                fh.write(json.dumps(_jsonable(record)) + "\n")
+        except OSError as exc:
+            raise write_error(self.metrics_path, exc) from None
 
     def truncate_metrics(
         self, last_epoch: int, records: list[dict[str, Any]] | None = None
@@ -390,6 +456,21 @@ class Run:
     def data(self) -> dict[str, Any]:
         return self._read_json(DATA_FILE)
 
+    def class_counts(self, data: dict[str, Any] | None = None) -> list[int]:
+        """The training counts of the data record (``data``, when it has been read already):
+        what a resume and ``evaluate`` compare the data found now with; a record without a
+        list of counts is named as damaged."""
+        data = self.data() if data is None else data
+        counts = data.get("class_counts")
+        if not isinstance(counts, list) or not all(
+            isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts
+        ):
+            raise UserError(
+                f"{self.path / DATA_FILE} is damaged (no list of class_counts); restore it or "
+                "start a new run"
+            )
+        return counts
+
     def env(self) -> dict[str, Any]:
         return self._read_json(ENV_FILE)
 
@@ -419,6 +500,37 @@ class Run:
             raise UserError(
                 f"{self.checkpoint_path} is not a checkpoint written by ncollapse (it lacks "
                 f"{', '.join(missing)}); {_AGAIN}"
+            )
+        bad, seen = nonfinite_tensors({"model": state["model"], "ema": state.get("ema")})
+        if bad:
+            raise UserError(
+                f"{self.checkpoint_path} holds {_nonfinite_note(bad, seen)}: it is not a good "
+                f"state to go on from; {_AGAIN}"
+            )
+        return state
+
+    def load_model(self) -> dict[str, Any]:
+        """The final weights (``model.pt``): a state dict whose tensors are all finite."""
+        path = self.path / MODEL_FILE
+        if not path.is_file():
+            raise UserError(f"{self.path} has no {MODEL_FILE}: the run has not finished; resume it")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # unpickling damaged bytes fails in many ways
+            state, why = None, type(exc).__name__
+        else:
+            why = "not a state dict"
+        if not isinstance(state, dict):
+            raise UserError(
+                f"{path} is damaged ({why}); delete it and summary.json, and `ncollapse train "
+                f"--resume {self.path}` writes them again from the last checkpoint"
+            )
+        bad, seen = nonfinite_tensors(state)
+        if bad:
+            raise UserError(
+                f"{path} holds {_nonfinite_note(bad, seen)}: these weights predict nothing; "
+                f"delete it and summary.json, and `ncollapse train --resume {self.path}` writes "
+                "them again from the last checkpoint (or train a new run)"
             )
         return state
 

@@ -103,6 +103,7 @@ def _env_record(
         ],
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "argv": sys.argv,
+        "cwd": os.getcwd(),  # relative paths of the config (data.root) are from here
         # data-parallel training: the number of processes and the backend (none: one process)
         "world_size": dist.world_size,
         "backend": dist.backend,

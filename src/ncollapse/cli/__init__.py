@@ -7,13 +7,20 @@ the command and sets ``func``) so commands can be added without touching this fi
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import shlex
+import signal
 import sys
+import threading
 import unicodedata
 import warnings
 
-from ..errors import Preempted, UserError
+from ..errors import Preempted, UserError, write_error
+
+#: the reasons a write fails that are the place's, not the program's (a full disk, a read-only
+#: folder): one line even where the library did not name the file itself
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
 
 # name of module in this package -> registered by its add_parser()
 COMMAND_MODULES = ("train", "compare", "evaluate", "predict", "export", "analyze", "ufm", "sweep")
@@ -97,6 +104,15 @@ def one_line(message: str) -> str:
     )
 
 
+def _resume_arg(argv: list[str]) -> str | None:
+    for i, a in enumerate(argv):
+        if a == "--resume" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--resume="):
+            return a.split("=", 1)[1]
+    return None
+
+
 def _interrupted(argv: list[str], since: int) -> str:
     """What an interrupt left behind and the command that goes on from there."""
     from ..rundir import created_runs
@@ -108,7 +124,7 @@ def _interrupted(argv: list[str], since: int) -> str:
             f"interrupted; finished cells are kept and the cell in progress resumes from its last "
             f"checkpoint: rerun `{again}` to continue"
         )
-    if command == "train" and any(a == "--resume" or a.startswith("--resume=") for a in argv):
+    if command == "train" and _resume_arg(argv) is not None:
         return f"interrupted; to continue from the last checkpoint, rerun `{again}`"
     notes = []
     for run in created_runs()[since:]:
@@ -122,6 +138,30 @@ def _interrupted(argv: list[str], since: int) -> str:
     if not notes:
         return "interrupted before any run was created; nothing was kept"
     return "interrupted; " + "; ".join(notes)
+
+
+def _job_stopped(argv: list[str], since: int, why: str) -> str:
+    """The one line a torchrun rank prints when the job stops under it (another rank exited):
+    what is kept and the command that goes on."""
+    from ..engine.distributed import followed_runs, torchrun_env
+    from ..rundir import Run, created_runs
+
+    world = (torchrun_env() or (0, 2, 0))[1]
+    launch = f"torchrun --nproc-per-node {world} -m ncollapse"
+    command = argv[0] if argv else ""
+    if command == "sweep":
+        return f"{why}; finished cells are kept: rerun the same torchrun command to continue"
+    path = _resume_arg(argv)
+    if path is None:
+        runs = [r.path for r in created_runs()[since:]] + [r.path for r in followed_runs()]
+        path = str(runs[-1]) if runs else None
+    if path is None or not Run(path).path.is_dir():
+        return f"{why}; nothing was kept: run the same torchrun command again"
+    if Run(path).checkpoint_path.is_file():
+        kept = f"its last checkpoint is kept in {path}"
+    else:
+        kept = f"{path} has no checkpoint yet (a resume trains it from epoch 0)"
+    return f"{why}; {kept}: resume with `{launch} train --resume {shlex.quote(path)}`"
 
 
 def _preempted(stop: Preempted, argv: list[str]) -> str:
@@ -155,8 +195,28 @@ def main(argv: list[str] | None = None) -> int:
     since = len(created_runs())
     try:
         return int(args.func(args) or 0)
+    except RuntimeError as exc:
+        from ..engine.distributed import peer_gone, stopping, torchrun_env
+
+        gone = peer_gone(exc)
+        if gone is None:
+            raise
+        stopping()
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # torchrun's SIGTERM follows: one line
+        rank, world, _ = torchrun_env() or (0, 2, 0)
+        other = f"rank {1 - rank}" if world == 2 else "another rank"
+        why = f"{other} of this torchrun job exited ({gone}), so rank {rank} stopped too"
+        print(f"ncollapse: error: {_job_stopped(argv, since, why)}", file=sys.stderr)
+        return 2
     except UserError as exc:
         print(f"ncollapse: error: {one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a write the library did not name itself (full disk, read-only)
+        if exc.errno not in _WRITE_ERRNOS:
+            raise
+        message = write_error(exc.filename or "a file", exc)
+        print(f"ncollapse: error: {one_line(str(message))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"ncollapse: {_interrupted(argv, since)}", file=sys.stderr)

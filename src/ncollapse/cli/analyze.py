@@ -54,12 +54,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def _ints(text: str, option: str) -> list[int]:
+def _ints(text: str, option: str, example: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",")]
     except ValueError:
         raise UserError(
-            f"bad {option} {text!r}: give a comma list of integers, e.g. 7,8,9"
+            f"bad {option} {text!r}: give a comma list of integers, e.g. {example}"
         ) from None
     if any(v < 0 for v in values):
         raise UserError(f"bad {option} {text!r}: values must be >= 0")
@@ -79,8 +79,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--tail and --train-counts apply to --features FILE.npz")
     if args.tail and args.train_counts:
         raise UserError("give --tail or --train-counts, not both")
-    tail = _ints(args.tail, "--tail") if args.tail else None
-    train_counts = _ints(args.train_counts, "--train-counts") if args.train_counts else None
+    tail = _ints(args.tail, "--tail", "7,8,9") if args.tail else None
+    train_counts = (
+        _ints(args.train_counts, "--train-counts", "5000,2997,1796,1077,645,387,232,139,83,50")
+        if args.train_counts
+        else None
+    )
     result: dict = {}
     if args.run_dirs:
         result["runs"] = analyze_runs(args.run_dirs, args.out)

@@ -135,7 +135,8 @@ def run(args: argparse.Namespace) -> int:
             print_json(cells)
         else:
             for c in cells:
-                print(f"{c['index']:>4}  {c['cell']:<32} {c['status']}")
+                note = f" ({c['note']})" if c.get("note") else ""
+                print(f"{c['index']:>4}  {c['cell']:<32} {c['status']}{note}")
         return 0
     if args.collect:
         spec_json = read_spec(out)

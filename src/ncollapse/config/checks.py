@@ -46,8 +46,8 @@ def validate(cfg: Config) -> None:
     o = cfg.optim
     if o.epochs < 1:
         raise ConfigError(f"optim.epochs must be >= 1, got {o.epochs}")
-    if o.batch_size < 1:
-        raise ConfigError(f"optim.batch_size must be >= 1, got {o.batch_size}")
+    if o.batch_size < 2:  # BatchNorm normalises over the batch: one sample cannot train
+        raise ConfigError(f"optim.batch_size must be >= 2 (BatchNorm), got {o.batch_size}")
     if not (math.isfinite(o.lr) and o.lr > 0):
         raise ConfigError(f"optim.lr must be a finite number > 0, got {o.lr}")
     for key in ("weight_decay", "mixup_alpha"):

@@ -17,7 +17,13 @@ from . import svhn as _svhn  # noqa: F401  (svhn, stl10)
 from .augment import AUGMENTS, BatchAugment, make_augment
 from .base import ArrayDataset, DataBundle
 from .digits import load_digits_lt
-from .longtail import PROFILES, long_tail_counts, long_tail_indices, long_tail_subset
+from .longtail import (
+    PROFILES,
+    check_training_classes,
+    long_tail_counts,
+    long_tail_indices,
+    long_tail_subset,
+)
 from .registry import (
     DATASETS,
     PROTOCOL_IMBALANCE,
@@ -70,4 +76,6 @@ def load_data(cfg: Any) -> DataBundle:
         if r is not None:
             cfg = copy.copy(cfg)
             cfg.imbalance = r
-    return loader(cfg)
+    bundle = loader(cfg)
+    check_training_classes(bundle.class_counts, bundle.classes)  # none empty, at least two
+    return bundle

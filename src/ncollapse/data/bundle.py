@@ -12,7 +12,7 @@ import torch
 from ..errors import DataError
 from .base import ArrayDataset, DataBundle
 from .digits import cap_warning, channel_stats
-from .longtail import long_tail_counts, long_tail_subset
+from .longtail import check_training_classes, long_tail_counts, long_tail_subset
 from .resize import check_size, resize_array
 from .split import validation_split
 
@@ -62,6 +62,9 @@ def build_lt_bundle(
         counts, idx, capped = None, np.arange(len(y), dtype=np.int64), {}
     else:
         counts = long_tail_counts(n_max, k, cfg.imbalance, cfg.profile)
+        check_training_classes(
+            counts, classes, name=f"the {name} training set", imbalance=cfg.imbalance, n_max=n_max
+        )
         idx, capped = long_tail_subset(y, counts, cfg.subset_seed)
         if float(cfg.imbalance) < 1.0:  # at r = 1 every class keeps what it has: nothing to say
             cap_warning(name, capped, classes)

@@ -23,7 +23,16 @@ import numpy as np
 from ..errors import DataError
 from .base import DataBundle
 from .bundle import build_lt_bundle
-from .files import download_file, file_digest, is_writable_dir, repo_root, safe_extract, search_dirs
+from .files import (
+    download_file,
+    download_place,
+    file_digest,
+    given_cache_dir,
+    is_writable_dir,
+    repo_root,
+    safe_extract,
+    search_dirs,
+)
 from .imagefolder import CIFAR10_CLASSES, read_imagefolder
 from .registry import register_dataset
 from .resize import check_size
@@ -124,8 +133,14 @@ def _load_pickle(path: Path) -> dict[str, Any]:
     return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in d.items()}
 
 
-def _names(v: Any) -> list[str]:
-    return [x.decode("utf-8") if isinstance(x, bytes) else str(x) for x in v]
+def _names(v: Any, path: Path, key: str, k: int) -> list[str]:
+    """The ``k`` class names of the meta file (bytes or text)."""
+    if not isinstance(v, (list, tuple)) or len(v) != k:
+        raise DataError(f"CIFAR file {path}: '{key}' must list the {k} class names, got {v!r:.80}")
+    try:
+        return [x.decode("utf-8") if isinstance(x, bytes) else str(x) for x in v]
+    except UnicodeDecodeError:
+        raise DataError(f"CIFAR file {path}: the class names in '{key}' are not UTF-8") from None
 
 
 def read_cifar_folder(
@@ -140,14 +155,27 @@ def read_cifar_folder(
     train_files, test_files, meta_file = _FILES[name]
     label_key = "labels" if name == "cifar10" else "fine_labels"
 
+    k = 10 if name == "cifar10" else 100
+
     def read(files: list[str]) -> tuple[np.ndarray, np.ndarray]:
         xs, ys = [], []
         for fn in files:
             d = _load_pickle(folder / fn)
             if "data" not in d or label_key not in d:
                 raise DataError(f"CIFAR file {folder / fn} lacks 'data' or '{label_key}'")
-            x = np.asarray(d["data"], dtype=np.uint8)
-            y = np.asarray(d[label_key], dtype=np.int64)
+            try:
+                x = np.asarray(d["data"], dtype=np.uint8)
+                y = np.asarray(d[label_key])
+            except (ValueError, TypeError, OverflowError) as e:
+                raise DataError(f"CIFAR file {folder / fn}: 'data' or '{label_key}': {e}") from None
+            if y.ndim != 1 or (
+                y.size and (y.dtype.kind not in "iu" or y.min() < 0 or y.max() >= k)
+            ):
+                raise DataError(
+                    f"CIFAR file {folder / fn}: '{label_key}' must be integers 0..{k - 1}, one per "
+                    f"image; it is not an official CIFAR file"
+                )
+            y = y.astype(np.int64)
             if x.ndim != 2 or x.shape[1] != 3072 or len(y) != len(x):
                 raise DataError(
                     f"CIFAR file {folder / fn}: expected (N, 3072) data with N labels, got {x.shape} / {y.shape}"
@@ -157,7 +185,8 @@ def read_cifar_folder(
         return np.ascontiguousarray(np.concatenate(xs)), np.concatenate(ys)
 
     meta = _load_pickle(folder / meta_file)
-    classes = _names(meta["label_names" if name == "cifar10" else "fine_label_names"])
+    key = "label_names" if name == "cifar10" else "fine_label_names"
+    classes = _names(meta.get(key), folder / meta_file, key, k)
     return read(train_files), read(test_files), classes
 
 
@@ -241,7 +270,7 @@ def download_cifar(name: str, dest_dir: str | os.PathLike) -> Path:
 
 def _extract_archive(arch: Path, name: str, cache_dir: str | None) -> Path:
     spec = CIFAR_ARCHIVES[name]
-    targets = [Path(cache_dir).expanduser()] if cache_dir else []
+    targets = [given_cache_dir(cache_dir)] if cache_dir else []
     targets += [arch.parent, Path.home() / ".cache" / "ncollapse"]
     for t in targets:
         if _has_folder(t / spec["folder"], name):
@@ -269,10 +298,10 @@ def load_cifar_lt(cfg: Any) -> DataBundle:
     except DataError as exc:
         if not cfg.download or "incomplete" in str(exc):
             raise
-        dest = next((d for d in search_dirs(cfg.root) if is_writable_dir(d)), None)
-        if dest is None:
-            raise
-        kind, path = "archive", download_cifar(name, dest)
+        with download_place(cfg.root) as dest:
+            if dest is None:
+                raise
+            kind, path = "archive", download_cifar(name, dest)
     info: dict[str, Any] = {"source": str(path), "format": kind}
     if kind == "jpeg":
         arrays, classes, meta = read_imagefolder(

@@ -10,7 +10,7 @@ import torch
 
 from ..config import option
 from .base import ArrayDataset, DataBundle
-from .longtail import long_tail_counts, long_tail_subset
+from .longtail import check_training_classes, long_tail_counts, long_tail_subset
 from .registry import register_dataset
 from .split import validation_split
 
@@ -83,6 +83,11 @@ def load_digits_lt(
     pool_labels = labels[pool_idx]
     n_max = int(min(len(p) for p in pool_parts))
     counts = long_tail_counts(n_max, k, imbalance, profile)
+    check_training_classes(
+        counts, classes, name="the digits training set", imbalance=imbalance, n_max=n_max,
+        hint="" if float(test_fraction) <= 0.5 else f"or lower data.test_fraction (now "
+        f"{float(test_fraction):g}), which holds out {n_test} images a class for testing",
+    )  # fmt: skip
     sub, capped = long_tail_subset(pool_labels, counts, subset_seed)
     cap_warning("digits", capped, classes)
     train_idx = pool_idx[sub]

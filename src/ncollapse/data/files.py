@@ -23,7 +23,9 @@ __all__ = [
     "cache_key",
     "default_cache_dir",
     "download_file",
+    "download_place",
     "file_digest",
+    "given_cache_dir",
     "is_writable_dir",
     "load_cached_arrays",
     "safe_extract",
@@ -74,6 +76,63 @@ def search_dirs(root: str | os.PathLike | None) -> list[Path]:
             seen.add(key)
             out.append(d)
     return out
+
+
+def _missing(d: Path) -> list[Path]:
+    """``d`` and its parents that do not exist yet, deepest first."""
+    out = []
+    while not d.exists() and d != d.parent:
+        out.append(d)
+        d = d.parent
+    return out
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for f in folders:  # deepest first; a folder something landed in stays
+        try:
+            f.rmdir()
+        except OSError:
+            return
+
+
+@contextlib.contextmanager
+def download_place(root: str | os.PathLike | None):
+    """The first search directory (:func:`search_dirs`) that can be written, made when missing,
+    for a download (None when there is none); the folders made for it are removed again when
+    the block fails, so a failed ``--download`` leaves no empty folder behind."""
+    for d in search_dirs(root):
+        made = _missing(d)
+        if is_writable_dir(d):
+            try:
+                yield d
+            except BaseException:
+                _remove_empty(made)
+                raise
+            return
+        _remove_empty(made)
+    yield None
+
+
+def given_cache_dir(cache_dir: str | os.PathLike) -> Path:
+    """``data.cache_dir`` as a folder: a file there is refused (a cache would otherwise never
+    be written or read, silently); a folder that cannot be made or written gets one warning
+    (the data is then decoded again on every run)."""
+    d = Path(cache_dir).expanduser()
+    probe = d
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise DataError(
+            f"data.cache_dir {d} is not a folder ({probe} is a file); give a folder for the "
+            "decoded-data cache, or drop data.cache_dir"
+        )
+    if not os.access(probe, os.W_OK | os.X_OK):
+        warnings.warn(
+            f"data.cache_dir {d} cannot be written: no cache is kept, the data is decoded again "
+            "on every run; give a writable folder",
+            stacklevel=3,
+        )
+    return d
 
 
 def is_writable_dir(d: Path) -> bool:
@@ -159,6 +218,7 @@ def download_file(
     the file by hand; a partial download never lands at ``dest``.
     """
     dest = Path(dest)
+    made = _missing(dest.parent)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     hm, hs = hashlib.md5(), hashlib.sha256()
@@ -170,6 +230,7 @@ def download_file(
                 hs.update(chunk)
     except (urllib.error.URLError, OSError, TimeoutError) as e:
         part.unlink(missing_ok=True)
+        _remove_empty(made)
         reason = getattr(e, "reason", e)
         raise DataError(
             f"could not download {url} ({reason}); no network? Fetch it elsewhere and place it at {dest}"
@@ -177,6 +238,7 @@ def download_file(
     for name, want, got in (("md5", md5, hm.hexdigest()), ("sha256", sha256, hs.hexdigest())):
         if want and want.lower() != got:
             part.unlink(missing_ok=True)
+            _remove_empty(made)
             raise DataError(
                 f"checksum mismatch for {url}: {name} {got}, expected {want}; the download is "
                 "corrupt or not the official file (nothing was kept)"

@@ -30,6 +30,7 @@ from .bundle import build_lt_bundle
 from .files import (
     cache_key,
     default_cache_dir,
+    given_cache_dir,
     load_cached_arrays,
     save_cached_arrays,
 )
@@ -295,7 +296,7 @@ def read_imagefolder(
         raise DataError(f"image folder not found: {source}")
     t0 = time.perf_counter()
     fp = _fingerprint(source)
-    cdir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    cdir = given_cache_dir(cache_dir) if cache_dir is not None else default_cache_dir()
     size = check_size(size)
     order_key = list(class_order) if class_order is not None else None
     key = cache_key([fp, order_key, list(splits)] + ([] if size is None else [{"size": size}]))

@@ -16,7 +16,13 @@ import numpy as np
 
 from ..errors import DataError
 
-__all__ = ["PROFILES", "long_tail_counts", "long_tail_indices", "long_tail_subset"]
+__all__ = [
+    "PROFILES",
+    "check_training_classes",
+    "long_tail_counts",
+    "long_tail_indices",
+    "long_tail_subset",
+]
 
 PROFILES = ("exp", "step")
 
@@ -61,6 +67,68 @@ def long_tail_counts(
         half = k // 2
         return [n_max] * half + [int(n_max * r)] * (k - half)
     raise DataError(f"unknown long-tail profile {profile!r}; valid: {', '.join(PROFILES)}")
+
+
+def _names(classes: Sequence[str], idx: Sequence[int], most: int = 8) -> str:
+    shown = ", ".join(str(classes[i]) for i in idx[:most])
+    return shown + (f" and {len(idx) - most} more" if len(idx) > most else "")
+
+
+def _counts_text(counts: Sequence[int], most: int = 12) -> str:
+    c = [int(n) for n in counts]
+    if len(c) <= most:
+        return str(c)
+    return f"[{', '.join(map(str, c[: most - 2]))}, ..., {c[-2]}, {c[-1]}] ({len(c)} classes)"
+
+
+def _least_factor(n_max: int) -> float:
+    """The smallest factor with two significant digits that leaves the last class of a profile
+    starting at ``n_max`` one image (``int(n_max * r) >= 1``)."""
+    r = 1.0 / n_max
+    digits = 1 - int(np.floor(np.log10(r)))
+    r = float(np.ceil(r * 10**digits) / 10**digits)
+    while int(n_max * r) < 1:
+        r = float(np.nextafter(r, 2.0))
+    return r
+
+
+def check_training_classes(
+    counts: Sequence[int],
+    classes: Sequence[str],
+    *,
+    name: str = "the training set",
+    imbalance: float | None = None,
+    n_max: int | None = None,
+    hint: str = "",
+) -> None:
+    """Refuse training counts in which a class has no image, or fewer than two classes have
+    any: such a class would be trained and scored without a single training image (its
+    accuracy counted among the "few" classes) and the collapse metrics need two classes. The
+    :class:`DataError` names the empty classes, the counts and the fix: with a long-tail
+    profile (``imbalance``, ``n_max``), the smallest factor that keeps an image in every class."""
+    empty = [c for c, n in enumerate(counts) if int(n) <= 0]
+    if not empty:
+        return
+    held = len(counts) - len(empty)
+    what = (
+        f"{name} has {'images of one class only' if held == 1 else 'no image at all'}"
+        if held < 2
+        else f"{name} has no image of class{'es' if len(empty) > 1 else ''} "
+        f"{_names(classes, empty)} (of {len(counts)})"
+    )
+    fix = hint or "every class needs at least one training image"
+    if imbalance is not None and n_max is not None and n_max >= 1 and float(imbalance) < 1.0:
+        least = _least_factor(int(n_max))
+        fix = (
+            f"raise data.imbalance (now {imbalance:g}) to at least {least:g}, which keeps one "
+            f"image in each class (the largest keeps {n_max})"
+            if least <= 1.0
+            else f"the largest class keeps only {n_max} image(s): every class needs one"
+        ) + (f"; {hint}" if hint else "")
+    raise DataError(
+        f"{what}: train counts {_counts_text(counts)}; a class without training images would "
+        f"be trained and scored all the same: {fix}"
+    )
 
 
 def long_tail_subset(

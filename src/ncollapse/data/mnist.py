@@ -11,6 +11,7 @@ digit is another symbol); Fashion-MNIST with the standard crop and flip.
 from __future__ import annotations
 
 import gzip
+import math
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     if ndim < 1 or len(data) < start:
         raise DataError(f"{path}: truncated IDX header")
     shape = tuple(int(v) for v in np.frombuffer(data[4:start], dtype=">i4"))
-    n = int(np.prod(shape))
+    n = math.prod(shape) if min(shape) >= 0 else -1  # exact: no int64 wrap-around
     if len(data) - start != n:
         raise DataError(
             f"{path}: header declares shape {shape} ({n} bytes) but {len(data) - start} bytes follow"

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DataError
-from .files import download_file, file_digest, is_writable_dir, search_dirs
+from .files import download_file, download_place, file_digest, is_writable_dir, search_dirs
 
 __all__ = ["OFFICIAL", "OfficialFiles", "check_checksums", "locate_files"]
 
@@ -151,10 +151,10 @@ def locate_files(
             return _from_archive(d / spec.archive, spec), [f"extracted from {d / spec.archive}"]
         searched.append(str(d))
     wanted = ", ".join(spec.files.values())
-    if download:
-        dest = next((d for d in search_dirs(root) if is_writable_dir(d)), None)
-        if dest is not None and spec.url:
-            return _download(spec, dest / spec.subdirs[0]), ["downloaded"]
+    if download and spec.url:
+        with download_place(root) as dest:
+            if dest is not None:
+                return _download(spec, dest / spec.subdirs[0]), ["downloaded"]
     where = f" or {spec.archive}" if spec.archive else ""
     raise DataError(
         f"{spec.title} not found. Searched: {'; '.join(searched)} (and their sub-folders "

@@ -15,6 +15,7 @@ so a batch holds the same tensors whatever the number of workers.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,28 +44,79 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+_LABEL = re.compile(r"[0-9]{1,18}")  # ASCII digits; int64 holds every such label
+
+
 def read_list(path: str | Path) -> tuple[list[str], np.ndarray]:
-    """``(relative paths, int64 labels)`` of a ``<path> <label>`` list file."""
+    """``(relative paths, int64 labels)`` of a ``<path> <label>`` list file; a file that is
+    not UTF-8 text or holds a line without a label >= 0 is refused naming the line."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataError(f"list file not found: {path}")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read the list file {path}: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DataError(
+            f"{path}:{line}: the list file is not UTF-8 text; "
+            "save it as UTF-8 (one '<relative path> <label>' per line)"
+        ) from None
     files: list[str] = []
     labels: list[int] = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            s = line.strip()
-            if not s or s.startswith("#"):
-                continue
-            parts = s.rsplit(maxsplit=1)
-            if len(parts) != 2 or not parts[1].lstrip("-").isdigit() or int(parts[1]) < 0:
-                raise DataError(
-                    f"{path}:{n}: expected '<relative path> <label>' with a label >= 0, got {s!r}"
-                )
-            files.append(parts[0])
-            labels.append(int(parts[1]))
+    for n, line in enumerate(text.split("\n"), 1):
+        s = line.strip()
+        if not s or s.startswith("#"):
+            continue
+        parts = s.rsplit(maxsplit=1)
+        if len(parts) != 2 or not _LABEL.fullmatch(parts[1]):
+            raise DataError(
+                f"{path}:{n}: expected '<relative path> <label>' with a label >= 0 (digits "
+                f"0-9), got {s[:200]!r}"
+            )
+        files.append(parts[0])
+        labels.append(int(parts[1]))
     if not files:
         raise DataError(f"list file {path} holds no '<relative path> <label>' lines")
     return files, np.asarray(labels, dtype=np.int64)
+
+
+def check_list_labels(read: dict[str, tuple[list[str], np.ndarray]], paths: dict[str, str]) -> int:
+    """The number of classes of the lists (largest label + 1), refusing lists in which a class
+    has no training line (a gap in the labels, or a label only the test or validation list
+    has) or that hold fewer than two classes; checked on the labels alone, before anything of
+    the size of the class count is made."""
+    present = np.unique(read["train"][1])
+    top, where = max((int(y.max()), name) for name, (_f, y) in read.items())
+    k = top + 1
+    if len(present) == k and k >= 2:
+        return k
+    train = paths["train"]
+    if k < 2:
+        raise DataError(
+            f"the list files hold one class only (label 0, in {train}): a classifier needs at "
+            "least two classes; label the classes 0..K-1"
+        )
+    have, missing = set(present.tolist()), []
+    for c in range(k):  # the first few absent labels (k may be huge: stop early)
+        if c not in have:
+            missing.append(c)
+            if len(missing) == 8:
+                break
+    absent = k - len(present)
+    shown = ", ".join(map(str, missing)) + (
+        f" and {absent - len(missing)} more" if absent > 8 else ""
+    )
+    raise DataError(
+        f"labels go up to {top} (in the {where} list {paths[where]}), so there are {k} classes, "
+        f"but the training list {train} has no line of class{'es' if absent > 1 else ''} "
+        f"{shown} ({absent} of {k} classes "
+        "without a training image, which would be trained and scored all the same): number the "
+        "classes 0..K-1, every one of them in the training list"
+    )
 
 
 class StreamingDataset(torch.utils.data.Dataset):
@@ -247,7 +299,7 @@ def load_listfile(cfg: Any) -> DataBundle:
     if getattr(cfg, "val_list", None):
         lists["val"] = cfg.val_list
     read = {k: read_list(_list_path(v, root)) for k, v in lists.items()}
-    k = int(max(int(y.max()) for _f, y in read.values())) + 1
+    k = check_list_labels(read, {n: str(_list_path(v, root)) for n, v in lists.items()})
     classes = [str(c) for c in range(k)]
     for name, (files, _y) in read.items():
         for f in files[:10]:
@@ -269,7 +321,6 @@ def load_listfile(cfg: Any) -> DataBundle:
         "size": size,
         "val": {"mode": "list" if "val" in ds else "none"},
         "val_counts": ds["val"].class_counts() if "val" in ds else None,
-        "classes_without_training_images": [c for c, n in enumerate(counts) if n == 0],
     }
     return DataBundle(
         ds["train"], ds["test"], counts, info, IMAGENET_MEAN, IMAGENET_STD, "stream", ds.get("val")

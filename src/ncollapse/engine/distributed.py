@@ -36,11 +36,14 @@ __all__ = [
     "Distributed",
     "ReadOnlyRun",
     "exit_process",
+    "followed_runs",
     "gather_shards",
     "init_distributed",
     "is_main_process",
+    "peer_gone",
     "shard_bounds",
     "shard_sizes",
+    "stopping",
     "torchrun_env",
 ]
 
@@ -249,6 +252,38 @@ def init_distributed(device_name: str) -> tuple[Distributed, torch.device]:
     return Distributed(rank, world, local, backend, device), device
 
 
+#: what gloo (and NCCL) say when a collective's peer process is gone
+PEER_GONE = (
+    "Connection closed by peer",
+    "Connection reset by peer",
+    "Broken pipe",
+    "remote worker crashing",
+    "NCCL communicator was aborted",
+)
+_FOLLOWED: list[Any] = []  # run directories this process follows (a rank other than 0)
+_STOPPING = [False]  # set once the job is stopping under this process: no more collectives
+
+
+def peer_gone(exc: BaseException) -> str | None:
+    """What ``exc`` says when it is the error a collective raises because another process of
+    this torchrun job has exited (killed, crashed), or None for any other error."""
+    if not isinstance(exc, RuntimeError) or not (tdist.is_available() and tdist.is_initialized()):
+        return None
+    return next((p for p in PEER_GONE if p in str(exc)), None)
+
+
+def followed_runs() -> list[Any]:
+    """The run directories a rank other than 0 has trained in (through :class:`ReadOnlyRun`)."""
+    return list(_FOLLOWED)
+
+
+def stopping() -> None:
+    """The job is stopping under this process (a peer is gone, torchrun sent SIGTERM): leave
+    without meeting the others (:func:`exit_process` skips the farewell barrier, which a gone
+    peer would make wait)."""
+    _STOPPING[0] = True
+
+
 def exit_process(code: int) -> None:
     """End this process with ``code`` at once if it joined a process group; return otherwise.
 
@@ -282,7 +317,7 @@ def _shutdown() -> None:
     """Leave the process group together (all ranks meet first, then destroy it). Registered at
     exit by :func:`init_distributed`; this alone does not stop the teardown abort after DDP,
     which is why the command ends through :func:`exit_process`."""
-    if tdist.is_initialized():
+    if tdist.is_initialized() and not _STOPPING[0]:
         try:
             tdist.barrier()
         except Exception:  # a peer already gone: nothing left to wait for
@@ -343,6 +378,7 @@ class ReadOnlyRun:
 
     def __init__(self, run: Any) -> None:
         self._run = run
+        _FOLLOWED.append(run)
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._run, name)

@@ -48,6 +48,12 @@ def _check_global_batch(batch_size: int, dist: Distributed) -> None:
             f"{dist.world_size} processes: it must be divisible by {dist.world_size} (e.g. "
             f"--set optim.batch_size={batch_size - batch_size % dist.world_size})"
         )
+    if dist.enabled and batch_size < 2 * dist.world_size:
+        raise UserError(
+            f"optim.batch_size={batch_size} leaves each of the {dist.world_size} processes "
+            f"{batch_size // dist.world_size} sample(s) a step; BatchNorm cannot train on one: "
+            f"use --set optim.batch_size={2 * dist.world_size} or more"
+        )
 
 
 class ShardedBatches:

@@ -14,6 +14,8 @@ import struct
 import time
 from pathlib import Path
 
+from ..errors import write_error
+
 __all__ = ["EventWriter", "read_scalars"]
 
 
@@ -81,24 +83,32 @@ class EventWriter:
 
     def __init__(self, log_dir: str | Path) -> None:
         self.log_dir = Path(log_dir)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
         name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}"
         self.path = self.log_dir / name
-        n = 1
-        while self.path.exists():  # a new file, never one written before (a resume, same second)
-            self.path = self.log_dir / f"{name}.{n}"
-            n += 1
-        self._fh = open(self.path, "ab")
+        try:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            n = 1
+            while (
+                self.path.exists()
+            ):  # a new file, never one written before (a resume, same second)
+                self.path = self.log_dir / f"{name}.{n}"
+                n += 1
+            self._fh = open(self.path, "ab")
+        except OSError as exc:
+            raise write_error(self.path, exc) from None
         self._write(_event(time.time(), 0, file_version="brain.Event:2"))
 
     def _write(self, data: bytes) -> None:
         header = struct.pack("<Q", len(data))
-        self._fh.write(
-            header
-            + struct.pack("<I", _masked_crc(header))
-            + data
-            + struct.pack("<I", _masked_crc(data))
-        )
+        try:
+            self._fh.write(
+                header
+                + struct.pack("<I", _masked_crc(header))
+                + data
+                + struct.pack("<I", _masked_crc(data))
+            )
+        except OSError as exc:  # a full disk, a file-size limit
+            raise write_error(self.path, exc) from None
 
     def add_scalar(self, tag: str, value: float, step: int) -> None:
         """Record ``value`` under ``tag`` at ``step``."""
@@ -113,11 +123,17 @@ class EventWriter:
             self.flush()
 
     def flush(self) -> None:
-        self._fh.flush()
+        try:
+            self._fh.flush()
+        except OSError as exc:
+            raise write_error(self.path, exc) from None
 
     def close(self) -> None:
         if not self._fh.closed:
-            self._fh.close()
+            try:
+                self._fh.close()
+            except OSError as exc:
+                raise write_error(self.path, exc) from None
 
 
 def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:

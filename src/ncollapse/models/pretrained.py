@@ -47,6 +47,12 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     for k, v in obj.items():
         k = k[len("module.") :] if k.startswith("module.") else k
         out[k] = v
+    bad = [k for k, v in out.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ConfigError(
+            f"model.pretrained: {p} holds NaN or inf in {len(bad)} of its tensors "
+            f"({_short(bad, 3)}); these weights cannot start a run: use another weight file"
+        )
     return out
 
 

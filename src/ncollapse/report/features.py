@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..metrics import collapse_metrics, default_tail_classes
+from ..rundir import atomic_write_bytes, check_output_folder, make_output_folder
 
 __all__ = ["MAX_FEATURE_CLASSES", "FeatureArrays", "analyze_features", "read_features"]
 
@@ -122,8 +123,10 @@ def read_features(path: str | Path) -> FeatureArrays:
     path = Path(path)
     if path.is_dir():
         raise UserError(f"features file {path} is a folder; give the .npz file inside it")
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"features file {path} does not exist")
+    if not path.is_file():  # /dev/zero, a pipe, a socket
+        raise UserError(f"features file {path} is not a regular file; give an .npz file")
     headers = _headers(path)
     for key in ("features", "labels"):
         if key not in headers:
@@ -230,14 +233,14 @@ def analyze_features(
     from .runs import Run
 
     path = Path(npz_path)
+    out = check_output_folder(out_dir, "the output folder", "or give --out DIR")
     fa = read_features(path)
     k = fa.num_classes
     tail = _tail(tail_classes, train_counts, k)
     metrics = collapse_metrics(fa.features, fa.labels, classifier=fa.classifier, bias=fa.bias,
                                num_classes=k, tail_classes=tail)  # fmt: skip
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "features_metrics.json").write_text(json.dumps(metrics, indent=1))
+    make_output_folder(out)
+    atomic_write_bytes(out / "features_metrics.json", json.dumps(metrics, indent=1).encode())
     files = [out / "features_metrics.json"]
     counts = np.bincount(fa.labels, minlength=k)
     png = None
@@ -261,6 +264,6 @@ def analyze_features(
         lines += ["", f"![cosines]({png.name})"]
     elif k > MAX_PLOT_CLASSES:
         lines += ["", f"(no cosine plot: {k} classes, more than {MAX_PLOT_CLASSES})"]
-    (out / "features_analysis.md").write_text("\n".join(lines) + "\n")
+    atomic_write_bytes(out / "features_analysis.md", ("\n".join(lines) + "\n").encode())
     files.append(out / "features_analysis.md")
     return {"metrics": metrics, "out_dir": str(out), "files": [str(f) for f in files]}

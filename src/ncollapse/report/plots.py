@@ -6,6 +6,7 @@ so this is safe on headless machines and inside other programs.
 
 from __future__ import annotations
 
+import io
 import math
 import warnings
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ..errors import UserError
+from ..rundir import atomic_write_bytes, check_output_folder, make_output_folder
 from .runs import Run, read_run
 
 __all__ = [
@@ -49,7 +51,9 @@ ACC_KEYS = ("acc", "bal_acc", "many", "medium", "few", "many_idx", "medium_idx",
 
 def _save(fig: Figure, path: Path) -> Path:
     FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=90)  # no tight bbox/layout: each costs a full extra draw
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)  # no tight bbox/layout: each costs a full extra draw
+    atomic_write_bytes(path, buffer.getvalue())  # an earlier plot stays whole on a full disk
     return path
 
 
@@ -383,9 +387,10 @@ def analyze_runs(run_dirs: Sequence[str | Path], out_dir: str | Path | None = No
     runs = [read_run(d) for d in run_dirs]
     if out_dir is None:
         out = runs[0].path if len(runs) == 1 else runs[0].path / f"compare_{runs[1].name}"
+        check_output_folder(out, "the run directory", "or write the plots elsewhere with --out DIR")
     else:
-        out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+        out = check_output_folder(out_dir)
+    make_output_folder(out)
     plots = [
         p
         for p in (
@@ -400,7 +405,7 @@ def analyze_runs(run_dirs: Sequence[str | Path], out_dir: str | Path | None = No
     for note in notes:  # the command line prints each as one "ncollapse: warning: ..." line
         warnings.warn(note, stacklevel=2)
     md = out / "analysis.md"
-    md.write_text(_markdown(summaries, plots, notes))
+    atomic_write_bytes(md, _markdown(summaries, plots, notes).encode())
     return {
         "runs": summaries,
         "out_dir": str(out),

@@ -27,7 +27,7 @@ from .pack import train_packs
 from .results import missing_cells, write_results
 from .spec import SPEC_FILE, SweepSpec, cell_name, check_spec
 
-__all__ = ["list_cells", "run_sweep", "stale_cells"]
+__all__ = ["blocked_cell", "list_cells", "run_sweep", "stale_cells"]
 
 
 def _say(msg: str, log: Callable[[str], None] | None) -> None:
@@ -65,6 +65,62 @@ class CellLock:
     def release(self) -> None:
         self.owner_path.unlink(missing_ok=True)
         self._lock.release()
+
+
+#: what ncollapse writes in a run directory (and the temporary files of its atomic writes)
+_RUN_ENTRIES = frozenset(
+    {"config.yaml", "data.json", "env.json", "metrics.jsonl", "summary.json", "checkpoint.pt",
+     "model.pt", "collapse_final.npz", "tb"}
+)  # fmt: skip
+
+
+def _made_marker(out: Path, name: str) -> Path:
+    """The mark a sweep leaves in its directory before it creates the cell ``name``: only a
+    cell directory it made, holding only what a run writes, is ever deleted (an unfinished one,
+    to train it again)."""
+    return out / f".{name}.created"
+
+
+def _ours(entry: str) -> bool:
+    return entry in _RUN_ENTRIES or (entry.startswith(".") and entry.endswith(".tmp"))
+
+
+def blocked_cell(out: Path, name: str) -> str | None:
+    """Why the path of cell ``name`` in ``out`` is not the sweep's to train in, or None when it
+    is: absent, a finished or resumable run, an empty folder, or an unfinished cell this sweep
+    made. A file, a symbolic link (but to a finished run) or a folder holding anything else is
+    left alone: the sweep never deletes what it did not create."""
+    path = out / name
+    if path.is_symlink() and Run(path).status() != "done":
+        return f"{path} is a symbolic link, not a cell directory the sweep made"
+    if not path.exists():
+        return None
+    if not path.is_dir():
+        return f"{path} is a file, not a cell directory"
+    if Run(path).status() in ("done", "resumable"):
+        return None
+    try:
+        entries = sorted(e.name for e in path.iterdir())
+    except OSError as exc:
+        return f"{path} cannot be read ({exc.strerror})"
+    foreign = [e for e in entries if not _ours(e)]
+    if foreign:
+        shown = ", ".join(foreign[:4]) + (
+            f" and {len(foreign) - 4} more" if len(foreign) > 4 else ""
+        )
+        return f"{path} holds files a run does not write ({shown})"
+    if entries and not _made_marker(out, name).is_file():
+        return f"{path} holds an unfinished run this sweep did not make"
+    return None
+
+
+def _refuse_blocked(reasons: list[str]) -> None:
+    if reasons:
+        more = f" (and {len(reasons) - 1} more cells)" if len(reasons) > 1 else ""
+        raise UserError(
+            f"{reasons[0]}{more}; nothing was deleted: move it out of the sweep directory (or "
+            "choose another --out) and rerun"
+        )
 
 
 def _differences(run: Run, cfg: Config) -> list[str]:
@@ -139,17 +195,16 @@ def list_cells(spec: SweepSpec, out_dir: str | Path) -> list[dict[str, Any]]:
     """The grid's cells in run order, each with its index (for ``--cell``) and status."""
     spec = spec.resolve()
     out = Path(out_dir)
-    return [
-        {
-            "index": i,
-            "cell": cell_name(m, r, s),
-            "method": m,
-            "imbalance": r,
-            "seed": s,
-            "status": Run(out / cell_name(m, r, s)).status(),
-        }
-        for i, (r, s, m) in enumerate(spec.cells())
-    ]
+    cells = []
+    for i, (r, s, m) in enumerate(spec.cells()):
+        name = cell_name(m, r, s)
+        cell = {"index": i, "cell": name, "method": m, "imbalance": r, "seed": s}
+        blocked = blocked_cell(out, name)
+        cell["status"] = "blocked" if blocked else Run(out / name).status()
+        if blocked:
+            cell["note"] = f"{blocked}: the sweep leaves it alone and refuses to run"
+        cells.append(cell)
+    return cells
 
 
 def run_sweep(
@@ -188,6 +243,7 @@ def run_sweep(
                 )
             cells = [cells[i]]
     configs = {(r, s, m): spec.cell_config(m, r, s, out) for r, s, m in cells}  # checks all
+    _refuse_blocked([b for r, s, m in configs if (b := blocked_cell(out, cell_name(m, r, s)))])
     spec_json = _prepare_dir(spec, out, log)
     for (r, s, m), cfg in configs.items():
         run = Run(out / cell_name(m, r, s))
@@ -235,8 +291,13 @@ def run_sweep(
                 skipped.append(name)
                 _say(f"sweep: {tag}: finished by another process, skipped", log)
                 continue
-            if state == "started":  # stopped before its first checkpoint: nothing to keep
+            _refuse_blocked([b] if (b := blocked_cell(out, name)) else [])  # again, now ours
+            if state == "started" and any(run.path.iterdir()):
+                # a cell this sweep made, stopped before its first checkpoint: nothing to keep
+                _say(f"sweep: {tag}: removing its unfinished run (no checkpoint yet)", log)
                 shutil.rmtree(run.path)
+            if state in ("new", "started"):
+                atomic_write_bytes(_made_marker(out, name), b"")
             key = json.dumps(config_to_dict(cfg.data), sort_keys=True)
             if key != bundle_key:
                 bundle = None  # free the previous data before loading the next

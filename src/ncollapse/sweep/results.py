@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 from ..errors import UserError
 from ..metrics.accuracy import balanced_accuracy
 from ..rundir import Run, atomic_write_bytes
-from .spec import SPEC_FILE, cell_name, ratio_label
+from .spec import SPEC_FILE, cell_name, load_spec_record, ratio_label
 
 __all__ = [
     "ACC_KEYS",
@@ -59,10 +58,7 @@ def read_spec(out_dir: str | Path) -> dict[str, Any]:
     path = Path(out_dir) / SPEC_FILE
     if not path.is_file():
         raise UserError(f"{Path(out_dir)} is not a sweep directory: it has no {SPEC_FILE}")
-    try:
-        return json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError):
-        raise UserError(f"{path} is damaged (not valid JSON); rerun the sweep command") from None
+    return load_spec_record(path)
 
 
 def _cells(spec_json: dict[str, Any]) -> list[tuple[str, float, int]]:

@@ -21,6 +21,7 @@ __all__ = [
     "SweepSpec",
     "cell_name",
     "check_spec",
+    "load_spec_record",
     "parse_imbalance",
     "parse_methods",
     "parse_ratios",
@@ -255,17 +256,61 @@ class SweepSpec:
         }
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+#: what each axis of a recorded grid must hold
+_AXES: dict[str, Any] = {
+    "methods": lambda v: isinstance(v, str) and bool(v),
+    "imbalance": lambda v: _is_number(v) and 0 < v <= 1,
+    "seeds": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+}
+
+
+def load_spec_record(path: Path) -> dict[str, Any]:
+    """The grid recorded in ``path`` (``sweep.json``), checked: a JSON object whose methods,
+    imbalance factors and seeds are lists of what a sweep writes there (the ratios are derived
+    again from the factors). A damaged record is a :class:`UserError` naming what is wrong."""
+    try:
+        record = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        record = None
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    again = (
+        "it records the sweep's grid: restore it, or delete it and rerun the sweep command "
+        "with the settings the finished runs were trained with"
+    )
+    if not isinstance(record, dict):
+        raise UserError(f"{path} is damaged (not a JSON object); {again}")
+    bad = [
+        k
+        for k, ok in _AXES.items()
+        if not isinstance(record.get(k), list) or not all(ok(v) for v in record[k])
+    ]
+    over = record.get("overrides")
+    if over is not None and not (isinstance(over, list) and all(isinstance(o, str) for o in over)):
+        bad.append("overrides")
+    if bad:
+        raise UserError(
+            f"{path} is damaged ({', '.join(bad)}: missing or not a list of "
+            f"{' / '.join(_WHAT[k] for k in bad)}); {again}"
+        )
+    return {**record, "imbalance_ratio": [ratio_label(r) for r in record["imbalance"]]}
+
+
+_WHAT = {
+    "methods": "names",
+    "imbalance": "factors in (0, 1]",
+    "seeds": "integers >= 0",
+    "overrides": "--set strings",
+}
+
+
 def check_spec(path: Path, new: dict[str, Any]) -> list[str]:
     """Refuse a rerun whose shared settings differ; return notes on changed axes."""
-    try:
-        old = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError):
-        old = None
-    if not isinstance(old, dict):
-        raise UserError(
-            f"{path} is damaged (not a JSON object); it records the sweep's grid: restore it, "
-            "or delete it and rerun with the settings the finished runs were trained with"
-        )
+    old = load_spec_record(path)
     defaults = {"shared_recipe": False}  # settings added since older sweeps were recorded
     diff = [
         f"{k}: {json.dumps(old.get(k, defaults.get(k)))} -> {json.dumps(new.get(k))}"

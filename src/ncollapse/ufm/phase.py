@@ -3,6 +3,7 @@ theoretical boundary lam = sqrt(n_B) / N of Hong & Ling (2023)."""
 
 from __future__ import annotations
 
+import io
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
+from ..rundir import atomic_write_bytes, check_output_folder, make_output_folder
 from .problem import MAX_COUNT, check_positive
 from .threshold import check_two_group, minority_collapse_state
 
@@ -67,6 +69,7 @@ def phase_diagram(
             f"the limit {MAX_CELLS} (about 10 ms each)"
         )
     max_iter = check_positive("max_iter", max_iter, upper=10**7, integer=True)
+    png = None if out is None else _plot_path(out)
     grid_counts = []
     for r in ratios:
         n_a = max(n_b + 1, round(r * n_b))
@@ -99,10 +102,35 @@ def phase_diagram(
         "unsettled": [[ratios[i], lams[j]] for i, j in zip(*np.nonzero(~settled))],
         "max_iter": max_iter, "theory_boundary": boundary, "seconds": None, "png": None,
     }  # fmt: skip
-    if out is not None:
-        result["png"] = str(_plot_phase(result, Path(out)))
+    if png is not None:
+        result["png"] = str(_plot_phase(result, png))
     result["seconds"] = time.perf_counter() - t0
     return result
+
+
+def _plot_path(out: str | Path) -> Path:
+    """Where the plot goes, checked before the first solve: a file name (``.png`` added when
+    it has no extension) of a format matplotlib writes, in a folder that can be written."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    path = Path(out)
+    if path.is_dir():
+        raise UserError(
+            f"--out {path} is a folder; give the plot's file name, e.g. {path / 'ufm_phase.png'}"
+        )
+    if not path.suffix:
+        path = path.with_name(path.name + ".png")
+    formats = {"png", "pdf", "svg", "jpg", "jpeg", "tif", "tiff", "webp", "eps", "ps"}
+    formats &= set(FigureCanvasAgg.get_supported_filetypes())  # pgf would need LaTeX
+    if path.suffix[1:].lower() not in formats:
+        raise UserError(
+            f"--out {path}: matplotlib cannot write a {path.suffix} file; give a name ending in "
+            f".png (or {', '.join('.' + f for f in sorted(formats) if f != 'png')})"
+        )
+    check_output_folder(path.parent, "--out", "or give --out a file in another folder")
+    if path.exists() and not path.is_file():
+        raise UserError(f"--out {path} is not a regular file; give another file name")
+    return path
 
 
 def _edges(centres: np.ndarray) -> np.ndarray:
@@ -154,7 +182,8 @@ def _plot_phase(res: dict[str, Any], path: Path) -> Path:
         fontsize=10,
     )
     ax.legend(loc="lower left", fontsize=8, facecolor="0.85")
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=path.suffix[1:].lower())
+    atomic_write_bytes(make_output_folder(path.parent) / path.name, buffer.getvalue())
     return path
