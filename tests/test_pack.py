@@ -17,13 +17,18 @@ import yaml
 import ncollapse.runner as runner_mod
 from ncollapse.cli import main
 from ncollapse.composition import compose
+from ncollapse.config import config_to_dict
 from ncollapse.data import load_data
 from ncollapse.engine.distributed import SINGLE
 from ncollapse.engine.loop import Trainer
 from ncollapse.engine.pack import PackedTrainer, pack_unavailable
 from ncollapse.errors import Preempted, UserError
+from ncollapse.rundir import Run as RunDir
 from ncollapse.runner import build_trainer, run_packed, run_training
+from ncollapse.sweep import run_sweep
 from test_preemption import _same_run
+from test_sweep import FakeRunner
+from test_sweep import _spec as _sweep_spec
 
 QUIET = ["run.progress=none", "run.tensorboard=false", "run.threads=1", "run.amp=false"]
 TIMING = ("seconds", "images_per_s")
@@ -211,6 +216,63 @@ def test_sweep_pack_trains_the_grid_in_packs(tmp_path, capsys):
     assert yaml.safe_load((out / "ce-ir20-s0" / "config.yaml").read_text())["name"] == "ce-ir20-s0"
     assert main([*args, "--pack", "2", "--json"]) == 0  # rerun: everything finished, skipped
     assert capsys.readouterr().err.count("finished earlier, skipped") == 3
+
+
+class _FakePacked:
+    """``run_packed`` without training (test_sweep's FakeRunner for each run); ``kill``: the
+    runs' directories are made, then the process "dies" before the first checkpoint."""
+
+    def __init__(self, kill: bool = False) -> None:
+        self.kill = kill
+        self.calls: list[list[str]] = []
+
+    def __call__(self, cfgs, *, resumes, bundle, prefixes, log):
+        self.calls.append([c.name for c in cfgs])
+        if self.kill:
+            for cfg in cfgs:
+                run = RunDir.create(cfg.run.out_dir, cfg.run.name, explicit=True)
+                run.write_config(config_to_dict(cfg))
+            raise KeyboardInterrupt  # as a SIGKILL leaves them: no checkpoint, no summary
+        one = FakeRunner()
+        return [one(c, resume=r, bundle=bundle) for c, r in zip(cfgs, resumes)]
+
+
+def test_sweep_pack_marks_the_cells_it_makes_and_trains_them_again_after_a_kill(
+    tmp_path, monkeypatch
+):
+    """The packs honour the sweep's ``.<cell>.created`` marks as the one-at-a-time loop does: a
+    cell is marked before its directory is made, so a packed sweep killed before the first
+    checkpoint is rerun (its cells removed and packed again), not refused as someone else's."""
+    monkeypatch.setattr(runner_mod, "run_training", FakeRunner())
+    out = tmp_path / "sw"
+    monkeypatch.setattr(runner_mod, "run_packed", _FakePacked(kill=True))
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(_sweep_spec(), out, log=None, pack=2)
+    first = ["ce-ir20-s0", "la-ir20-s0"]
+    assert all((out / c / "config.yaml").is_file() for c in first)
+    assert {p.name for p in out.glob(".*.created")} == {f".{c}.created" for c in first}
+    packed = _FakePacked()
+    monkeypatch.setattr(runner_mod, "run_packed", packed)
+    lines: list[str] = []
+    result = run_sweep(_sweep_spec(), out, log=lines.append, pack=2)
+    assert packed.calls == [first, ["ce-ir20-s1", "la-ir20-s1"]]
+    assert result["missing"] == [] and sorted(result["ran"]) == sorted(
+        [*first, "ce-ir20-s1", "la-ir20-s1"]
+    )
+    assert "sweep: --pack: ce-ir20-s0: removing its unfinished run (no checkpoint yet)" in lines
+    assert len(list(out.glob(".*.created"))) == 4
+
+
+def test_sweep_pack_leaves_a_run_it_did_not_make_alone(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner_mod, "run_training", FakeRunner())
+    packed = _FakePacked()
+    monkeypatch.setattr(runner_mod, "run_packed", packed)
+    out = tmp_path / "sw"
+    (out / "la-ir20-s0").mkdir(parents=True)
+    (out / "la-ir20-s0" / "config.yaml").write_text("{}\n")
+    with pytest.raises(UserError, match="holds an unfinished run this sweep did not make"):
+        run_sweep(_sweep_spec(), out, log=None, pack=2)
+    assert packed.calls == [] and (out / "la-ir20-s0" / "config.yaml").read_text() == "{}\n"
 
 
 @pytest.mark.parametrize(

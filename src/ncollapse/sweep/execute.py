@@ -123,6 +123,22 @@ def _refuse_blocked(reasons: list[str]) -> None:
         )
 
 
+def _make_ready(out: Path, name: str, state: str, say: Callable[[str], None]) -> None:
+    """Make cell ``name``, claimed (its lock held) with status ``state``, ready to train: a
+    path the sweep did not make is refused (again, now that the cell is ours); an unfinished
+    cell it made, stopped before its first checkpoint, is removed; a cell to be made is marked
+    (:func:`_made_marker`) before its directory is. The one-at-a-time loop and the packs
+    (:mod:`.pack`) both call this."""
+    _refuse_blocked([b] if (b := blocked_cell(out, name)) else [])
+    path = out / name
+    if state == "started" and any(path.iterdir()):
+        # a cell this sweep made, stopped before its first checkpoint: nothing to keep
+        say("removing its unfinished run (no checkpoint yet)")
+        shutil.rmtree(path)
+    if state in ("new", "started"):
+        atomic_write_bytes(_made_marker(out, name), b"")
+
+
 def _differences(run: Run, cfg: Config) -> list[str]:
     """How the config ``run`` was trained with differs from ``cfg``, ``run.*`` keys aside."""
     saved = complete_config_dict(run.config_dict())  # keys added since: their defaults
@@ -259,6 +275,7 @@ def run_sweep(
             out,
             pack,
             lock=CellLock,
+            make_ready=lambda name, state, say: _make_ready(out, name, state, say),
             load_bundle=lambda cfg: load_data(cfg.data),
             log=lambda msg: _say(msg, log),
         )
@@ -291,13 +308,7 @@ def run_sweep(
                 skipped.append(name)
                 _say(f"sweep: {tag}: finished by another process, skipped", log)
                 continue
-            _refuse_blocked([b] if (b := blocked_cell(out, name)) else [])  # again, now ours
-            if state == "started" and any(run.path.iterdir()):
-                # a cell this sweep made, stopped before its first checkpoint: nothing to keep
-                _say(f"sweep: {tag}: removing its unfinished run (no checkpoint yet)", log)
-                shutil.rmtree(run.path)
-            if state in ("new", "started"):
-                atomic_write_bytes(_made_marker(out, name), b"")
+            _make_ready(out, name, state, lambda msg, t=tag: _say(f"sweep: {t}: {msg}", log))
             key = json.dumps(config_to_dict(cfg.data), sort_keys=True)
             if key != bundle_key:
                 bundle = None  # free the previous data before loading the next

@@ -5,10 +5,12 @@ Cells are grouped in run order by what a pack needs them to share (:func:`pack_k
 the backbone and its width, the batch size, the number of epochs, the device and the
 precision, and where a resumed cell starts); seeds of one method and methods on the same
 backbone (``ce`` and ``etf_dr``) pack together, a method on another backbone or schedule does
-not. Each cell is claimed with its lock as the one-at-a-time loop claims it, and each keeps its
-own run directory, the same in content as trained alone (to float rounding). A cell that cannot
-be packed (alone in its group, streamed data, a loss with extra batches) is left to the
-one-at-a-time loop, with a line saying so.
+not. Each cell is claimed with its lock as the one-at-a-time loop claims it, and made ready as
+that loop makes it (a path the sweep did not make is refused, a cell it made that stopped before
+its first checkpoint is removed, a cell's ``.<cell>.created`` mark is left before its directory
+is made); each keeps its own run directory, the same in content as trained alone (to float
+rounding). A cell that cannot be packed (alone in its group, streamed data, a loss with extra
+batches) is left to the one-at-a-time loop, with a line saying so.
 """
 
 from __future__ import annotations
@@ -59,13 +61,16 @@ def train_packs(
     pack: int,
     *,
     lock: Callable[[Path, str], Any],
+    make_ready: Callable[[str, str, Callable[[str], None]], None],
     load_bundle: Callable[[Config], Any],
     log: Callable[[str], None],
 ) -> tuple[list[str], list[str]]:
-    """Train the packable cells of ``cells`` (new or resumable ones) ``pack`` at a time; returns
-    the names of the cells trained from scratch and of those resumed. ``lock(out, name)`` makes
-    a cell's lock (``acquire()`` False when another process holds it, ``release()``);
-    ``load_bundle(cfg)`` the data of a cell."""
+    """Train the packable cells of ``cells`` (new, started or resumable ones) ``pack`` at a
+    time; returns the names of the cells trained from scratch and of those resumed.
+    ``lock(out, name)`` makes a cell's lock (``acquire()`` False when another process holds it,
+    ``release()``); ``make_ready(name, status, say)`` readies a claimed cell to train from
+    scratch (new or started: the sweep's ``.created`` marks) or refuses it with a
+    :class:`UserError`; ``load_bundle(cfg)`` the data of a cell."""
     from ..runner import run_packed
 
     groups: dict[str, list[tuple[Cell, SavedRun | None]]] = {}
@@ -73,7 +78,7 @@ def train_packs(
         r, s, m = c
         run = Run(out / cell_name(m, r, s))
         status = run.status()
-        if status not in ("new", "resumable"):
+        if status not in ("new", "started", "resumable"):
             continue
         saved = run.read_saved() if status == "resumable" else None
         start = resume_point(saved.checkpoint) if saved and saved.checkpoint else 0
@@ -96,7 +101,7 @@ def train_packs(
                     f"sweep: --pack {pack}: {cell_name(m, r, s)} trains alone: the last of its group"
                 )
                 continue
-            done = _train_pack(chunk, configs, out, lock, load_bundle, log, run_packed)
+            done = _train_pack(chunk, configs, out, lock, make_ready, load_bundle, log, run_packed)
             ran += done[0]
             resumed += done[1]
     return ran, resumed
@@ -107,6 +112,7 @@ def _train_pack(
     configs: dict[Cell, Config],
     out: Path,
     lock: Callable[[Path, str], Any],
+    make_ready: Callable[[str, str, Callable[[str], None]], None],
     load_bundle: Callable[[Config], Any],
     log: Callable[[str], None],
     run_packed: Callable[..., list[Any]],
@@ -121,7 +127,10 @@ def _train_pack(
                 continue  # another process trains it: the one-at-a-time loop says so
             held.append(claim)
             status = Run(out / name).status()  # again, now that it is ours
-            if status == "new" or (status == "resumable" and saved is not None):
+            if status in ("new", "started") and saved is None:
+                make_ready(name, status, lambda msg, n=name: log(f"sweep: --pack: {n}: {msg}"))
+                members.append((c, name, saved))
+            elif status == "resumable" and saved is not None:
                 members.append((c, name, saved))
         if not members:
             return [], []
