@@ -14,6 +14,7 @@ the precision, the thread count, the CPU (or GPU) model and the command added, a
     python benchmarks/full_length.py --list                 # the queue and where each run stands
     nohup python benchmarks/full_length.py --threads 1 &    # train what is missing, in order
     python benchmarks/full_length.py --only ce,la --seeds 0  # a part of the grid
+    python benchmarks/full_length.py --pack 12 --device cuda  # the whole grid as one pack
     python benchmarks/full_length.py --save-partial          # pack unfinished runs (see below)
 
 The runs take hours each on a CPU and outlive a working session. ``--save-partial`` packs every
@@ -21,6 +22,12 @@ unfinished run (its checkpoint, config, data and metrics files; not TensorBoard'
 ``benchmarks/records/partial/<run>.tar.gz``, so that it can be kept with the project; a later
 invocation on a machine without the run directory unpacks it and resumes from its checkpoint.
 A finished run's pack is removed when its record is written.
+
+With ``--pack N`` the runs still to train go N at a time into one process, as one batched model
+(``ncollapse sweep --pack``: ResNet-32 is every method's backbone, so the whole grid packs); each
+run directory and record is the one its own ``ncollapse train`` would give (to float rounding),
+the record naming the runs it was packed with. (``--save-partial``'s tarballs are another kind
+of pack: files, not runs.)
 """
 
 from __future__ import annotations
@@ -95,6 +102,8 @@ def write_record(run_dir: Path, command: list[str], records: Path) -> Path:
     summary["machine"] = _machine(env)
     summary["torch"] = env.get("torch")
     summary["command"] = shlex.join(["ncollapse", *command])
+    if env.get("pack"):  # trained as one batched model with these runs
+        summary["packed_with"] = env["pack"]
     records.mkdir(parents=True, exist_ok=True)
     path = records / f"{run_dir.name}.json"
     path.write_text(json.dumps(summary, indent=1) + "\n")
@@ -141,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--device", default="auto")
     p.add_argument("--list", action="store_true", help="print the queue and each run's state")
+    p.add_argument(
+        "--pack", type=int, default=1, metavar="N",
+        help="train the runs still to train N at a time in this process, as one batched model",
+    )  # fmt: skip
     p.add_argument("--save-partial", action="store_true", help="pack the unfinished runs and exit")
     args = p.parse_args(argv)
     from ncollapse.rundir import Run
@@ -148,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     methods = args.only.split(",") if args.only else None
     seeds = [int(s) for s in args.seeds.split(",")]
     out, records = Path(args.out), Path(args.records)
+    if args.pack > 1 and not (args.list or args.save_partial):
+        return train_packed(queue(methods, seeds), args, out, records)
     for method, recipe, extra, seed in queue(methods, seeds):
         name = run_name(method, seed)
         run = Run(out / name)
@@ -163,8 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             done = (records / f"{name}.json").is_file()
             print(f"{name:42s} {status:10s} {'record written' if done else ''}")
             continue
-        new = ["train", "--config", recipe, "--seed", str(seed), "--out", str(out), "--name", name]
-        new += [x for o in extra for x in ("--set", o)]
+        new = _train_command(recipe, extra, seed, out, name)
         run_keys = [f"run.threads={args.threads}", "run.progress=log", f"run.device={args.device}"]
         if status == "started":
             raise SystemExit(
@@ -186,6 +200,71 @@ def main(argv: list[str] | None = None) -> int:
         record = write_record(run.path, new, records)
         (records / PARTIAL / f"{name}.tar.gz").unlink(missing_ok=True)
         print(f"full_length: {name} done, record {record}", flush=True)
+    return 0
+
+
+def _train_command(recipe: str, extra: list[str], seed: int, out: Path, name: str) -> list[str]:
+    new = ["train", "--config", recipe, "--seed", str(seed), "--out", str(out), "--name", name]
+    return new + [x for o in extra for x in ("--set", o)]
+
+
+def train_packed(todo: list, args: argparse.Namespace, out: Path, records: Path) -> int:
+    """The queue's unfinished runs, ``args.pack`` at a time as one batched model (in this
+    process, resumed ones from their checkpoints); a record for each that finishes."""
+    from ncollapse.composition import compose
+    from ncollapse.errors import Preempted
+    from ncollapse.rundir import Run
+    from ncollapse.runner import run_packed
+    from ncollapse.threads import set_threads
+
+    set_threads(args.threads)
+    run_keys = [f"run.threads={args.threads}", "run.progress=log", f"run.device={args.device}"]
+    waiting = []
+    for method, recipe, extra, seed in todo:
+        name = run_name(method, seed)
+        run = Run(out / name)
+        if restore_partial(run.path, records):
+            print(f"full_length: {name} unpacked from {records / PARTIAL}", flush=True)
+        status = run.status()
+        if status == "started":
+            raise SystemExit(
+                f"full_length: {run.path} holds no checkpoint; remove it to start over"
+            )
+        if status == "done":
+            if not (records / f"{name}.json").is_file():
+                write_record(run.path, _train_command(recipe, extra, seed, out, name), records)
+            continue
+        waiting.append(
+            (method, recipe, extra, seed, name, run.path if status == "resumable" else None)
+        )
+    for i in range(0, len(waiting), args.pack):
+        chunk = waiting[i : i + args.pack]
+        cfgs = [
+            compose(recipe, None, [*extra, *run_keys], seed=seed, out=str(out), name=name)
+            for _, recipe, extra, seed, name, _ in chunk
+        ]
+        names = [c[4] for c in chunk]
+        print(
+            f"full_length: training {len(chunk)} runs as one pack: {', '.join(names)}", flush=True
+        )
+        try:
+            results = run_packed(
+                cfgs,
+                resumes=[c[5] for c in chunk],
+                prefixes=[f"{name} " for name in names],
+                log=lambda msg: print(f"full_length: {msg}", flush=True),
+            )
+        except Preempted as stop:  # SIGTERM/SIGUSR1 (timeout's, a scheduler's): saved, resumable
+            print(f"full_length: {stop}; rerun the same command to go on", file=sys.stderr)
+            return stop.exit_status
+        for (_, recipe, extra, seed, name, _), result in zip(chunk, results):
+            if isinstance(result, BaseException):
+                print(f"full_length: {name} stopped: {result}", file=sys.stderr)
+                return 1
+            command = _train_command(recipe, extra, seed, out, name)
+            record = write_record(result.run_dir, command, records)
+            (records / PARTIAL / f"{name}.tar.gz").unlink(missing_ok=True)
+            print(f"full_length: {name} done, record {record}", flush=True)
     return 0
 
 

@@ -6,14 +6,18 @@ class weights, SGD with momentum and weight decay) as `ncollapse train` runs it:
 on CPUs with bf16 instructions, bf16 autocast. The plain loop is the minimal loop a user would
 write: gather the batch, convert and normalise, forward in fp32 NCHW, cross-entropy, backward,
 step (no augmentation, no mixup). Also shown: the engine with each lever switched off, so every
-figure has its baseline beside it. The CPU and its features are printed: the ratio depends on
+figure has its baseline beside it; on a GPU the engine with its step captured as a CUDA graph
+(``run.step=graph``, in bf16 and fp32), and with ``--pack N`` N seeds trained as one batched
+model (``ncollapse sweep --pack``: the images per second of all N runs together). The CPU and its features are printed: the ratio depends on
 them (bf16 needs avx512_bf16 or AMX; without them the engine trains in fp32).
 
     python benchmarks/throughput.py                  # CIFAR-10-LT from the JPEG copy when present
     python benchmarks/throughput.py --synthetic      # random images of the same shape
     python benchmarks/throughput.py --isa avx2       # as on an AVX2-only CPU (oneDNN and ATen
                                                      # limited to AVX2, no bf16), same machine
-    python benchmarks/throughput.py --device cuda    # on a GPU (AMP as in training)
+    python benchmarks/throughput.py --device cuda    # on a GPU (AMP as in training), with the
+                                                     # step captured as a CUDA graph too
+    python benchmarks/throughput.py --pack 9         # and nine seeds trained as one pack
 """
 
 from __future__ import annotations
@@ -70,8 +74,20 @@ def engine_rate(cfg, bundle, device) -> float:
     from ncollapse.runner import build_trainer
 
     trainer = build_trainer(cfg, bundle, device)
-    trainer.train_epoch(0)  # warm-up (allocator, oneDNN primitive cache)
+    trainer.train_epoch(0)  # warm-up (allocator, oneDNN primitive cache; the capture of a graph)
     return trainer.train_epoch(1)["images_per_s"]
+
+
+def pack_rate(cfg, bundle, device, runs: int) -> float:
+    """Images per second of ``runs`` seeds of ``cfg`` trained as one pack (all runs' images)."""
+    from ncollapse.engine.pack import PackedTrainer
+    from ncollapse.runner import build_trainer
+
+    trainers = [build_trainer(cfg.replace(seed=s), bundle, device) for s in range(runs)]
+    pack = PackedTrainer(trainers)
+    pack.train_epoch(0)  # warm-up
+    records = pack.train_epoch(1)
+    return sum(r["images_per_s"] for r in records.values())  # one shared epoch time
 
 
 def plain_rate(cfg, bundle, device) -> float:
@@ -111,25 +127,29 @@ def plain_rate(cfg, bundle, device) -> float:
     return epoch()
 
 
+def timing_setup(args: argparse.Namespace):
+    """The device and the settings of two timed epochs (quiet, no decay, no warning about it),
+    with ``args.threads`` torch threads."""
+    import torch
+
+    from ncollapse.engine.state import resolve_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    base = ["optim.epochs=2", "run.progress=none", "run.tensorboard=false", "optim.milestones=[]"]
+    return device, [*base, f"run.device={device}"]
+
+
 def measure(args: argparse.Namespace) -> dict:
     import torch
 
     from ncollapse.composition import compose
     from ncollapse.engine.precision import autocast_dtype, cpu_flags
-    from ncollapse.engine.state import resolve_device
     from ncollapse.runner import cpu_info
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    base = [
-        "optim.epochs=2",
-        "run.progress=none",
-        "run.tensorboard=false",
-        "optim.warmup_epochs=0",
-        "optim.milestones=[]",  # two timed epochs: no decay (and no warning about it)
-        f"run.device={device}",
-    ]
+    device, base = timing_setup(args)
+    base.append("optim.warmup_epochs=0")
     variants = {
         "engine": [],
         "engine_fp32": ["run.amp=false"],
@@ -137,15 +157,21 @@ def measure(args: argparse.Namespace) -> dict:
     }
     if autocast_dtype(device, True) is None:  # no native bf16 here: the fp32 rows say it all
         del variants["engine_fp32"]
+    if device.type == "cuda":  # the step captured as a CUDA graph (elsewhere the eager step)
+        variants["engine_graph"] = ["run.step=graph"]
+        variants["engine_fp32_graph"] = ["run.step=graph", "run.amp=false"]
     cfgs = {
         k: compose("cifar10_lt_r100_etf_dr", overrides=[*base, *v]) for k, v in variants.items()
     }
     bundle = _subset(_bundle(args, cfgs["engine"]), args.batches * 128)
-    rates: dict[str, list[float]] = {"plain": [], **{k: [] for k in cfgs}}
+    packs = {f"engine_pack{args.pack}": cfgs["engine"]} if args.pack > 1 else {}
+    rates: dict[str, list[float]] = {"plain": [], **{k: [] for k in [*cfgs, *packs]}}
     for _ in range(args.repeats):
         rates["plain"].append(plain_rate(cfgs["engine"], bundle, device))
         for k, cfg in cfgs.items():
             rates[k].append(engine_rate(cfg, bundle, device))
+        for k, cfg in packs.items():  # all the pack's images per second
+            rates[k].append(pack_rate(cfg, bundle, device, args.pack))
     best = {k: max(v) for k, v in rates.items()}
     precision = autocast_dtype(device, True)
     return {
@@ -161,23 +187,33 @@ def measure(args: argparse.Namespace) -> dict:
         "torch": torch.__version__,
         "images_per_pass": bundle.train.labels.numel(),
         "images_per_s": best,
+        "packed_runs": args.pack if args.pack > 1 else None,
         "ratios_vs_plain": {k: best[k] / best["plain"] for k in best if k != "plain"},
         "all_runs": rates,
     }
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="auto")
-    p.add_argument("--batches", type=int, default=24, help="batches of 128 per timed pass")
+def timing_options(p: argparse.ArgumentParser, device: str, batches: int) -> None:
+    """The options of a timing: device, pass size, repeats, threads, the data, --json."""
+    p.add_argument("--device", default=device)
+    p.add_argument("--batches", type=int, default=batches, help="batches of 128 per timed pass")
     p.add_argument("--repeats", type=int, default=2, help="passes per contender (best is kept)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--synthetic", action="store_true", help="random images instead of CIFAR")
+    p.add_argument("--json", action="store_true")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    timing_options(p, "auto", 24)
+    p.add_argument(
+        "--pack", type=int, default=0, metavar="N",
+        help="also time N seeds trained as one pack (ncollapse sweep --pack), all N runs' images",
+    )  # fmt: skip
     p.add_argument(
         "--isa", choices=sorted(ISA_ENV), default=None,
         help="limit the CPU kernels to an instruction set (runs in a subprocess)",
     )  # fmt: skip
-    p.add_argument("--json", action="store_true")
     args = p.parse_args()
     if args.isa and os.environ.get("NCOLLAPSE_BENCH_CHILD") != "1":
         env = {**os.environ, **ISA_ENV[args.isa], "NCOLLAPSE_BENCH_CHILD": "1"}

@@ -47,6 +47,19 @@ def test_linear_and_cosine_schedules_ramp_then_decay_to_the_floor():
     assert all(b <= a + 1e-12 for a, b in itertools.pairwise(steps[4:]))  # monotone after warm-up
 
 
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_smooth_schedules_without_a_warmup_start_at_the_full_rate(schedule):
+    """``optim.warmup_epochs=0`` is no warm-up (it raised ZeroDivisionError at the start of the
+    first epoch, where the loop asks for the rate with progress 0): the rate starts at ``lr``
+    and decays from there as it would after a warm-up."""
+    o = _optim(schedule=schedule, warmup_epochs=0)
+    assert lr_at(o, 0, 0.0) == pytest.approx(0.4)
+    assert lr_at(o, 5, 0.0) == pytest.approx(0.2)  # half-way: both shapes are at one half
+    assert lr_at(o, 9, 1.0) == pytest.approx(0.0)
+    steps = [lr_at(o, e, b / 4) for e in range(10) for b in range(5)]
+    assert all(b <= a + 1e-12 for a, b in itertools.pairwise(steps))  # decays from the start
+
+
 def test_step_schedule_with_per_milestone_factors():
     o = _optim(schedule="step", warmup_epochs=0, milestones=[4, 8], lr_factors=[0.01, 0.0001])
     assert [lr_at(o, e) for e in (0, 4, 8)] == pytest.approx([0.4, 0.004, 0.00004])

@@ -43,6 +43,7 @@ from .config import (
     validate,
 )
 from .data import DATASETS, default_imbalance
+from .engine.graphs import STEPS
 from .engine.optimizers import OPTIMIZERS
 from .engine.schedule import SCHEDULES
 from .heads import HEADS
@@ -61,6 +62,7 @@ REGISTRIES: tuple[Registry[Any], ...] = (
     LOSSES,
     OPTIMIZERS,
     SCHEDULES,
+    STEPS,
 )
 
 

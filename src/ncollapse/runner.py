@@ -15,7 +15,7 @@ import shutil
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from .data import load_data
 from .data.base import DataBundle
 from .engine.distributed import SINGLE, Distributed, ReadOnlyRun, init_distributed
 from .engine.loop import Trainer
+from .engine.pack import PackedTrainer, pack_unavailable
 from .engine.precision import autocast_dtype
 from .engine.progress import Progress
 from .errors import UserError
@@ -42,6 +43,7 @@ __all__ = [
     "RunResult",
     "build_trainer",
     "cpu_info",
+    "run_packed",
     "run_training",
     "stop_on_signals",
     "train",
@@ -201,6 +203,35 @@ def run_training(
     Started by torchrun with several processes, this is one rank of a data-parallel run
     (``docs/distributed.md``): rank 0 decides on and writes the run directory, the others only
     read it."""
+    p = _prepare(cfg, resume, bundle, prefix)
+    try:
+        with stop_on_signals(p.trainer):
+            summary = p.trainer.fit(p.writer)
+    except BaseException as exc:
+        _discard_unfinished(p, exc)
+        raise
+    return RunResult(p.run.path, summary)
+
+
+@dataclass
+class _Prepared:
+    """A run ready to train: its trainer and run directory (what it wrote there, what it
+    resumed from)."""
+
+    trainer: Trainer
+    run: Run
+    writer: Any
+    saved: SavedRun | None
+    dist: Distributed
+    env: dict[str, Any] | None
+
+
+def _prepare(
+    cfg: Config | None,
+    resume: str | Path | Run | SavedRun | None,
+    bundle: DataBundle | None,
+    prefix: str,
+) -> _Prepared:
     saved: SavedRun | None = None
     if resume is not None:
         # every file a resume reads, read once, before any data is loaded
@@ -237,10 +268,13 @@ def run_training(
             )
 
     writer: Any = run if dist.is_main else ReadOnlyRun(run)
+    env = None
     if saved is None:
         writer.write_config(config_to_dict(cfg))
         writer.write_data(_data_record(cfg, bundle))
-        writer.write_env(_env_record(device, cfg.run.amp, dist, trainer.global_batch))
+        env = _env_record(device, cfg.run.amp, dist, trainer.global_batch)
+        env["step"] = "eager" if trainer.graph is None else "graph"
+        writer.write_env(env)
         progress.message(f"run directory: {run.path} ({threads.describe()})")
         progress.message(bundle.describe())
         grown = getattr(getattr(trainer.network, "backbone", None), "grown", None)
@@ -265,17 +299,99 @@ def run_training(
     else:  # stopped before its first checkpoint: nothing to keep, start from epoch 0
         writer.truncate_metrics(0, saved.records)
         progress.message(f"{run.path} has no checkpoint yet: training it from epoch 0")
+    return _Prepared(trainer, run, writer, saved, dist, env)
+
+
+def _discard_unfinished(p: _Prepared, exc: BaseException) -> None:
+    """After ``exc`` stopped a new run before its first checkpoint: nothing to keep, so remove
+    its directory (the same command can simply be rerun), and say so in a user error."""
+    if _remove(p) and isinstance(exc, UserError):
+        raise UserError(f"{exc} (no epoch finished: {p.run.path} was removed)") from None
+
+
+def _remove(p: _Prepared) -> bool:
+    """Remove a new run's directory if it holds no checkpoint; whether it was removed."""
+    if p.saved is None and p.dist.is_main and not p.run.checkpoint_path.is_file():
+        shutil.rmtree(p.run.path, ignore_errors=True)
+        return True
+    return False
+
+
+def run_packed(
+    cfgs: Sequence[Config | None],
+    *,
+    resumes: Sequence[str | Path | Run | SavedRun | None] | None = None,
+    bundle: DataBundle | None = None,
+    prefixes: Sequence[str] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> list[RunResult | BaseException]:
+    """Train several runs in one process (each ``cfg``, or the run at ``resumes[i]``, as
+    :func:`run_training` would): the runs that can be packed together
+    (:func:`~ncollapse.engine.pack.pack_unavailable`: the first run's backbone shape, device,
+    schedule length and so on) as one batched model (:class:`~ncollapse.engine.pack.PackedTrainer`),
+    each of the others alone afterwards, with a line to ``log`` saying why. Returns each run's
+    result, or the error that stopped it, in order; each run directory holds what the run alone
+    would have written (to float rounding)."""
+    n = len(cfgs)
+    resumes = list(resumes) if resumes is not None else [None] * n
+    prefixes = list(prefixes) if prefixes is not None else [""] * n
+    prepared: list[_Prepared] = []
     try:
-        with stop_on_signals(trainer):
-            summary = trainer.fit(writer)
-    except BaseException as exc:
-        if saved is None and dist.is_main and not run.checkpoint_path.is_file():
-            # no epoch was kept: leave nothing behind, so the same command can simply be rerun
-            shutil.rmtree(run.path, ignore_errors=True)
-            if isinstance(exc, UserError):
-                raise UserError(f"{exc} (no epoch finished: {run.path} was removed)") from None
+        for c, r, pre in zip(cfgs, resumes, prefixes):
+            prepared.append(_prepare(c, r, bundle, pre))
+    except BaseException as exc:  # the runs made so far have trained nothing
+        for p in prepared:
+            _discard_unfinished(p, exc)
         raise
-    return RunResult(run.path, summary)
+    alone = [pack_unavailable(p.trainer) for p in prepared]
+    first = next((p.trainer for p, why in zip(prepared, alone) if why is None), None)
+    together = []
+    for p in prepared:
+        reason = pack_unavailable(p.trainer, first or p.trainer)
+        if reason is None:
+            together.append(p)
+        elif log is not None:
+            log(f"{p.run.path.name} trains alone, not packed: {reason}")
+    out: dict[int, RunResult | BaseException] = {}
+    try:
+        if len(together) > 1:
+            names = [p.run.path.name for p in together]
+            if any(p.trainer.graph is not None for p in together) and log is not None:
+                log("packed runs take the eager step: run.step=graph is not combined with packing")
+            for p in together:
+                p.trainer.graph = None
+                if p.env is not None:  # which runs shared the batched model
+                    p.writer.write_env({**p.env, "pack": names, "step": "eager"})
+            packed = PackedTrainer([p.trainer for p in together])
+            with stop_on_signals(packed):  # SIGTERM/SIGUSR1: every run of the pack stops
+                results = packed.fit([p.writer for p in together])
+            for p, result in zip(together, results):
+                out[prepared.index(p)] = _result(p, result)
+        for i, p in enumerate(prepared):
+            if i in out:
+                continue
+            try:
+                with stop_on_signals(p.trainer):
+                    out[i] = RunResult(p.run.path, p.trainer.fit(p.writer))
+            except Exception as exc:
+                out[i] = _result(p, exc)
+    except BaseException as exc:  # a signal, ^C or an error of the pack: the runs that kept
+        # nothing (those not started yet included) are removed, as a single run's would be
+        removed = [str(p.run.path) for i, p in enumerate(prepared) if i not in out and _remove(p)]
+        if removed and isinstance(exc, UserError):
+            raise UserError(f"{exc} (no epoch finished: {', '.join(removed)} removed)") from None
+        raise
+    return [out[i] for i in range(n)]
+
+
+def _result(p: _Prepared, result: dict[str, Any] | BaseException) -> RunResult | BaseException:
+    if not isinstance(result, BaseException):
+        return RunResult(p.run.path, result)
+    try:
+        _discard_unfinished(p, result)
+    except UserError as exc:
+        return exc
+    return result
 
 
 #: the signals that stop a run at the next step boundary, with a checkpoint: SIGTERM (what
@@ -285,7 +401,7 @@ STOP_SIGNALS = ("SIGTERM", "SIGUSR1")
 
 
 @contextlib.contextmanager
-def stop_on_signals(trainer: Trainer) -> Iterator[None]:
+def stop_on_signals(trainer: Trainer | PackedTrainer) -> Iterator[None]:
     """While training, :data:`STOP_SIGNALS` ask ``trainer`` to stop at the next step boundary
     (:meth:`~ncollapse.engine.loop.Trainer.request_stop`); a second one of them ends the process
     at once, as it would have without this. Only in the main thread (where Python handles

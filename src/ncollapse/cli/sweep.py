@@ -8,6 +8,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from ..errors import UserError
 from .common import add_schedule_options, print_json
 
 
@@ -70,6 +71,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--out", default=None, help="sweep directory (default: runs/sweep-<recipe>)")
     p.add_argument(
+        "--pack",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train up to N cells that share a backbone (seeds, or methods on one network) at a "
+        "time in this process, as one batched model; the others one at a time (default: 1)",
+    )
+    p.add_argument(
         "--json", action="store_true", help="print the aggregated rows as JSON (not the table)"
     )
     mode = p.add_mutually_exclusive_group()
@@ -103,6 +112,10 @@ def run(args: argparse.Namespace) -> int:
         write_results,
     )
 
+    if args.pack < 1:
+        raise UserError(f"--pack takes a number of runs >= 1, got {args.pack}")
+    if args.pack > 1 and args.cell is not None:
+        raise UserError("--pack trains several cells at once and --cell one: drop one of them")
     imbalance = parse_ratios(args.ratio) if args.ratio is not None else args.imbalance
     spec = SweepSpec(
         methods=args.methods,
@@ -133,7 +146,9 @@ def run(args: argparse.Namespace) -> int:
         missing = missing_cells(out, spec_json)
         result = {"out_dir": str(out), "spec": spec_json, "rows": rows, "missing": missing}
     else:
-        result = run_sweep(spec, out, cell=args.cell, log=lambda m: print(m, file=sys.stderr))
+        result = run_sweep(
+            spec, out, cell=args.cell, log=lambda m: print(m, file=sys.stderr), pack=args.pack
+        )
     if args.json:
         print_json({k: result[k] for k in ("out_dir", "spec", "rows", "missing") if k in result})
     else:

@@ -233,6 +233,12 @@ class RunConfig(Section, key="run"):
     channels_last: bool = option(
         True, "NHWC memory layout for image batches (about 1.5-2x faster convs)"
     )
+    step: str = option(
+        None,
+        "how each training step runs: `eager` issues it operation by operation; `graph` captures "
+        "the whole step once as a CUDA graph and replays it (CUDA only; elsewhere, or where the "
+        "step cannot be captured, the eager step with a line saying why; docs/speed.md)",
+    )
     checkpoint_every: int = option(1, "save `checkpoint.pt` every N epochs (and at the end)")
     tensorboard: bool = option(True, "write TensorBoard event files to `tb/` in the run directory")
     progress: str = option("auto", "how training reports itself on the terminal")

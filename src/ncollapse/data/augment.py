@@ -12,7 +12,10 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["AUGMENTS", "BatchAugment", "make_augment"]
+__all__ = ["AUGMENTS", "BatchAugment", "CropDraws", "make_augment"]
+
+#: one batch's crop offsets and flips: ``(dy, dx, flip or None)`` (:meth:`BatchAugment.draw`)
+CropDraws = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
 
 AUGMENTS = ("standard", "none")
 
@@ -69,29 +72,50 @@ class BatchAugment:
         gdev = generator.device if generator is not None else device
         return torch.randint(0, high, (n,), generator=generator, device=gdev).to(device)
 
-    def crop_flip(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """The random crop and flip alone, on the uint8 batch (returns uint8)."""
+    def draw(
+        self, n: int, generator: torch.Generator | None = None, device=None
+    ) -> CropDraws | None:
+        """The random numbers of one batch of ``n`` images, ``(dy, dx, flip)`` (``flip`` None
+        without flips; None when the augmentation draws nothing), drawn in that order from
+        ``generator`` and moved to ``device`` (default: the generator's). :meth:`crop_flip` is
+        ``apply(x, draw(len(x), generator, x.device))``; a caller may draw a whole epoch's numbers
+        first and apply them later (the captured step of :mod:`ncollapse.engine.graphs`)."""
+        p = self.crop_padding
+        if p == 0 and not self.flip:
+            return None
+        if device is None:
+            device = generator.device if generator is not None else torch.device("cpu")
+        if p > 0:
+            dy = self._rand(2 * p + 1, n, generator, device)
+            dx = self._rand(2 * p + 1, n, generator, device)
+        else:
+            dy = dx = torch.zeros(n, dtype=torch.long, device=device)
+        flip = self._rand(2, n, generator, device).bool() if self.flip else None
+        return dy, dx, flip
+
+    def apply(self, x: torch.Tensor, draws: CropDraws | None) -> torch.Tensor:
+        """The crop and flip of :meth:`draw`'s numbers (on ``x``'s device) on the uint8 batch
+        ``x`` (returns uint8). Only tensor operations of fixed shapes: capturable in a CUDA
+        graph."""
+        if draws is None:
+            return x
+        dy, dx, flip = draws
         b, _c, h, w = x.shape
         p = self.crop_padding
         dev = x.device
-        if p == 0 and not self.flip:
-            return x
-        if p > 0:
-            dy = self._rand(2 * p + 1, b, generator, dev)
-            dx = self._rand(2 * p + 1, b, generator, dev)
-            padded = torch.nn.functional.pad(x, (p, p, p, p), mode="constant", value=0)
-        else:
-            dy = dx = torch.zeros(b, dtype=torch.long, device=dev)
-            padded = x
+        padded = torch.nn.functional.pad(x, (p, p, p, p), mode="constant", value=0) if p else x
         rows = dy[:, None] + torch.arange(h, device=dev)[None, :]  # (B, H)
         cols = dx[:, None] + torch.arange(w, device=dev)[None, :]  # (B, W)
-        if self.flip:
-            flip = self._rand(2, b, generator, dev).bool()
+        if flip is not None:
             cols = torch.where(flip[:, None], cols.flip(1), cols)
         bidx = torch.arange(b, device=dev)[:, None, None]
         # advanced indices separated by the channel slice -> result (B, H, W, C)
         out = padded.permute(0, 2, 3, 1)[bidx, rows[:, :, None], cols[:, None, :]]
         return out.permute(0, 3, 1, 2).contiguous()
+
+    def crop_flip(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The random crop and flip alone, on the uint8 batch (returns uint8)."""
+        return self.apply(x, self.draw(x.shape[0], generator, x.device))
 
     def __call__(
         self,

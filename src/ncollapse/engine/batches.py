@@ -10,15 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from ..criterion import Batch
-from ..data.augment import BatchAugment
-from .mixup import mixup_batch
+from ..data.augment import BatchAugment, CropDraws
+from .mixup import MixDraws, apply_mixup, draw_mixup
 from .state import epoch_generators
 
-__all__ = ["ResidentBatches", "StepInput", "epoch_order"]
+__all__ = ["BatchDraws", "ResidentBatches", "StepInput", "epoch_order", "not_resident_alone"]
 
 
 @dataclass
@@ -39,6 +40,18 @@ class StepInput:
     shards: list[int] | None = None
     whole: Batch | None = None
     whole_extra: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class BatchDraws:
+    """Everything random about one training step, in the order it is drawn: the sample indices
+    (a slice of the epoch's order), the crop and flip of the batch, its mixup numbers (None
+    without mixup), then each extra batch's indices and crop and flip."""
+
+    idx: torch.Tensor
+    crop: CropDraws | None
+    mix: MixDraws | None
+    extra: dict[str, tuple[torch.Tensor, CropDraws | None]] = field(default_factory=dict)
 
 
 def epoch_order(
@@ -88,30 +101,62 @@ class ResidentBatches:
         full, tail = divmod(self.images.shape[0], self.batch_size)
         return full + int(tail >= 2 or full == 0)
 
-    def _prepare(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        return self.augment(x, g).contiguous(memory_format=self.memory_format)
-
     def order(self, epoch: int, g: torch.Generator) -> torch.Tensor:
         """The epoch's sample order (:func:`epoch_order`), on the device."""
         return epoch_order(self.labels.cpu(), epoch, g, self.balanced_from).to(self.device)
+
+    def draws(
+        self, epoch: int, seed: int, mixup_alpha: float, device: torch.device | None = None
+    ) -> Iterator[BatchDraws]:
+        """The random numbers of every step of 0-based ``epoch``, batch by batch, with the
+        per-batch numbers on ``device`` (default: the training device). :meth:`epoch` applies
+        them as they come; the captured step (:mod:`.graphs`) draws a whole epoch first."""
+        g, rng = epoch_generators(seed, epoch)
+        perm = self.order(epoch, g)
+        bs = self.batch_size
+        dev = self.device if device is None else device
+        for b in range(len(self)):
+            idx = perm[b * bs : (b + 1) * bs]
+            n = idx.numel()
+            crop = self.augment.draw(n, g, dev)
+            mix = draw_mixup(n, mixup_alpha, g, rng, dev)
+            extra = {}
+            for name, weights in self.extra_weights.items():
+                eidx = torch.multinomial(weights, n, replacement=True, generator=g).to(dev)
+                extra[name] = (eidx, self.augment.draw(n, g, dev))
+            yield BatchDraws(idx, crop, mix, extra)
+
+    def prepare(self, idx: torch.Tensor, crop: CropDraws | None) -> torch.Tensor:
+        """The normalised, augmented batch of the samples ``idx`` (in the run's memory format)."""
+        x = self.augment.normalize(self.augment.apply(self.images[idx], crop))
+        return x.contiguous(memory_format=self.memory_format)
 
     def epoch(
         self, epoch: int, seed: int, mixup_alpha: float, start: int = 0
     ) -> Iterator[StepInput]:
         """The steps of 0-based ``epoch``, from step ``start`` on (a resume inside the epoch:
-        the earlier steps' random draws are made and dropped, so the later ones are those of
+        the earlier steps' random numbers are drawn and dropped, so the later ones are those of
         the uninterrupted epoch)."""
-        g, rng = epoch_generators(seed, epoch)
-        perm = self.order(epoch, g)
-        bs = self.batch_size
-        for b in range(len(self)):
-            idx = perm[b * bs : (b + 1) * bs]
-            x = self._prepare(self.images[idx], g)
-            x, y_a, y_b, lam = mixup_batch(x, self.labels[idx], mixup_alpha, g, rng)
-            extra = {}
-            for name, weights in self.extra_weights.items():
-                eidx = torch.multinomial(weights, idx.numel(), replacement=True, generator=g)
-                eidx = eidx.to(self.device)
-                extra[name] = (self._prepare(self.images[eidx], g), self.labels[eidx])
-            if b >= start:
-                yield StepInput(x, Batch(y_a, y_b, lam), extra, idx.numel())
+        for b, d in enumerate(self.draws(epoch, seed, mixup_alpha)):
+            if b < start:
+                continue
+            x = self.prepare(d.idx, d.crop)
+            x, y_a, y_b, lam = apply_mixup(x, self.labels[d.idx], d.mix)
+            extra = {
+                name: (self.prepare(eidx, crop), self.labels[eidx])
+                for name, (eidx, crop) in d.extra.items()
+            }
+            yield StepInput(x, Batch(y_a, y_b, lam), extra, d.idx.numel())
+
+
+def not_resident_alone(trainer: Any) -> str | None:
+    """Why a trainer's steps are not plain :class:`ResidentBatches` in one process, in a few
+    words (None: they are), which the captured step (:mod:`.graphs`) and a pack of runs
+    (:mod:`.pack`) need: data-parallel, streamed data, or extra batches."""
+    if trainer.dist.enabled:
+        return "the run is data-parallel under torchrun"
+    if not isinstance(trainer.batches, ResidentBatches):
+        return "the data streams through DataLoader workers"
+    if trainer.batches.extra_weights:
+        return f"the loss draws extra batches ({', '.join(trainer.batches.extra_weights)})"
+    return None

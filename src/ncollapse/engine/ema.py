@@ -37,7 +37,17 @@ class WeightAverage:
 
     @torch.no_grad()
     def update(self, network: nn.Module) -> None:
-        d = min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
+        self.blend(network, self.weight(self.updates))
+        self.updates += 1
+
+    def weight(self, updates: int) -> float:
+        """The share of the network's weights in the update after ``updates`` updates."""
+        return 1.0 - min(self.decay, (1.0 + updates) / (10.0 + updates))
+
+    @torch.no_grad()
+    def blend(self, network: nn.Module, weight: float | torch.Tensor) -> None:
+        """One step of the average with the network's share ``weight`` (a number, or a 0-dim
+        tensor on the device, read there: the captured step's), without counting it."""
         floats_a, floats_x = [], []
         for a, x in self._pairs(network):
             if a.is_floating_point():
@@ -45,9 +55,12 @@ class WeightAverage:
                 floats_x.append(x.data)
             else:
                 a.data.copy_(x.data)
-        if floats_a:
-            torch._foreach_lerp_(floats_a, floats_x, 1.0 - d)
-        self.updates += 1
+        if not floats_a:
+            return
+        if isinstance(weight, torch.Tensor):  # no foreach overload reads one tensor weight
+            torch._foreach_lerp_(floats_a, floats_x, [weight] * len(floats_a))
+        else:
+            torch._foreach_lerp_(floats_a, floats_x, weight)
 
     @torch.no_grad()
     def reset(self, network: nn.Module) -> None:

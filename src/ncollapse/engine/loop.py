@@ -41,12 +41,13 @@ from torch import nn
 from ..criterion import Criterion
 from ..data.augment import BatchAugment
 from ..data.base import DataBundle
-from ..errors import UserError
+from ..errors import Preempted, UserError
 from .batches import StepInput
 from .callbacks import Callback, default_callbacks
 from .distributed import SINGLE, Distributed
 from .ema import WeightAverage
 from .evaluate import Evaluator, network_outputs
+from .graphs import STEPS, GraphStep
 from .optimizers import build_optimizer
 from .precision import autocast_dtype
 from .progress import Progress
@@ -56,7 +57,7 @@ from .state import TrainState, epoch_generators, resolve_device
 from .step import forward_loss, sees_global_batch
 from .syncbn import convert_sync_batchnorm
 
-__all__ = ["RunFiles", "Trainer", "epoch_generators", "resolve_device"]
+__all__ = ["RunFiles", "StopNow", "Trainer", "epoch_generators", "resolve_device"]
 
 
 class RunFiles(Protocol):
@@ -161,6 +162,8 @@ class Trainer:
         self._step_hooks = _overriding(self.callbacks, "on_step_end")
         self._before_step_hooks = _overriding(self.callbacks, "on_before_step")
         self._clock: tuple[float, float] | None = None  # (wall seconds before, fit start)
+        #: the captured step that trains the epochs (``run.step=graph``); None: the eager step
+        self.graph: GraphStep | None = STEPS.get(getattr(run, "step", None) or "eager")(self)
 
     @property
     def precision(self) -> str:
@@ -214,21 +217,21 @@ class Trainer:
             self.stop_signal = int(signal.SIGTERM)  # another rank's signal
         return stop
 
-    def _preempt(
+    def _save_position(
         self,
         epoch: int,
         step: int,
         partial: dict[str, Any],
         trainer_state: dict[str, Any] | None = None,
-    ) -> None:
-        """Save a checkpoint inside 0-based ``epoch`` after ``step`` of its steps and raise
-        :class:`~ncollapse.errors.Preempted`."""
-        from ..errors import Preempted
-
+    ) -> str:
+        """Save a checkpoint inside 0-based ``epoch`` after ``step`` of its steps (``partial``:
+        the epoch's partial sums, or its train ``record`` when its evaluation is to be redone);
+        returns where it stopped, in words."""
         ckpt = self.state_dict()
         ckpt["epoch"] = epoch
         if trainer_state is not None:  # the state before the abandoned end-of-epoch work
             ckpt["trainer"] = {**trainer_state, "wall_seconds": self.state.wall_seconds}
+        partial = dict(partial)
         losses = partial.pop("loss_sum")
         losses = self.dist.all_gather_object(losses) if self.dist.enabled else [losses]
         steps = len(self.batches)
@@ -236,24 +239,68 @@ class Trainer:
         ckpt["position"].update(partial)
         assert self.run_dir is not None
         self.run_dir.save_checkpoint(ckpt)
-        assert self.stop_signal is not None
-        where = (
-            f"in epoch {epoch + 1} after step {step} of {steps}"
-            if step < steps
-            else f"after the training steps of epoch {epoch + 1} (its evaluation is redone)"
+        if step < steps:
+            return f"in epoch {epoch + 1} after step {step} of {steps}"
+        return f"after the training steps of epoch {epoch + 1} (its evaluation is redone)"
+
+    def _save_before_evaluation(
+        self, epoch: int, record: dict[str, Any], before: dict[str, Any]
+    ) -> str:
+        """Save a checkpoint after the training steps of 0-based ``epoch`` (its train
+        ``record``), the trainer's state ``before`` its end-of-epoch work, which a resume
+        redoes; returns where, in words."""
+        self.state.epoch = epoch
+        return self._save_position(
+            epoch, len(self.batches), {"loss_sum": 0.0, "record": record}, before
         )
-        raise Preempted(self.stop_signal, str(self.run_dir.path), where)
+
+    def _save_boundary(self, epoch: int) -> None:
+        """A checkpoint after epoch ``epoch`` (1-based, its records written), unless one was
+        just saved."""
+        assert self.run_dir is not None
+        if self.last_checkpoint != epoch:
+            self.run_dir.save_checkpoint(self.state_dict())
+            self.last_checkpoint = epoch
+
+    def _preempted(self, where: str) -> Preempted:
+        """The :class:`~ncollapse.errors.Preempted` of this run, stopped ``where``."""
+        assert self.run_dir is not None and self.stop_signal is not None
+        return Preempted(self.stop_signal, str(self.run_dir.path), where)
+
+    def _preempt(self, epoch: int, step: int, partial: dict[str, Any]) -> None:
+        """Save a checkpoint inside 0-based ``epoch`` after ``step`` of its steps and raise
+        :class:`~ncollapse.errors.Preempted`."""
+        raise self._preempted(self._save_position(epoch, step, partial))
 
     def _preempt_at_boundary(self, epoch: int) -> None:
         """Stop after epoch ``epoch`` (1-based, its records written): a checkpoint of it, unless
         one was just saved, then :class:`~ncollapse.errors.Preempted`."""
-        from ..errors import Preempted
+        self._save_boundary(epoch)
+        raise self._preempted(f"after epoch {epoch}")
 
-        assert self.run_dir is not None and self.stop_signal is not None
-        if self.last_checkpoint != epoch:
-            self.run_dir.save_checkpoint(self.state_dict())
-            self.last_checkpoint = epoch
-        raise Preempted(self.stop_signal, str(self.run_dir.path), f"after epoch {epoch}")
+    @property
+    def resume_point(self) -> tuple[int, int, bool]:
+        """Where training goes on: ``(epochs completed, steps of the next epoch done, whether
+        only its evaluation is left)``; ``(epoch, 0, False)`` at an epoch boundary."""
+        at = self._position
+        if at is None:
+            return self.state.epoch, 0, False
+        return self.state.epoch, int(at["step"]), at.get("record") is not None
+
+    def take_position(self, epoch: int) -> dict[str, Any] | None:
+        """Where a checkpoint saved inside 0-based ``epoch`` stopped (the ``position`` it was
+        resumed from), taken once; None to train the epoch from its start."""
+        at, self._position = self._position, None
+        if at is not None and int(at["epoch"]) != epoch:
+            return None
+        return at
+
+    def recorded_epoch(self, at: dict[str, Any]) -> dict[str, Any]:
+        """The train record of an epoch whose steps were done when it stopped (``at``: its
+        position), with the rate its last step left."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = at["record"]["lr"]
+        return dict(at["record"])
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
         try:
@@ -294,16 +341,17 @@ class Trainer:
         resumed from a checkpoint saved inside this epoch goes on from its step."""
         self.network.train()
         self.criterion.set_epoch(epoch)
+        at = self.take_position(epoch)
+        if at is not None and at.get("record") is not None:  # stopped in the end-of-epoch work
+            return self.recorded_epoch(at)
+        if self.graph is not None:
+            start = time.perf_counter()
+            loss_sum, seen, lr = self.graph.run_epoch(epoch, start, at)
+            before = 0.0 if at is None else float(at["seconds"])
+            return self._train_record(epoch, loss_sum, seen, lr, start, before)
         num_batches = len(self.batches)
         per_batch = self.schedule.per_batch(self.optim, epoch)
         lr = self._set_lr(epoch, 0.0 if per_batch else 1.0)
-        at, self._position = self._position, None
-        if at is not None and int(at["epoch"]) != epoch:
-            at = None
-        if at is not None and at.get("record") is not None:  # stopped in the end-of-epoch work
-            for group in self.optimizer.param_groups:  # the rate the epoch's last step left
-                group["lr"] = at["record"]["lr"]
-            return dict(at["record"])
         first = 0 if at is None else int(at["step"])
         rank = self.dist.rank if self.dist.enabled else 0
         loss_sum = torch.tensor(
@@ -348,6 +396,20 @@ class Trainer:
                     "lr": lr,
                 }
                 self._preempt(epoch, b + 1, partial)
+        return self._train_record(epoch, loss_sum, seen, lr, start, before)
+
+    def _train_record(
+        self,
+        epoch: int,
+        loss_sum: torch.Tensor,
+        seen: int,
+        lr: float,
+        start: float,
+        before: float = 0.0,
+    ) -> dict[str, Any]:
+        """The train record of 0-based ``epoch``: the loss sum over its ``seen`` samples, its last
+        rate, its time since ``start`` (plus ``before``, the seconds of its steps before a
+        resume)."""
         if self.dist.enabled:  # the loss over all ranks; rank 0's BatchNorm statistics everywhere
             loss_sum = self.dist.all_reduce_sum(loss_sum)
             self.dist.sync_buffers(self.network)
@@ -406,7 +468,7 @@ class Trainer:
         written (the epoch's evaluation is then redone on resume)."""
         for item in batches:
             if self.stop_signal is not None and self.epoch_logged < self.state.epoch:
-                raise _StopNow
+                raise StopNow
             yield item
 
     def evaluate(self, epoch: int) -> list[dict[str, Any]]:
@@ -447,27 +509,49 @@ class Trainer:
     def fit(self, run_dir: RunFiles) -> dict[str, Any]:
         """Train from ``self.state.epoch`` to the end, writing into ``run_dir``; returns the
         summary written to summary.json."""
+        self.start_fit(run_dir)
+        latest: dict[tuple[str, str], dict[str, Any]] = {}
+        for epoch in range(self.state.epoch, self.epochs):
+            self.end_epoch(epoch, self.train_epoch(epoch), latest)
+            if epoch + 1 < self.epochs and self._stop_agreed():
+                self._preempt_at_boundary(epoch + 1)
+        return self.end_fit(latest)
+
+    # the three parts of fit(), which a pack of runs (:mod:`.pack`) calls for each of its runs
+    def start_fit(self, run_dir: RunFiles) -> None:
         self.run_dir = run_dir
         self._clock = (self.state.wall_seconds, time.perf_counter())
         for callback in self.callbacks:
             callback.on_fit_start(self)
-        latest: dict[tuple[str, str], dict[str, Any]] = {}
         self.epoch_logged = self.state.epoch
-        for epoch in range(self.state.epoch, self.epochs):
-            records = [self.train_epoch(epoch)]
-            before = self.state.to_dict()  # what a stop during the evaluation goes back to
-            self.state.train_seconds += records[0]["seconds"]
-            self.state.epoch = epoch + 1
-            try:
-                for callback in self.callbacks:
-                    callback.on_epoch_end(self, epoch + 1, records)
-            except _StopNow:
-                steps = len(self.batches)
-                self.state.epoch = epoch
-                self._preempt(epoch, steps, {"loss_sum": 0.0, "record": records[0]}, before)
-            latest.update({(r["kind"], r.get("split", "")): r for r in records})
-            if epoch + 1 < self.epochs and self._stop_agreed():
-                self._preempt_at_boundary(epoch + 1)
+
+    def end_epoch(
+        self, epoch: int, record: dict[str, Any], latest: dict[tuple[str, str], dict[str, Any]]
+    ) -> None:
+        """After 0-based ``epoch`` trained (its train ``record``): the callbacks, and the records
+        they add kept in ``latest`` by kind and split. A stop requested during the evaluation,
+        before the records are written (:meth:`request_stop`), saves a checkpoint from which a
+        resume redoes it, and raises :class:`~ncollapse.errors.Preempted`."""
+        before = self.state.to_dict()  # what a stop during the evaluation goes back to
+        try:
+            self.epoch_callbacks(epoch, record, latest)
+        except StopNow:
+            raise self._preempted(self._save_before_evaluation(epoch, record, before)) from None
+
+    def epoch_callbacks(
+        self, epoch: int, record: dict[str, Any], latest: dict[tuple[str, str], dict[str, Any]]
+    ) -> None:
+        """:meth:`end_epoch` without its stop: :class:`StopNow` when a stop request abandons
+        the evaluation (a pack of runs stops all of them together)."""
+        records = [record]
+        self.state.train_seconds += record["seconds"]
+        self.state.epoch = epoch + 1
+        for callback in self.callbacks:
+            callback.on_epoch_end(self, epoch + 1, records)
+        latest.update({(r["kind"], r.get("split", "")): r for r in records})
+
+    def end_fit(self, latest: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+        assert self.run_dir is not None
         if not any(kind == "eval" for kind, _ in latest):  # resumed a finished run
             latest = self._reported()
         summary = self._summary(latest)
@@ -524,8 +608,9 @@ class Trainer:
         return summary
 
 
-class _StopNow(Exception):
-    """A stop request inside the end-of-epoch evaluation (caught in :meth:`Trainer.fit`)."""
+class StopNow(Exception):
+    """A stop request inside the end-of-epoch evaluation (caught in :meth:`Trainer.end_epoch`,
+    or by a pack of runs around :meth:`Trainer.epoch_callbacks`)."""
 
 
 def _overriding(callbacks: Sequence[Callback], hook: str) -> list[Any]:

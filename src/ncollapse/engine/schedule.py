@@ -1,5 +1,5 @@
 """Learning-rate schedules: the official per-epoch step schedule, and the smooth schedules of
-short budgets (cosine, linear decay), all with a linear warm-up.
+short budgets (cosine, linear decay), all with a linear warm-up (``optim.warmup_epochs=0``: none).
 
 ``optim.schedule``:
 
@@ -102,7 +102,7 @@ def _step_lr(optim: Any, epoch: int, progress: float) -> float:
 def _smooth_lr(optim: Any, epoch: int, progress: float) -> float:
     t = epoch + progress  # epochs done after this batch
     warm = float(optim.warmup_epochs)
-    if t <= warm:
+    if t <= warm and warm > 0:  # warmup_epochs=0: no warm-up, the decay starts at once
         return optim.lr * t / warm
     frac = min(1.0, (t - warm) / max(optim.epochs - warm, 1e-12))
     floor = optim.final_lr

@@ -55,12 +55,20 @@ def forward_loss(
     device_type: str,
     dist: Distributed,
     global_batch: bool = False,
+    autocast_cache: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """``(loss to back-propagate, its share of the epoch's loss sum, the samples it counts)``.
 
-    The epoch's mean loss is the sum over ranks of the shares divided by the samples seen."""
+    The epoch's mean loss is the sum over ranks of the shares divided by the samples seen.
+    ``autocast_cache=False`` for a step captured in a CUDA graph (autocast's cache of the cast
+    weights must not outlive the capture)."""
     x, batch, extra = step.x, step.batch, step.extra
-    autocast = torch.autocast(device_type, dtype=amp_dtype, enabled=amp_dtype is not None)
+    autocast = torch.autocast(
+        device_type,
+        dtype=amp_dtype,
+        enabled=amp_dtype is not None,
+        cache_enabled=None if autocast_cache else False,
+    )
     with autocast:
         if not extra:
             out = model(x)

@@ -103,7 +103,10 @@ class DotRegressionLoss(nn.Module):
                     f"{num_classes}"
                 )
             return self.class_weight.to(target.device)
-        counts = torch.bincount(target, minlength=num_classes).to(torch.float32)
+        # the batch's class counts, as bincount gives them, without its host sync (which no
+        # CUDA graph can hold: engine/graphs.py captures the step)
+        classes = torch.arange(num_classes, device=target.device)
+        counts = (target[:, None] == classes).sum(0).to(torch.float32)
         present = counts > 0
         gamma = target.numel() / present.sum().to(torch.float32)
         return torch.where(present, gamma / counts.clamp_min(1.0), torch.ones_like(counts))

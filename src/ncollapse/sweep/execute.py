@@ -23,6 +23,7 @@ from filelock import FileLock, Timeout
 from ..config import Config, complete_config_dict, config_diff, config_to_dict, is_run_key
 from ..errors import UserError
 from ..rundir import Run, atomic_write_bytes
+from .pack import train_packs
 from .results import missing_cells, write_results
 from .spec import SPEC_FILE, SweepSpec, cell_name, check_spec
 
@@ -122,6 +123,22 @@ def _refuse_blocked(reasons: list[str]) -> None:
         )
 
 
+def _make_ready(out: Path, name: str, state: str, say: Callable[[str], None]) -> None:
+    """Make cell ``name``, claimed (its lock held) with status ``state``, ready to train: a
+    path the sweep did not make is refused (again, now that the cell is ours); an unfinished
+    cell it made, stopped before its first checkpoint, is removed; a cell to be made is marked
+    (:func:`_made_marker`) before its directory is. The one-at-a-time loop and the packs
+    (:mod:`.pack`) both call this."""
+    _refuse_blocked([b] if (b := blocked_cell(out, name)) else [])
+    path = out / name
+    if state == "started" and any(path.iterdir()):
+        # a cell this sweep made, stopped before its first checkpoint: nothing to keep
+        say("removing its unfinished run (no checkpoint yet)")
+        shutil.rmtree(path)
+    if state in ("new", "started"):
+        atomic_write_bytes(_made_marker(out, name), b"")
+
+
 def _differences(run: Run, cfg: Config) -> list[str]:
     """How the config ``run`` was trained with differs from ``cfg``, ``run.*`` keys aside."""
     saved = complete_config_dict(run.config_dict())  # keys added since: their defaults
@@ -212,12 +229,15 @@ def run_sweep(
     *,
     cell: int | str | None = None,
     log: Callable[[str], None] | None = print,
+    pack: int = 1,
 ) -> dict[str, Any]:
     """Run (or continue) the grid of ``spec`` in ``out_dir`` (default ``runs/sweep-<recipe>``),
     rewriting ``results.csv``/``results.md`` after every finished cell; with ``cell`` (an index
     of :func:`list_cells` or a cell name) only that cell. Returns ``{"out_dir", "spec", "rows",
     "ran", "resumed", "skipped", "busy", "missing"}``; ``busy`` are the cells other processes
-    were training (left to them), ``missing`` the cells of the grid not finished yet."""
+    were training (left to them), ``missing`` the cells of the grid not finished yet. ``pack``:
+    train up to this many cells that share a network shape at a time, as one batched model
+    (:mod:`.pack`)."""
     from ..data import load_data
     from ..runner import run_training
 
@@ -248,6 +268,18 @@ def run_sweep(
     write_results(out, spec_json)
 
     ran, resumed, skipped, busy = [], [], [], []
+    if pack > 1:
+        ran, resumed = train_packs(
+            cells,
+            configs,
+            out,
+            pack,
+            lock=CellLock,
+            make_ready=lambda name, state, say: _make_ready(out, name, state, say),
+            load_bundle=lambda cfg: load_data(cfg.data),
+            log=lambda msg: _say(msg, log),
+        )
+        write_results(out, spec_json)
     bundle, bundle_key = None, None
     for i, (r, s, m) in enumerate(cells, 1):
         name = cell_name(m, r, s)
@@ -255,6 +287,8 @@ def run_sweep(
         run = Run(out / name)
         tag = f"[{i}/{len(cells)}] {name}"
         if run.status() == "done":
+            if name in ran or name in resumed:  # trained in a pack just now
+                continue
             skipped.append(name)
             _say(f"sweep: {tag}: finished earlier, skipped", log)
             continue
@@ -274,13 +308,7 @@ def run_sweep(
                 skipped.append(name)
                 _say(f"sweep: {tag}: finished by another process, skipped", log)
                 continue
-            _refuse_blocked([b] if (b := blocked_cell(out, name)) else [])  # again, now ours
-            if state == "started" and any(run.path.iterdir()):
-                # a cell this sweep made, stopped before its first checkpoint: nothing to keep
-                _say(f"sweep: {tag}: removing its unfinished run (no checkpoint yet)", log)
-                shutil.rmtree(run.path)
-            if state in ("new", "started"):
-                atomic_write_bytes(_made_marker(out, name), b"")
+            _make_ready(out, name, state, lambda msg, t=tag: _say(f"sweep: {t}: {msg}", log))
             key = json.dumps(config_to_dict(cfg.data), sort_keys=True)
             if key != bundle_key:
                 bundle = None  # free the previous data before loading the next
