@@ -17,7 +17,7 @@ whose rows the functions in ``TABLES`` below write. ``--check`` (the default) re
 span and table and lists each that differs from its record; ``--write`` rewrites them in place.
 Expressions: a record group (``GROUPS``; ``rec("glob")`` for any other records) followed by
 field names (``fast.final.acc``, ``row7.rows.la.acc_mean``: in a list of rows, the row whose
-``method`` or ``key`` is that name; ``[i]`` indexes a list); arithmetic (+ - * /) value by value;
+``trial`` (a trial's row), else ``method`` or ``key``, is that name; ``[i]`` indexes a list); arithmetic (+ - * /) value by value;
 ``x or "default"`` for a field some records lack; and
 
     mean(x)  std(x)  pm(x)  each(x)  one(x)  distinct(x)  n(x)  total(x)  items(x)
@@ -53,7 +53,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDS = ROOT / "benchmarks" / "records"
-DOCS = ["README.md", "docs/results.md", "docs/claims.md", "docs/speed.md"]
+DOCS = [
+    "README.md",
+    "docs/results.md",
+    "docs/claims.md",
+    "docs/speed.md",
+    "docs/many_classes.md",
+]
 
 #: record groups the expressions name (globs over the record names, without ``.json``)
 GROUPS = {
@@ -86,6 +92,18 @@ GROUPS = {
     "pack_cpu_fp32": "pack_cpu_fp32",  # the same in fp32 (--fp32)
     # figures published by others, with their sources
     "published": "published_cifar_lt",
+    # many classes: the 100-class Tiny-ImageNet dev set at 32 px (benchmarks/many_classes.py,
+    # 2-core AMD EPYC, bf16, one thread per run): the final recipes' runs (3 seeds each), the
+    # validation trials at r = 0.01 (seed 0), the gradient probe, and the nested 10- and
+    # 25-class subsets (seeds 0 and 1)
+    "tin_r100_dr": "tinyimagenet100_dev_r100_etf_dr_seed[0-9]",
+    "tin_r100_ce": "tinyimagenet100_dev_r100_ce_seed[0-9]",
+    "tin_r10_dr": "tinyimagenet100_dev_r10_etf_dr_seed[0-9]",
+    "tin_r10_ce": "tinyimagenet100_dev_r10_ce_seed[0-9]",
+    "tin_trials": "tinyimagenet100_dev_r100_trials",
+    "tin_probe": "tinyimagenet100_dev_r100_probe",
+    "tin_k10": "tinyimagenet100_dev_k10_r100_trials",
+    "tin_k25": "tinyimagenet100_dev_k25_r100_trials",
 }
 
 #: the full-length CIFAR-10-LT grid (benchmarks/full_length.py): method -> (label, recipe)
@@ -202,8 +220,11 @@ def _get(item, key):
     if isinstance(item, list):
         if isinstance(key, int):
             return item[key] if -len(item) <= key < len(item) else MISSING
-        for row in item:
-            if isinstance(row, dict) and key in (row.get("method"), row.get("key")):
+        for row in item:  # a trial's row is named by its trial (its method is shared)
+            if not isinstance(row, dict):
+                continue
+            names = (row["trial"],) if "trial" in row else (row.get("method"), row.get("key"))
+            if key in names:
                 return row
     return MISSING
 
@@ -863,6 +884,162 @@ def table_throughput(records: Records) -> list[str]:
     return lines
 
 
+# -- many classes -------------------------------------------------------------------------------
+
+#: the validation trials at 100 classes, r = 0.01, by the hypothesis each tests:
+#: (hypothesis, [(trial, what it changes against the row it is read against)])
+MANY_TRIALS = [
+    (
+        "the gap",
+        [
+            ("ce", "learnable CE on the shared recipe"),
+            ("dr_global", "ETF + DR as the CIFAR-10 fast recipe has it (1/n_c weights)"),
+        ],
+    ),
+    (
+        "the class weights",
+        [
+            ("dr_batch", "weights by count in the mini-batch (the paper's)"),
+            ("dr_none", "no class weights"),
+        ],
+    ),
+    ("the head or the loss", [("etf_ce", "the fixed ETF with cross-entropy (scale 10)")]),
+    (
+        "the step size",
+        [
+            ("dr_none_x10", "no weights, DR x 10 (lr 1, wd 5e-5: the same SGD steps)"),
+            ("dr_none_wd", "no weights, weight decay / 10 only"),
+            ("dr_none_e60", "no weights, twice the epochs"),
+            ("dr_global_x10", "1/n_c weights, DR x 10"),
+        ],
+    ),
+    ("mixup", [("dr_none_nomix", "no weights, no mixup")]),
+    ("feature normalisation", [("dr_none_bn", "no weights, BN without the L2 norm")]),
+    (
+        "the fix: scale and weights",
+        [
+            ("dr_s10_global_p05", "scale 10, weights 1/sqrt(n_c) from the start"),
+            ("dr_s10_global_drw8", "scale 10, 1/n_c weights from epoch 8"),
+            ("dr_s10_global_drw10", "scale 10, 1/n_c weights from epoch 10"),
+            ("dr_s10_global_drw15", "scale 10, 1/n_c weights from epoch 15"),
+            ("dr_s10_global_drw24", "scale 10, 1/n_c weights from epoch 24"),
+        ],
+    ),
+    (
+        "CE's own search",
+        [
+            ("ce_lr02", "lr 0.2"),
+            ("ce_lr005", "lr 0.05"),
+            ("ce_wd1e-4", "weight decay 1e-4"),
+            ("ce_wd1e-3", "weight decay 1e-3"),
+            ("ce_nomix", "no mixup"),
+            ("ce_mix02", "mixup alpha 0.2"),
+            ("ce_kaiming", "classifier initialised Kaiming-normal"),
+            ("ce_drw8", "deferred re-weighting from epoch 8"),
+            ("ce_drw15", "deferred re-weighting from epoch 15"),
+            ("ce_drw24", "deferred re-weighting from epoch 24"),
+            ("ce_drw27", "deferred re-weighting from epoch 27"),
+            ("ce_lr02_drw24", "lr 0.2, deferred re-weighting from epoch 24"),
+            ("ce_mix02_drw24", "mixup alpha 0.2, deferred re-weighting from epoch 24"),
+            ("ce_drs24", "class-balanced sampling from epoch 24"),
+        ],
+    ),
+]
+
+
+def _trial_rows(records: Records, group: str) -> dict[tuple[str, int], dict]:
+    return {(r["trial"], r["seed"]): r for r in _rows(records, group)}
+
+
+def _pct(x, digits: int = 2, scale: float = 100.0) -> str:
+    return "-" if x is None else _num(x * scale, f".{digits}f")
+
+
+def table_many_classes_trials(records: Records) -> list[str]:
+    rows = _trial_rows(records, "tin_trials")
+    lines = [
+        "| hypothesis | trial | change | val (class mean) | test | many | medium | few "
+        "| train NC1 | train NC3 |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for hypothesis, trials in MANY_TRIALS:
+        for trial, change in trials:
+            r = rows.get((trial, 0))
+            if r is None:
+                raise FigureError(f"{GROUPS['tin_trials']} has no trial {trial} (seed 0)")
+            cells = [_pct(r[k]) for k in ("val_bal", "test", "many", "medium", "few")]
+            cells += [_pct(r["nc1"], 1, 1.0), _pct(r["nc3"], 2, 1.0)]
+            lines.append(f"| {hypothesis} | `{trial}` | {change} | " + " | ".join(cells) + " |")
+    return lines
+
+
+#: the K sweep: method label -> trial
+MANY_K = {
+    "learnable CE": "ce",
+    "ETF + DR, 1/n_c weights": "dr_global",
+    "ETF + DR, no weights": "dr_none",
+    "ETF + DR, no weights, x 10": "dr_none_x10",
+    "ETF + DR, 1/n_c weights, x 10": "dr_global_x10",
+    "fixed ETF with CE": "etf_ce",
+}
+
+
+def _k_cell(rows: dict, trial: str, key: str, scale: float = 100.0, digits: int = 1) -> str:
+    xs = [r[key] for (t, _), r in rows.items() if t == trial and r.get(key) is not None]
+    if not xs:
+        return "-"
+    text = _num(_mean(xs) * scale, f".{digits}f")
+    return text if len(xs) == 1 else f"{text} (n = {len(xs)})"
+
+
+def table_many_classes_k(records: Records) -> list[str]:
+    by_k = {
+        10: _trial_rows(records, "tin_k10"),
+        25: _trial_rows(records, "tin_k25"),
+        100: _trial_rows(records, "tin_trials"),
+    }
+    probe = _trial_rows(records, "tin_probe")
+    lines = [
+        "| method | test, K = 10 | test, K = 25 | test, K = 100 | step at init, K = 10 "
+        "| step at init, K = 100 | step at the end, K = 10 | step at the end, K = 100 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label, trial in MANY_K.items():
+        cells = [_k_cell(by_k[k], trial, "test") for k in (10, 25, 100)]
+        for when in ("init", "final"):
+            cells += [
+                _k_cell(by_k[10], trial, f"step_{when}", 1000.0, 2),
+                _k_cell(probe, trial, f"step_{when}", 1000.0, 2),
+            ]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def table_many_classes_final(records: Records) -> list[str]:
+    lines = [
+        "| imbalance | method (recipe) | seeds | val (class mean) | test | many | medium | few "
+        "| train NC1 | train NC3 | minutes per run |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for ratio in (100, 10):
+        for method, label in (("dr", "ETF + DR"), ("ce", "learnable CE")):
+            group = f"tin_r{ratio}_{method}"
+            v = records.group(GROUPS[group], label=group)
+            recipe = f"tinyimagenet100_lt_r{ratio}_{'fast' if method == 'dr' else 'ce'}"
+            n = len(v.items)
+            cells = [_group_pm(v, "val_bal")]
+            cells += [_group_pm(v, f"final.{k}") for k in ("acc", "many", "medium", "few")]
+            cells += [
+                _with_n(_numbers(v, "collapse.train.nc1"), n, scale=1.0, digits=1),
+                _with_n(_numbers(v, "collapse.train.nc3"), n, scale=1.0, digits=2),
+                _with_n(_numbers(v, "wall_seconds"), n, scale=1 / 60, digits=0),
+            ]
+            lines.append(
+                f"| r = {1 / ratio:g} | {label} (`{recipe}`) | {n} | " + " | ".join(cells) + " |"
+            )
+    return lines
+
+
 TABLES: dict[str, Callable[[Records], list[str]]] = {
     "full-length": table_full_length,
     "full-length-groups": table_full_length_groups,
@@ -877,6 +1054,9 @@ TABLES: dict[str, Callable[[Records], list[str]]] = {
     "convergence": table_convergence,
     "throughput": table_throughput,
     "collapse": table_collapse,
+    "many-classes-trials": table_many_classes_trials,
+    "many-classes-k": table_many_classes_k,
+    "many-classes-final": table_many_classes_final,
 }
 
 

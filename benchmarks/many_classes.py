@@ -75,6 +75,10 @@ TRIALS: dict[str, tuple[str, list[str]]] = {
         "etf_dr",
         ["model.scale=10", "loss.balance=global", "loss.drw_epoch=24"],
     ),
+    "dr_s10_global_drw15": (
+        "etf_dr",
+        ["model.scale=10", "loss.balance=global", "loss.drw_epoch=15"],
+    ),
     "dr_s30_global_drw8": ("etf_dr", ["model.scale=30", "loss.balance=global", "loss.drw_epoch=8"]),
     "dr_s10_batch_drw8": ("etf_dr", ["model.scale=10", "loss.balance=batch", "loss.drw_epoch=8"]),
     "dr_s30_none": ("etf_dr", ["model.scale=30", "loss.balance=none"]),
@@ -91,11 +95,10 @@ TRIALS: dict[str, tuple[str, list[str]]] = {
     "ce_drw8": ("ce", ["loss.drw_epoch=8"]),
     "ce_drw15": ("ce", ["loss.drw_epoch=15"]),
     "ce_drw24": ("ce", ["loss.drw_epoch=24"]),
-    "ce_drw4": ("ce", ["loss.drw_epoch=4"]),
-    "ce_drw10": ("ce", ["loss.drw_epoch=10"]),
-    "ce_lr02_drw8": ("ce", ["optim.lr=0.2", "loss.drw_epoch=8"]),
+    "ce_drw27": ("ce", ["loss.drw_epoch=27"]),
+    "ce_lr02_drw24": ("ce", ["optim.lr=0.2", "loss.drw_epoch=24"]),
+    "ce_mix02_drw24": ("ce", ["optim.mixup_alpha=0.2", "loss.drw_epoch=24"]),
     "ce_drs24": ("ce", ["optim.balanced_from=24"]),
-    "ce_drs10": ("ce", ["optim.balanced_from=10"]),
 }
 
 
@@ -165,6 +168,8 @@ def probe(run_dir: Path, trained: bool, n: int = 1024, batch: int = 128) -> dict
         state = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)
         net.load_state_dict(state)
     net.train()
+    # the loss as it is at that point of training (deferred class weights off at the start)
+    trainer.criterion.set_epoch(cfg.optim.epochs - 1 if trained else 0)
     images, labels = bundle.train.images, bundle.train.labels
     idx = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[:n]
     convs = [m for m in net.backbone.modules() if isinstance(m, torch.nn.Conv2d)][1:]
@@ -178,7 +183,7 @@ def probe(run_dir: Path, trained: bool, n: int = 1024, batch: int = 128) -> dict
         f.retain_grad()
         trainer.criterion(Batch(y), net.head(f)).backward()
         grad_f.append(float((f.grad.norm(dim=1) * len(y)).mean()))
-        rel = [cfg.optim.lr * float(c.weight.grad.norm() / c.weight.norm()) for c in convs]
+        rel = [cfg.optim.lr * float(c.weight.grad.norm() / c.weight.detach().norm()) for c in convs]
         step.append(sum(rel) / len(rel))
     return {"grad_f": statistics.mean(grad_f), "step": statistics.mean(step)}
 
@@ -220,6 +225,10 @@ def _export(run: Path, row: dict, dest: Path, args: argparse.Namespace, argv) ->
     record["imbalance"] = args.imbalance
     record["config"] = yaml.safe_load((run / "config.yaml").read_text())
     record.update(_provenance(args, argv))
+    record["train_command"] = (
+        f"python benchmarks/many_classes.py --root DIR --trials {row['trial']} "
+        f"--seeds {row['seed']} --imbalance {args.imbalance:g}"
+    )
     dest.mkdir(parents=True, exist_ok=True)
     ratio = round(1 / args.imbalance)
     path = dest / f"tinyimagenet100_dev_r{ratio}_{row['method']}_seed{row['seed']}.json"

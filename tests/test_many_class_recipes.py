@@ -26,10 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: recipe -> (benchmarks/many_classes.py trial it was measured as, imbalance factor)
 DEV_RECIPES = {
-    "tinyimagenet100_lt_r100_fast": ("dr_s10_global_drw10", 0.01),
-    "tinyimagenet100_lt_r100_ce": ("ce_drw8", 0.01),
-    "tinyimagenet100_lt_r10_fast": ("dr_s10_global_drw10", 0.1),
-    "tinyimagenet100_lt_r10_ce": ("ce_drw8", 0.1),
+    "tinyimagenet100_lt_r100_fast": ("dr_s10_global_drw24", 0.01),
+    "tinyimagenet100_lt_r100_ce": ("ce_mix02_drw24", 0.01),
+    "tinyimagenet100_lt_r10_fast": ("dr_s10_global_drw24", 0.1),
+    "tinyimagenet100_lt_r10_ce": ("ce_mix02_drw24", 0.1),
 }
 
 
@@ -61,9 +61,10 @@ def test_dev_recipe_needs_only_the_folder_and_is_the_trial_it_was_chosen_as(reci
     assert cfg.optim.epochs == 30 and cfg.model.backbone == "fastnet"
     if recipe.endswith("_fast"):
         assert (cfg.model.head, cfg.loss.name, cfg.model.scale) == ("etf", "dr", 10.0)
-        assert (cfg.loss.balance, cfg.loss.drw_epoch) == ("global", 10)
+        assert (cfg.loss.balance, cfg.loss.drw_epoch) == ("global", 24)
     else:
-        assert (cfg.model.head, cfg.loss.name, cfg.loss.drw_epoch) == ("linear", "ce", 8)
+        assert (cfg.model.head, cfg.loss.name, cfg.loss.drw_epoch) == ("linear", "ce", 24)
+        assert cfg.optim.mixup_alpha == 0.2
     mc = _many_classes()
     method, extra = mc.TRIALS[trial]
     sets = [*mc.COMMON, f"data.root={tmp_path}", f"data.imbalance={imbalance}", *extra]
