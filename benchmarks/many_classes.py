@@ -53,9 +53,7 @@ TRIALS: dict[str, tuple[str, list[str]]] = {
     "dr_none_nomix": ("etf_dr", ["loss.balance=none", "optim.mixup_alpha=0"]),
     "dr_none_e60": ("etf_dr", ["loss.balance=none", "epochs=60"]),
     "dr_none_w4": ("etf_dr", ["loss.balance=none", "model.width=4"]),
-    "dr_none_fp32": ("etf_dr", ["loss.balance=none", "run.amp=false"]),
     "dr_global_x10": ("etf_dr", ["loss.balance=global", "optim.lr=1.0", "optim.weight_decay=5e-5"]),
-    "dr_batch_x10": ("etf_dr", ["loss.balance=batch", "optim.lr=1.0", "optim.weight_decay=5e-5"]),
     # the two halves of x10: only the weight decay / 10, only the rate x 10
     "dr_none_wd": ("etf_dr", ["loss.balance=none", "optim.weight_decay=5e-5"]),
     "dr_none_lr": ("etf_dr", ["loss.balance=none", "optim.lr=1.0"]),
@@ -79,10 +77,6 @@ TRIALS: dict[str, tuple[str, list[str]]] = {
         "etf_dr",
         ["model.scale=10", "loss.balance=global", "loss.drw_epoch=15"],
     ),
-    "dr_s30_global_drw8": ("etf_dr", ["model.scale=30", "loss.balance=global", "loss.drw_epoch=8"]),
-    "dr_s10_batch_drw8": ("etf_dr", ["model.scale=10", "loss.balance=batch", "loss.drw_epoch=8"]),
-    "dr_s30_none": ("etf_dr", ["model.scale=30", "loss.balance=none"]),
-    "dr_s3_global": ("etf_dr", ["model.scale=3", "loss.balance=global"]),
     # cross-entropy's own search (a learnable linear classifier throughout)
     "ce_lr005": ("ce", ["optim.lr=0.05"]),
     "ce_lr02": ("ce", ["optim.lr=0.2"]),
