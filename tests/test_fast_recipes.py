@@ -38,7 +38,9 @@ def test_fast_recipes_load_and_keep_the_method(name):
         dev = ncollapse.compose("tinyimagenet100_lt_r100_fast")
         assert cfg.model.scale == dev.model.scale == 10.0
         share = cfg.loss.drw_epoch / cfg.optim.epochs
-        assert share == pytest.approx(dev.loss.drw_epoch / dev.optim.epochs, abs=0.5 / cfg.optim.epochs)
+        assert share == pytest.approx(
+            dev.loss.drw_epoch / dev.optim.epochs, abs=0.5 / cfg.optim.epochs
+        )
     else:  # ten classes keep the recipe chosen on CIFAR-10
         assert cfg.model.scale == 1.0 and cfg.loss.drw_epoch is None
 
