@@ -4,7 +4,9 @@ Trains the fast recipe for the given seeds on CIFAR-10-LT (r = 0.01) with the va
 (images the long-tail subset leaves unused), and prints, per seed and as mean ± std: the run's
 wall time (training, evaluation and collapse metrics, as the run records it), validation and
 test accuracy, beside the official recipe's figures read from its record
-(``benchmarks/records/cifar10_lt_r100_etf_dr_200ep_seed0.json``, the summary.json of that run),
+(``benchmarks/records/cifar10_lt_r100_etf_dr_200ep_fp32_seed0.json``, the summary.json of that
+run in fp32, the yardstick the docs quote; ``full_length.py`` writes the grid's own seed 0 under
+the name without ``_fp32``),
 and the time ratio. ``--official`` reruns the official recipe in the same invocation instead of
 reading the record (hours on a CPU: for a GPU, or a long night). Each run writes an ordinary run
 directory under ``--out``; a finished one is read back rather than retrained. ``--runs`` reads
@@ -25,7 +27,7 @@ import statistics
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-OFFICIAL_RECORD = HERE / "records" / "cifar10_lt_r100_etf_dr_200ep_seed0.json"
+OFFICIAL_RECORD = HERE / "records" / "cifar10_lt_r100_etf_dr_200ep_fp32_seed0.json"
 
 
 def _train(recipe: str, seed: int, args: argparse.Namespace, val: bool) -> str:

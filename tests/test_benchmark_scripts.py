@@ -4,6 +4,8 @@ measured in one run, on one machine)."""
 from __future__ import annotations
 
 import importlib.util
+import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,8 +14,11 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def _load(name: str):
+    if name in sys.modules:  # loaded by another test module (tests/test_figures.py)
+        return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # a script's dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
@@ -93,3 +98,16 @@ def test_full_length_packs_an_unfinished_run_and_resumes_it_elsewhere(tmp_path, 
     want = torch.load(whole.run_dir / "model.pt", weights_only=True)
     got = torch.load(resumed.run_dir / "model.pt", weights_only=True)
     assert all(torch.equal(want[k], got[k]) for k in want)
+
+
+def test_time_to_accuracy_reads_the_yardstick_the_docs_quote():
+    """The official run's figures beside the fast recipe come from the fp32 record the docs'
+    "official" group reads, not from the grid's seed 0, which full_length.py rewrites in the
+    grid's own precision."""
+    tta = _load("time_to_accuracy")
+    figures = _load("figures")
+    assert tta.OFFICIAL_RECORD.name == f"{figures.GROUPS['official']}.json"
+    assert tta.OFFICIAL_RECORD.is_file()
+    record = json.loads(tta.OFFICIAL_RECORD.read_text())
+    stem = tta.OFFICIAL_RECORD.stem
+    assert (record.get("precision") or figures.LEGACY_PRECISION.get(stem)) == "fp32"
