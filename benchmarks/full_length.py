@@ -13,9 +13,17 @@ the precision, the thread count, the CPU (or GPU) model and the command added, a
 
     python benchmarks/full_length.py --list                 # the queue and where each run stands
     nohup python benchmarks/full_length.py --threads 1 &    # train what is missing, in order
+    nohup python benchmarks/full_length.py --jobs 2 &       # two runs at a time, a core each
     python benchmarks/full_length.py --only ce,la --seeds 0  # a part of the grid
     python benchmarks/full_length.py --pack 12 --device cuda  # the whole grid as one pack
     python benchmarks/full_length.py --save-partial          # pack unfinished runs (see below)
+
+Each run is claimed while it trains (a lock file, ``<out>/.<run>.lock``, held by the process that
+trains it), so ``--jobs N`` (N runs at a time, each in its own process with ``--threads``
+threads, each logging to ``<out>/<run>.log``) and invocations started side by side never train
+the same run twice; ``--list`` says which runs are being trained now. SIGTERM or SIGINT to this
+script is passed on to the runs it trains: each saves a checkpoint at its next step and stops,
+to resume where it was.
 
 The runs take hours each on a CPU and outlive a working session. ``--save-partial`` packs every
 unfinished run (its checkpoint, config, data and metrics files; not TensorBoard's) into
@@ -33,12 +41,17 @@ of pack: files, not runs.)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import tarfile
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -154,8 +167,16 @@ def main(argv: list[str] | None = None) -> int:
         "--pack", type=int, default=1, metavar="N",
         help="train the runs still to train N at a time in this process, as one batched model",
     )  # fmt: skip
+    p.add_argument(
+        "--jobs", type=int, default=1, metavar="N",
+        help="train N runs at a time, each in its own process (--threads threads each)",
+    )  # fmt: skip
     p.add_argument("--save-partial", action="store_true", help="pack the unfinished runs and exit")
     args = p.parse_args(argv)
+    if args.jobs < 1 or args.pack < 1:
+        p.error("--jobs and --pack take a number of runs, 1 or more")
+    if args.jobs > 1 and args.pack > 1:
+        p.error("--jobs and --pack are two ways to train runs side by side: give one of them")
     from ncollapse.rundir import Run
 
     methods = args.only.split(",") if args.only else None
@@ -163,27 +184,116 @@ def main(argv: list[str] | None = None) -> int:
     out, records = Path(args.out), Path(args.records)
     if args.pack > 1 and not (args.list or args.save_partial):
         return train_packed(queue(methods, seeds), args, out, records)
-    for method, recipe, extra, seed in queue(methods, seeds):
-        name = run_name(method, seed)
+    todo = queue(methods, seeds)
+    if args.save_partial or args.list:
+        for method, _, _, seed in todo:
+            name = run_name(method, seed)
+            if args.save_partial:
+                packed = save_partial(out / name, records)
+                if packed is not None:
+                    print(f"full_length: {name} packed into {packed}")
+                continue
+            with claim(out, name) as mine:
+                if mine and restore_partial(out / name, records):
+                    print(f"full_length: {name} unpacked from {records / PARTIAL}", flush=True)
+                status = Run(out / name).status() if mine else "training"
+            done = (records / f"{name}.json").is_file()
+            print(f"{name:42s} {status:10s} {'record written' if done else ''}")
+        return 0
+    return Grid(todo, args, out, records).run()
+
+
+@contextlib.contextmanager
+def claim(out: Path, name: str) -> Iterator[bool]:
+    """Hold run ``name`` for this process (or thread) while the block runs: yields False, and
+    holds nothing, when another already holds it (an advisory lock on ``<out>/.<name>.lock``)."""
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks (Windows): one invocation at a time
+        yield True
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / f".{name}.lock", "a") as handle:
+        for attempt in range(5):  # a --list looking in holds it for an instant: ask again
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt == 4:
+                    yield False
+                    return
+                time.sleep(0.2)
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class Grid:
+    """The queue, trained by ``args.jobs`` workers: each takes the next run nobody holds."""
+
+    def __init__(self, todo: list, args: argparse.Namespace, out: Path, records: Path):
+        self.todo, self.args, self.out, self.records = todo, args, out, records
+        self.children: set[subprocess.Popen] = set()
+        self.lock = threading.Lock()
+        self.stopping: int | None = None  # the signal asked to stop on
+
+    def run(self) -> int:
+        previous = {s: signal.signal(s, self._stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            if self.args.jobs == 1:
+                return self.work(separate_logs=False)
+            results: list[int] = []
+            workers = [
+                threading.Thread(target=lambda: results.append(self.work(separate_logs=True)))
+                for _ in range(self.args.jobs)
+            ]
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
+            return max(results, default=0)
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def _stop(self, signum: int, frame) -> None:
+        """Pass the signal on: each run saves a checkpoint at its next step and stops."""
+        self.stopping = signum
+        with self.lock:
+            for child in self.children:
+                child.send_signal(signal.SIGTERM)
+
+    def work(self, separate_logs: bool) -> int:
+        for method, recipe, extra, seed in self.todo:
+            if self.stopping is not None:
+                return 128 + self.stopping
+            name = run_name(method, seed)
+            with claim(self.out, name) as mine:
+                if not mine:
+                    continue  # another worker or invocation trains it
+                rc = self.one(name, recipe, extra, seed, separate_logs)
+            if rc:
+                return rc
+        return 0 if self.stopping is None else 128 + self.stopping
+
+    def one(self, name: str, recipe: str, extra: list[str], seed: int, separate_logs: bool) -> int:
+        """Train (or resume) one claimed run and write its record; the exit status."""
+        from ncollapse.rundir import Run
+
+        args, out, records = self.args, self.out, self.records
         run = Run(out / name)
-        if args.save_partial:
-            packed = save_partial(run.path, records)
-            if packed is not None:
-                print(f"full_length: {name} packed into {packed}")
-            continue
         if restore_partial(run.path, records):
             print(f"full_length: {name} unpacked from {records / PARTIAL}", flush=True)
         status = run.status()
-        if args.list:
-            done = (records / f"{name}.json").is_file()
-            print(f"{name:42s} {status:10s} {'record written' if done else ''}")
-            continue
         new = _train_command(recipe, extra, seed, out, name)
         run_keys = [f"run.threads={args.threads}", "run.progress=log", f"run.device={args.device}"]
         if status == "started":
-            raise SystemExit(
-                f"full_length: {run.path} holds no checkpoint; remove it to start over"
+            print(
+                f"full_length: {run.path} holds no checkpoint; remove it to start over",
+                file=sys.stderr,
             )
+            return 1
         if status == "new":
             cmd = new + [x for o in run_keys for x in ("--set", o)]
         elif status == "resumable":
@@ -191,16 +301,32 @@ def main(argv: list[str] | None = None) -> int:
         else:
             cmd = None
         if cmd is not None:
-            print(f"full_length: {shlex.join(['ncollapse', *cmd])}", flush=True)
-            env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-            rc = subprocess.call(_ncollapse(*cmd), env=env)
+            log = out / f"{name}.log" if separate_logs else None
+            where = f" (log {log})" if log else ""
+            print(f"full_length: {shlex.join(['ncollapse', *cmd])}{where}", flush=True)
+            rc = self.call(_ncollapse(*cmd), log)
             if rc != 0:
                 print(f"full_length: {name} stopped with status {rc}", file=sys.stderr)
                 return rc
         record = write_record(run.path, new, records)
         (records / PARTIAL / f"{name}.tar.gz").unlink(missing_ok=True)
         print(f"full_length: {name} done, record {record}", flush=True)
-    return 0
+        return 0
+
+    def call(self, cmd: list[str], log: Path | None) -> int:
+        env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+        with contextlib.ExitStack() as stack:
+            sink = stack.enter_context(open(log, "a")) if log else None
+            with self.lock:
+                if self.stopping is not None:
+                    return 128 + self.stopping
+                child = subprocess.Popen(cmd, env=env, stdout=sink, stderr=sink)
+                self.children.add(child)
+            try:
+                return child.wait()
+            finally:
+                with self.lock:
+                    self.children.discard(child)
 
 
 def _train_command(recipe: str, extra: list[str], seed: int, out: Path, name: str) -> list[str]:

@@ -111,3 +111,81 @@ def test_time_to_accuracy_reads_the_yardstick_the_docs_quote():
     record = json.loads(tta.OFFICIAL_RECORD.read_text())
     stem = tta.OFFICIAL_RECORD.stem
     assert (record.get("precision") or figures.LEGACY_PRECISION.get(stem)) == "fp32"
+
+
+def _tiny_grid(tmp_path, seeds=(0, 1)):
+    """A grid of one-epoch digits runs in the shape of full_length.py's queue."""
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(
+        "name: tiny\nmethod: ce\ndata: {name: digits, imbalance: 0.1, val: unused}\n"
+        "optim: {epochs: 1, warmup_epochs: 0, milestones: [], batch_size: 64}\n"
+        "eval: {collapse_every: 0}\nrun: {tensorboard: false, amp: false}\n"
+    )
+    return [("ce", str(recipe), [], seed) for seed in seeds]
+
+
+def _grid_args(**kw):
+    from argparse import Namespace
+
+    return Namespace(**{"threads": 1, "device": "cpu", "jobs": 1, **kw})
+
+
+def test_full_length_jobs_train_each_run_once_with_a_log_each(tmp_path, capsys):
+    """--jobs 2 trains the two runs side by side, each claimed by one worker: both records
+    written (validation added), each run's output in its own log, no run trained twice."""
+    fl = _load("full_length")
+    out, records = tmp_path / "runs", tmp_path / "records"
+    todo = _tiny_grid(tmp_path)
+    assert fl.Grid(todo, _grid_args(jobs=2), out, records).run() == 0
+    for seed in (0, 1):
+        name = fl.run_name("ce", seed)
+        record = json.loads((records / f"{name}.json").read_text())
+        assert record["epochs"] == 1 and "val" in record
+        log = (out / f"{name}.log").read_text()
+        assert log.count("run directory:") == 1  # trained once, in its own log
+    printed = capsys.readouterr().out
+    assert printed.count("done, record") == 2 and printed.count("(log ") == 2
+
+
+def test_full_length_skips_a_run_another_process_holds(tmp_path, capsys):
+    """A run claimed elsewhere (a second invocation, another worker) is neither trained nor
+    unpacked here, and --list says it is being trained."""
+    fl = _load("full_length")
+    out, records = tmp_path / "runs", tmp_path / "records"
+    todo = _tiny_grid(tmp_path, seeds=(0,))
+    name = fl.run_name("ce", 0)
+    with fl.claim(out, name) as mine:
+        assert mine
+        with fl.claim(out, name) as again:
+            assert not again  # a second claim, even in the same process, is refused
+        assert fl.Grid(todo, _grid_args(), out, records).run() == 0
+        assert not (out / name).exists() and not (records / f"{name}.json").exists()
+        fl.main(["--list", "--only", "ce", "--seeds", "0", "--out", str(out),
+                 "--records", str(records)])  # fmt: skip
+        listed = [ln.split() for ln in capsys.readouterr().out.splitlines()]
+        assert [name, "training"] in listed
+    with fl.claim(out, name) as mine:
+        assert mine  # released with the block
+
+
+def test_full_length_passes_a_stop_on_to_its_runs(tmp_path):
+    """SIGTERM to the script reaches the training processes (which checkpoint and stop), and
+    no further run starts: the grid ends with the signal's status."""
+    import signal
+    import subprocess
+
+    fl = _load("full_length")
+    grid = fl.Grid(_tiny_grid(tmp_path), _grid_args(), tmp_path / "runs", tmp_path / "records")
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    grid.children.add(child)
+    grid._stop(signal.SIGTERM, None)
+    assert child.wait(timeout=10) == -signal.SIGTERM
+    assert grid.work(separate_logs=False) == 128 + signal.SIGTERM
+    assert not (tmp_path / "runs" / fl.run_name("ce", 0)).exists()
+
+
+def test_full_length_refuses_jobs_with_pack(capsys):
+    fl = _load("full_length")
+    with pytest.raises(SystemExit):
+        fl.main(["--jobs", "2", "--pack", "2"])
+    assert "give one of them" in capsys.readouterr().err
