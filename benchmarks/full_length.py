@@ -199,9 +199,25 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"full_length: {name} unpacked from {records / PARTIAL}", flush=True)
                 status = Run(out / name).status() if mine else "training"
             done = (records / f"{name}.json").is_file()
-            print(f"{name:42s} {status:10s} {'record written' if done else ''}")
+            print(f"{name:42s} {status:10s} {progress(out / name):16s} "
+                  f"{'record written' if done else ''}".rstrip())  # fmt: skip
         return 0
     return Grid(todo, args, out, records).run()
+
+
+def progress(run_dir: Path) -> str:
+    """``epoch N/M``: the last epoch the run finished, of its length; '' before its first."""
+    from ncollapse.rundir import Run
+
+    run = Run(run_dir)
+    if not run.metrics_path.is_file():
+        return ""
+    try:
+        epochs = run.raw_config()["optim"]["epochs"]
+        last = max(r["epoch"] for r in run.metrics() if r.get("kind") == "train")
+    except (KeyError, TypeError, ValueError, OSError):  # no epoch finished yet, a bare config
+        return ""
+    return f"epoch {last}/{epochs}"
 
 
 @contextlib.contextmanager
@@ -287,6 +303,8 @@ class Grid:
         if restore_partial(run.path, records):
             print(f"full_length: {name} unpacked from {records / PARTIAL}", flush=True)
         status = run.status()
+        if status == "done" and (records / f"{name}.json").is_file():
+            return 0  # finished and on record (by another worker, or an earlier invocation)
         new = _train_command(recipe, extra, seed, out, name)
         run_keys = [f"run.threads={args.threads}", "run.progress=log", f"run.device={args.device}"]
         if status == "started":

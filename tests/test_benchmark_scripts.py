@@ -145,6 +145,8 @@ def test_full_length_jobs_train_each_run_once_with_a_log_each(tmp_path, capsys):
         assert log.count("run directory:") == 1  # trained once, in its own log
     printed = capsys.readouterr().out
     assert printed.count("done, record") == 2 and printed.count("(log ") == 2
+    assert fl.progress(out / fl.run_name("ce", 0)) == "epoch 1/1"
+    assert fl.progress(out / "nothing") == ""
 
 
 def test_full_length_skips_a_run_another_process_holds(tmp_path, capsys):
