@@ -162,6 +162,11 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=1, help="CPU threads per run (fixed: resume is exact)"
     )
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--eval-batch", type=int, default=128, metavar="N",
+        help="evaluation batch size, also of runs resumed from before it was the default "
+        "(no effect on results; benchmarks/eval_batch.py)",
+    )  # fmt: skip
     p.add_argument("--list", action="store_true", help="print the queue and each run's state")
     p.add_argument(
         "--pack", type=int, default=1, metavar="N",
@@ -306,7 +311,7 @@ class Grid:
         if status == "done" and (records / f"{name}.json").is_file():
             return 0  # finished and on record (by another worker, or an earlier invocation)
         new = _train_command(recipe, extra, seed, out, name)
-        run_keys = [f"run.threads={args.threads}", "run.progress=log", f"run.device={args.device}"]
+        run_keys = _run_keys(args)
         if status == "started":
             print(
                 f"full_length: {run.path} holds no checkpoint; remove it to start over",
@@ -348,6 +353,14 @@ class Grid:
                     self.children.discard(child)
 
 
+def _run_keys(args: argparse.Namespace) -> list[str]:
+    """How the runs execute (no result depends on these; a resume may change them)."""
+    return [
+        f"run.threads={args.threads}", "run.progress=log", f"run.device={args.device}",
+        f"eval.batch_size={args.eval_batch}",
+    ]  # fmt: skip
+
+
 def _train_command(recipe: str, extra: list[str], seed: int, out: Path, name: str) -> list[str]:
     new = ["train", "--config", recipe, "--seed", str(seed), "--out", str(out), "--name", name]
     return new + [x for o in extra for x in ("--set", o)]
@@ -363,7 +376,7 @@ def train_packed(todo: list, args: argparse.Namespace, out: Path, records: Path)
     from ncollapse.threads import set_threads
 
     set_threads(args.threads)
-    run_keys = [f"run.threads={args.threads}", "run.progress=log", f"run.device={args.device}"]
+    run_keys = _run_keys(args)
     waiting = []
     for method, recipe, extra, seed in todo:
         name = run_name(method, seed)

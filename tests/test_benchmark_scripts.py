@@ -127,7 +127,7 @@ def _tiny_grid(tmp_path, seeds=(0, 1)):
 def _grid_args(**kw):
     from argparse import Namespace
 
-    return Namespace(**{"threads": 1, "device": "cpu", "jobs": 1, **kw})
+    return Namespace(**{"threads": 1, "device": "cpu", "jobs": 1, "eval_batch": 128, **kw})
 
 
 def test_full_length_jobs_train_each_run_once_with_a_log_each(tmp_path, capsys):
@@ -191,3 +191,31 @@ def test_full_length_refuses_jobs_with_pack(capsys):
     with pytest.raises(SystemExit):
         fl.main(["--jobs", "2", "--pack", "2"])
     assert "give one of them" in capsys.readouterr().err
+
+
+def test_eval_batch_times_the_trainers_evaluation_at_each_size(monkeypatch):
+    """benchmarks/eval_batch.py times ``Trainer.evaluate`` (the pass a run makes) once per
+    repeat at each batch size, over the images asked for, and rates them against batch 512."""
+    eb = _load("eval_batch")
+    from ncollapse.engine.loop import Trainer
+
+    seen = []
+    original = Trainer.evaluate
+
+    def spy(self, epoch):
+        seen.append(self.eval_cfg.batch_size)
+        return original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "evaluate", spy)
+    from argparse import Namespace
+
+    args = Namespace(device="cpu", threads=1, synthetic=True, repeats=1, images=40)
+    result = eb.measure(args)
+    assert result["images_per_pass"] == 40
+    # each trainer: a warm-up pass and a timed pass per repeat, both networks
+    assert sorted(seen) == sorted(list(eb.SIZES) * 2 * 2)
+    for net in eb.RECIPES:
+        rates = result["images_per_s"][net]
+        assert set(rates) == set(eb.SIZES) and all(v > 0 for v in rates.values())
+        assert result["ratio_vs_512"][net][512] == 1.0
+        assert result["ratio_vs_512"][net][128] == rates[128] / rates[512]

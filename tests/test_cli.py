@@ -101,6 +101,45 @@ def test_train_then_resume_a_finished_run(capsys, tmp_path):
     # a resume with a changed recipe is refused, listing the difference
     code = main(["train", "--resume", str(tmp_path / "one"), "--set", "optim.lr=0.3"])
     assert code == 2 and "optim.lr: 0.1 -> 0.3" in capsys.readouterr().err
+    # the evaluation batch changes no result: a resume may change it, not the other eval keys
+    argv = ["train", "--resume", str(tmp_path / "one"), "--set", "run.progress=none", "--set"]
+    assert main([*argv, "eval.batch_size=16"]) == 0
+    capsys.readouterr()
+    assert main([*argv, "eval.every=2"]) == 2
+    assert "eval.every: 1 -> 2" in capsys.readouterr().err
+
+
+def test_a_resume_evaluates_at_its_own_batch_size(tmp_path, monkeypatch):
+    """``eval.batch_size`` given on a resume is the one the resumed run evaluates with, and the
+    run finishes as the uninterrupted one did (the batch size changes no result)."""
+    import torch
+
+    import ncollapse
+    from ncollapse.engine import sources
+
+    over = ["optim.epochs=4", "run.threads=1", "run.tensorboard=false", "eval.collapse_every=0"]
+    whole = ncollapse.train(overrides=over, out=tmp_path / "a", name="r", progress="none")
+    from test_engine import cut_after_two_epochs
+
+    cut_after_two_epochs(
+        monkeypatch, ncollapse.train, overrides=over, out=tmp_path / "b", name="r", progress="none"
+    )
+    sizes = []
+    original = sources.Splits.eval_batches
+
+    def spy(self, split, batch_size):
+        sizes.append(batch_size)
+        return original(self, split, batch_size)
+
+    monkeypatch.setattr(sources.Splits, "eval_batches", spy)
+    resumed = ncollapse.train(
+        resume=tmp_path / "b" / "r", overrides=["eval.batch_size=7"], progress="none"
+    )
+    assert sizes and set(sizes) == {7}
+    assert resumed.summary["final"]["acc"] == pytest.approx(whole.summary["final"]["acc"])
+    want = torch.load(whole.run_dir / "model.pt", weights_only=True)
+    got = torch.load(resumed.run_dir / "model.pt", weights_only=True)
+    assert all(torch.equal(want[k], got[k]) for k in want)
 
 
 @pytest.mark.slow

@@ -306,7 +306,7 @@ def test_full_length_pack_trains_its_queue_packed_and_writes_records(tmp_path):
     digits += ["optim.warmup_epochs=0", "optim.milestones=[]", "run.tensorboard=false"]
     todo = [("ce", None, ["loss.name=ce", "model.head=linear", *digits], 0)]
     todo += [("etf_dr", None, digits, 1)]
-    args = argparse.Namespace(pack=2, threads=1, device="cpu")
+    args = argparse.Namespace(pack=2, threads=1, device="cpu", eval_batch=128)
     out, records = tmp_path / "runs", tmp_path / "records"
     assert full_length.train_packed(todo, args, out, records) == 0
     names = [full_length.run_name(m, s) for m, _, _, s in todo]

@@ -133,8 +133,8 @@ def _data_record(cfg: Config, bundle: DataBundle) -> dict[str, Any]:
 
 
 def _resume_config(saved: dict[str, Any], given: Config | None) -> Config:
-    """The saved config, with the ``run.*`` keys of ``given`` (where and how to run); any other
-    difference is refused."""
+    """The saved config, with the run keys of ``given`` (``run.*`` and ``eval.batch_size``:
+    where and how to run, no result changes with them); any other difference is refused."""
     saved = complete_config_dict(saved)  # keys added since the run was written: their defaults
     if given is None:
         return compose(base=saved)
@@ -148,6 +148,7 @@ def _resume_config(saved: dict[str, Any], given: Config | None) -> Config:
         )
     merged = dict(saved)
     merged["run"] = {**saved.get("run", {}), **new["run"]}
+    merged["eval"] = {**saved.get("eval", {}), "batch_size": new["eval"]["batch_size"]}
     return compose(base=merged)
 
 
@@ -453,7 +454,7 @@ def train(
     typed keywords (``epochs``, ``seed``, ``imbalance``, ``device``, ``out``, ``name``, ...) go
     to :func:`ncollapse.composition.compose`; with no recipe this trains ETF + DR on the embedded
     long-tailed digits in seconds. ``resume`` continues a run directory instead (only
-    ``run.*`` overrides are allowed then)::
+    ``run.*`` and ``eval.batch_size`` overrides are allowed then)::
 
         result = ncollapse.train("cifar10_lt_r100_etf_dr", epochs=30, out="runs")
         result.summary["final"]["acc"]

@@ -32,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--resume",
         default=None,
         metavar="RUN_DIR",
-        help="continue the run in RUN_DIR from its last checkpoint (only run.* keys may change)",
+        help="continue the run in RUN_DIR from its last checkpoint (only run.* keys and eval.batch_size may change)",
     )
     p.add_argument(
         "--print-config",
@@ -60,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
         if given:
             raise UserError(
                 f"--resume continues {args.resume} as it was configured; {', '.join(given)} "
-                "would be ignored: drop them (only --set run.KEY=... and --device may change "
-                "on a resume), or start a new run without --resume"
+                "would be ignored: drop them (only --set run.KEY=..., --set eval.batch_size=... "
+                "and --device may change on a resume), or start a new run without --resume"
             )
         device = {"device": args.device} if args.device else {}
         # reads the run directory once; a damaged file is named before any data is loaded

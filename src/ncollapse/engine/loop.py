@@ -524,6 +524,7 @@ class Trainer:
         for callback in self.callbacks:
             callback.on_fit_start(self)
         self.epoch_logged = self.state.epoch
+        self.progress.start()
 
     def end_epoch(
         self, epoch: int, record: dict[str, Any], latest: dict[tuple[str, str], dict[str, Any]]

@@ -36,8 +36,13 @@ class Progress:
         self.mode = mode
         self.total_epochs = total_epochs
         self.prefix = prefix
-        self._epoch_times: list[float] = []
+        self._epoch_times: list[float] = []  # whole epochs: training, evaluation, checkpoint
+        self._last_epoch_end: float | None = None
         self._last_draw = 0.0
+
+    def start(self) -> None:
+        """The clock of the first epoch starts now (training starts or resumes)."""
+        self._last_epoch_end = time.perf_counter()
 
     def batch(
         self,
@@ -67,13 +72,23 @@ class Progress:
         self.stream.flush()
 
     def epoch(self, epoch: int, seconds: float, summary: str) -> None:
-        """Report the end of epoch ``epoch`` (0-based) with a short summary string."""
-        self._epoch_times.append(seconds)
+        """Report the end of epoch ``epoch`` (0-based) with a short summary string; ``seconds``
+        is the epoch's training time. The ETA goes by whole epochs as the clock saw them
+        (training and the evaluation, collapse metrics and checkpoint after it: a test set
+        measured every epoch can take as long as the training), counted from :meth:`start`
+        (or, without it, by the first epoch's training time)."""
+        now = time.perf_counter()
+        whole = seconds if self._last_epoch_end is None else now - self._last_epoch_end
+        self._last_epoch_end = now
+        self._epoch_times.append(whole)
         if self.mode == "none":
             return
         recent = self._epoch_times[-5:]
         eta = sum(recent) / len(recent) * (self.total_epochs - epoch - 1)
-        line = f"{self.prefix}epoch {epoch + 1}/{self.total_epochs} {summary} ({seconds:.1f}s, ETA {_fmt_time(eta)})"
+        line = (
+            f"{self.prefix}epoch {epoch + 1}/{self.total_epochs} {summary} "
+            f"({seconds:.1f}s training, {whole:.1f}s in all, ETA {_fmt_time(eta)})"
+        )
         if self.mode == "bar":
             self.stream.write("\r" + line + " " * 10 + "\n")
         else:
