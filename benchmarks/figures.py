@@ -87,6 +87,8 @@ GROUPS = {
     # benchmarks/throughput.py --json on the 2-core AMD EPYC: native, and limited to AVX2
     "throughput": "throughput_cpu",
     "throughput_avx2": "throughput_cpu_avx2",
+    # benchmarks/eval_batch.py --json on the 2-core AMD EPYC, beside two training runs
+    "eval_batch": "eval_batch_cpu",
     # benchmarks/pack.py --json on the 2-core AMD EPYC: four runs packed against one alone
     "pack_cpu": "pack_cpu",
     "pack_cpu_fp32": "pack_cpu_fp32",  # the same in fp32 (--fp32)

@@ -216,6 +216,8 @@ def test_eval_batch_times_the_trainers_evaluation_at_each_size(monkeypatch):
     assert sorted(seen) == sorted(list(eb.SIZES) * 2 * 2)
     for net in eb.RECIPES:
         rates = result["images_per_s"][net]
-        assert set(rates) == set(eb.SIZES) and all(v > 0 for v in rates.values())
-        assert result["ratio_vs_512"][net][512] == 1.0
-        assert result["ratio_vs_512"][net][128] == rates[128] / rates[512]
+        assert set(rates) == {f"batch_{bs}" for bs in eb.SIZES}
+        assert all(v > 0 for v in rates.values())
+        ratios = result["ratio_vs_512"][net]
+        assert ratios["batch_512"] == 1.0
+        assert ratios["batch_128"] == rates["batch_128"] / rates["batch_512"]

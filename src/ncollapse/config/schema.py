@@ -214,8 +214,8 @@ class EvalConfig(Section, key="eval"):
     batch_size: int = option(
         128,
         "batch size of evaluation and collapse passes (no effect on results; may change on a "
-        "resume). Larger is slower on a CPU: ResNet-32's fp32 forward runs 1.65x faster at 128 "
-        "than at 512 on one Zen 4 core (benchmarks/eval_batch.py)",
+        "resume). On a CPU 128 evaluates faster than larger batches (benchmarks/eval_batch.py, "
+        "docs/speed.md)",
     )
 
 
