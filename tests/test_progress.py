@@ -41,6 +41,19 @@ def test_without_a_start_the_first_epoch_counts_its_training_time(monkeypatch):
     assert "(20.0s training, 20.0s in all, ETA 00:40)" in out.getvalue()
 
 
+def test_an_epoch_resumed_midway_is_never_shorter_than_its_training(monkeypatch):
+    """Resumed in the middle of an epoch, the training time recorded includes the part before
+    the stop: the epoch in all is at least that long."""
+    clock = Clock()
+    monkeypatch.setattr(progress_mod.time, "perf_counter", clock)
+    out = io.StringIO()
+    p = Progress(2, "log", stream=out)
+    p.start()
+    clock.now += 10.0  # the second half of the epoch, then its evaluation
+    p.epoch(0, 25.0, "x")
+    assert "(25.0s training, 25.0s in all, ETA 00:25)" in out.getvalue()
+
+
 def test_quiet_mode_prints_nothing():
     out = io.StringIO()
     p = Progress(3, "none", stream=out)

@@ -79,6 +79,7 @@ class Progress:
         (or, without it, by the first epoch's training time)."""
         now = time.perf_counter()
         whole = seconds if self._last_epoch_end is None else now - self._last_epoch_end
+        whole = max(whole, seconds)  # an epoch resumed midway: its training began before the stop
         self._last_epoch_end = now
         self._epoch_times.append(whole)
         if self.mode == "none":
