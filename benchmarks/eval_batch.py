@@ -102,9 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     cpu = result["cpu"]
     print(
-        f"device {result['device']} ({result['cuda_device'] or cpu['model']}), "
-        f"{result['threads']} threads, torch {result['torch']}; CPU features: "
-        f"{', '.join(cpu['features']) or 'none of note'}"
+        f"{tp.machine_line(result)}; CPU features: {', '.join(cpu['features']) or 'none of note'}"
     )
     print(
         f"evaluation in fp32, {result['images_per_pass']} test images a pass, best of the repeats"

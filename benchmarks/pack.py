@@ -18,7 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 
-from throughput import _bundle, _subset, engine_rate, pack_rate, timing_options, timing_setup
+from throughput import (
+    _bundle,
+    _subset,
+    engine_rate,
+    machine_line,
+    pack_rate,
+    timing_options,
+    timing_setup,
+)
 
 #: backbone -> (recipe, its settings for two timed epochs: no warm-up to cut short)
 RECIPES = {
@@ -77,10 +85,8 @@ def main() -> None:
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    cpu = result["cpu"]
     print(
-        f"device {result['device']} ({result['cuda_device'] or cpu['model']}), "
-        f"{result['threads']} threads, torch {result['torch']}; avx512_bf16: "
+        f"{machine_line(result)}; avx512_bf16: "
         f"{'yes' if result['avx512_bf16'] else 'no'}; the runs train in {result['precision']}"
     )
     print(f"{result['runs']} runs packed; {result['images_per_pass']} images per run and pass")

@@ -193,6 +193,14 @@ def measure(args: argparse.Namespace) -> dict:
     }
 
 
+def machine_line(result: dict) -> str:
+    """The first line of a timing's report: the device (GPU or CPU model), threads, torch."""
+    model = result["cuda_device"] or result["cpu"]["model"]
+    return (
+        f"device {result['device']} ({model}), {result['threads']} threads, torch {result['torch']}"
+    )
+
+
 def timing_options(p: argparse.ArgumentParser, device: str, batches: int) -> None:
     """The options of a timing: device, pass size, repeats, threads, the data, --json."""
     p.add_argument("--device", default=device)
@@ -223,10 +231,7 @@ def main() -> None:
         print(json.dumps(result, indent=2))
         return
     cpu = result["cpu"]
-    print(
-        f"device {result['device']} ({result['cuda_device'] or cpu['model']}), "
-        f"{result['threads']} threads, torch {result['torch']}"
-    )
+    print(machine_line(result))
     print(
         f"CPU features: {', '.join(cpu['features']) or 'none of note'}; ATen kernels "
         f"{cpu['torch_capability']}"
