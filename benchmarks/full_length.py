@@ -9,7 +9,10 @@ subset leaves unused) is measured once, on the final weights, with ``ncollapse e
 
 Each finished run leaves its record, the run's ``summary.json`` with the validation figures,
 the precision, the thread count, the CPU (or GPU) model and the command added, as
-``benchmarks/records/cifar10_lt_r100_<method>_200ep_seed<N>.json``.
+``benchmarks/records/cifar10_lt_r100_<method>_200ep_seed<N>.json``. Its ``starts`` lists each
+start of the run (the epoch it picked up after, threads, machine, precision), since a run stopped
+and resumed elsewhere trains its parts on different hardware; ``threads`` and ``machine`` name
+every one used, in order, when they differ.
 
     python benchmarks/full_length.py --list                 # the queue and where each run stands
     nohup python benchmarks/full_length.py --threads 1 &    # train what is missing, in order
@@ -94,6 +97,26 @@ def _machine(env: dict) -> str:
     return env.get("cuda_device") or (env.get("cpu") or {}).get("model") or "unrecorded"
 
 
+def _starts(env: dict) -> list[dict]:
+    """Each start of the run (the first, then every resume ``env.json`` lists): the epoch it
+    picked up after, its threads, machine and precision."""
+    first = {"after_epoch": 0, "threads": env.get("threads"), "machine": _machine(env)}
+    out = [{**first, "precision": env.get("precision")}]
+    for r in env.get("resumes", []):
+        start = {"after_epoch": r.get("after_epoch"), "threads": r.get("threads")}
+        if "step" in r:  # stopped inside the next epoch
+            start.update(step=r["step"], steps=r.get("steps"))
+        machine = r.get("cuda_device") or r.get("cpu") or "unrecorded"
+        out.append({**start, "machine": machine, "precision": r.get("precision")})
+    return out
+
+
+def _one_or_all(values: list):
+    """The value when every start had the same, else each distinct one in order."""
+    distinct = list(dict.fromkeys(values))
+    return distinct[0] if len(distinct) == 1 else distinct
+
+
 def write_record(run_dir: Path, command: list[str], records: Path) -> Path:
     """The run's summary with validation accuracy, precision, threads and machine added."""
     from ncollapse.rundir import Run
@@ -110,9 +133,11 @@ def write_record(run_dir: Path, command: list[str], records: Path) -> Path:
         )  # fmt: skip
         val = json.loads(out.stdout)
         summary["val"] = val.get("val", val)
+    starts = _starts(env)
     summary["precision"] = summary.get("precision") or env.get("precision")
-    summary["threads"] = env.get("threads")
-    summary["machine"] = _machine(env)
+    summary["threads"] = _one_or_all([s["threads"] for s in starts])
+    summary["machine"] = ", then ".join(dict.fromkeys(s["machine"] for s in starts))
+    summary["starts"] = starts
     summary["torch"] = env.get("torch")
     summary["command"] = shlex.join(["ncollapse", *command])
     if env.get("pack"):  # trained as one batched model with these runs

@@ -98,6 +98,13 @@ def test_full_length_packs_an_unfinished_run_and_resumes_it_elsewhere(tmp_path, 
     want = torch.load(whole.run_dir / "model.pt", weights_only=True)
     got = torch.load(resumed.run_dir / "model.pt", weights_only=True)
     assert all(torch.equal(want[k], got[k]) for k in want)
+    # the record names each start: the first, then the resume after epoch 2 (the same thread
+    # count, which an exact resume needs: a record with several says so, in order)
+    starts = fl._starts(json.loads((moved / "env.json").read_text()))
+    assert [(s["after_epoch"], s["threads"]) for s in starts] == [(0, 1), (2, 1)]
+    assert starts[0]["machine"] == starts[1]["machine"] != "unrecorded"
+    assert fl._one_or_all([s["threads"] for s in starts]) == 1
+    assert fl._one_or_all([1, 2, 1]) == [1, 2]
 
 
 def test_time_to_accuracy_reads_the_yardstick_the_docs_quote():

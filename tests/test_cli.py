@@ -204,3 +204,25 @@ def test_a_write_the_library_did_not_name_still_gets_one_line(monkeypatch, capsy
     monkeypatch.setattr(analyze_cli, "run", other)
     with pytest.raises(OSError, match="Input/output"):
         main(["analyze", "somewhere"])
+
+
+def test_a_resume_is_recorded_in_env_json_with_its_own_threads(tmp_path, monkeypatch):
+    """``env.json`` keeps the first start's record and lists each resume after it: the epoch it
+    picked up after, its thread count and device; a finished run started again adds nothing."""
+    import ncollapse
+    from test_engine import cut_after_two_epochs
+
+    over = ["optim.epochs=3", "run.threads=1", "run.tensorboard=false", "eval.collapse_every=0"]
+    cut_after_two_epochs(
+        monkeypatch, ncollapse.train, overrides=over, out=tmp_path, name="r", progress="none"
+    )
+    env = json.loads((tmp_path / "r" / "env.json").read_text())
+    assert env["threads"] == 1 and "resumes" not in env
+    ncollapse.train(resume=tmp_path / "r", overrides=["run.threads=2"], progress="none")
+    env = json.loads((tmp_path / "r" / "env.json").read_text())
+    assert env["threads"] == 1  # the first start's, as it was
+    (start,) = env["resumes"]
+    assert start["after_epoch"] == 2 and start["threads"] == 2 and "step" not in start
+    assert start["device"] == "cpu" and start["precision"] in ("fp32", "bf16")
+    ncollapse.train(resume=tmp_path / "r", progress="none")  # finished: nothing to train
+    assert json.loads((tmp_path / "r" / "env.json").read_text())["resumes"] == [start]

@@ -3,6 +3,7 @@ continues from that step to the weights of the uninterrupted run (inside an epoc
 the end-of-epoch evaluation), the command line says how to go on and exits 128 + the signal,
 TensorBoard keeps one series per tag, and run files follow the umask."""
 
+import json
 import os
 import signal
 import subprocess
@@ -89,6 +90,10 @@ def test_signal_inside_an_epoch_then_resume_is_the_uninterrupted_run(tmp_path, m
 
     run_training(resume=run_dir)
     _same_run(full.run_dir, run_dir)
+    # env.json says where the resume picked up: after this step of the next epoch
+    (start,) = json.loads((run_dir / "env.json").read_text())["resumes"]
+    assert start["after_epoch"] == steps // per_epoch
+    assert (start["step"], start["steps"]) == (steps % per_epoch, per_epoch)
 
 
 def test_signal_during_the_evaluation_then_resume_is_the_uninterrupted_run(tmp_path, monkeypatch):

@@ -4,7 +4,7 @@ A run directory holds (``docs/architecture.md``, "Run directory"):
 
     config.yaml          the resolved config (every key)
     data.json            class names and counts, subset information, the three seeds
-    env.json             versions, device, CPU features, precision, command line
+    env.json             versions, device, CPU features, precision, command line; resumes
     metrics.jsonl        one JSON record per line: train / eval / collapse, by epoch
     summary.json         the final result (written at the end)
     checkpoint.pt        everything a resume needs (written every run.checkpoint_every epochs)

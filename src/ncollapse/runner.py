@@ -111,6 +111,30 @@ def _env_record(
     }
 
 
+def _resume_record(
+    env: dict[str, Any], device: torch.device, amp: bool, position: dict[str, Any]
+) -> dict[str, Any]:
+    """``env`` with this start appended to its ``resumes``: where training picked up (the epoch,
+    and the step within it when stopped midway), on what (threads, device, CPU, precision,
+    versions) and when. A run stopped and resumed on other hardware, or with another thread
+    count, says so, and a result's wall time can be read against each part."""
+    start = {
+        **position,
+        "threads": torch.get_num_threads(),
+        "device": str(device),
+        "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "cpu": cpu_info().get("model"),
+        "precision": {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[
+            autocast_dtype(device, amp)
+        ],
+        "ncollapse": __version__,
+        "torch": torch.__version__,
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "argv": sys.argv,
+    }
+    return {**env, "resumes": [*env.get("resumes", []), start]}
+
+
 def _data_record(cfg: Config, bundle: DataBundle) -> dict[str, Any]:
     k = len(bundle.class_counts)
     test_counts = torch.bincount(bundle.test.labels, minlength=k).tolist()
@@ -286,17 +310,19 @@ def _prepare(
         trainer.load_state_dict(saved.checkpoint)
         writer.truncate_metrics(trainer.state.epoch, saved.records)
         at = saved.checkpoint.get("position")
+        unfinished = at is not None or trainer.state.epoch < cfg.optim.epochs
+        if saved.env and unfinished:  # a damaged or missing env.json is left as it is
+            position = {"after_epoch": trainer.state.epoch}
+            if at is not None:  # stopped inside the next epoch: after this step of it
+                position.update(step=int(at["step"]), steps=int(at["steps"]))
+            writer.write_env(_resume_record(saved.env, device, cfg.run.amp, position))
         if at is None:
-            progress.message(f"resuming {run.path} after epoch {trainer.state.epoch}")
+            where = f"after epoch {trainer.state.epoch}"
         elif at.get("record") is not None:
-            progress.message(
-                f"resuming {run.path} at the end of epoch {at['epoch'] + 1} (its evaluation)"
-            )
+            where = f"at the end of epoch {at['epoch'] + 1} (its evaluation)"
         else:
-            progress.message(
-                f"resuming {run.path} in epoch {at['epoch'] + 1} after step {at['step']} of "
-                f"{at['steps']}"
-            )
+            where = f"in epoch {at['epoch'] + 1} after step {at['step']} of {at['steps']}"
+        progress.message(f"resuming {run.path} {where} ({threads.describe()})")
     else:  # stopped before its first checkpoint: nothing to keep, start from epoch 0
         writer.truncate_metrics(0, saved.records)
         progress.message(f"{run.path} has no checkpoint yet: training it from epoch 0")
