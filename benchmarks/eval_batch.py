@@ -51,7 +51,8 @@ def measure(args: argparse.Namespace) -> dict:
     import torch
 
     from ncollapse.composition import compose
-    from ncollapse.runner import build_trainer, cpu_info
+    from ncollapse.provenance import cpu_info
+    from ncollapse.runner import build_trainer
 
     tp = _throughput()
     device, base = tp.timing_setup(args)

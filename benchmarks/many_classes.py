@@ -198,7 +198,7 @@ def _provenance(args: argparse.Namespace, argv) -> dict:
 
     import torch
 
-    from ncollapse.runner import cpu_info
+    from ncollapse.provenance import cpu_info
 
     return {
         "command": " ".join(["python", "benchmarks/many_classes.py", *(argv or sys.argv[1:])]),

@@ -40,7 +40,7 @@ def measure(args: argparse.Namespace) -> dict:
 
     from ncollapse.composition import compose
     from ncollapse.engine.precision import autocast_dtype, cpu_flags
-    from ncollapse.runner import cpu_info
+    from ncollapse.provenance import cpu_info
 
     device, base = timing_setup(args)
     base += ["optim.ema=0", *(["run.amp=false"] if args.fp32 else [])]

@@ -130,7 +130,7 @@ def main() -> None:
     )  # fmt: skip
     args = p.parse_args()
 
-    from ncollapse.runner import cpu_info
+    from ncollapse.provenance import cpu_info
 
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     dirs = args.runs or [_train(args.recipe, s, args, val=True) for s in seeds]

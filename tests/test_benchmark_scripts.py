@@ -43,7 +43,7 @@ def test_trained_runs_are_read_back_with_the_machine_they_ran_on(tmp_path):
     again rather than retrained."""
     from argparse import Namespace
 
-    from ncollapse.runner import cpu_info
+    from ncollapse.provenance import cpu_info
 
     tta = _load("time_to_accuracy")
     recipe = tmp_path / "tiny.yaml"

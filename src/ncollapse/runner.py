@@ -8,12 +8,9 @@ evaluator, create or resume the run directory, train, and return the summary.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import os
-import platform
 import shutil
 import signal
-import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -22,7 +19,6 @@ from typing import Any
 
 import torch
 
-from . import __version__
 from .build import build_augment, build_criterion, build_evaluator, build_network
 from .composition import compose
 from .config import Config, complete_config_dict, config_diff, config_to_dict, is_run_key
@@ -31,10 +27,9 @@ from .data.base import DataBundle
 from .engine.distributed import SINGLE, Distributed, ReadOnlyRun, init_distributed
 from .engine.loop import Trainer
 from .engine.pack import PackedTrainer, pack_unavailable
-from .engine.precision import autocast_dtype
 from .engine.progress import Progress
 from .errors import UserError
-from .inference import preprocess_record
+from .provenance import cpu_info, data_record, env_record, resume_record
 from .rundir import Run, SavedRun, check_out_dir, check_run_name
 from .threads import set_threads
 
@@ -61,99 +56,6 @@ class RunResult:
     def run(self) -> Run:
         """The run directory, for reading its files (:class:`ncollapse.rundir.Run`)."""
         return Run(self.run_dir)
-
-
-def cpu_info() -> dict[str, Any]:
-    """The CPU a run used: model name, the instruction-set features its speed and its rounding
-    depend on, and the kernels PyTorch picked. Training on another CPU gives other numbers."""
-    model, flags = platform.processor() or None, set()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name") and model in (None, "", "x86_64"):
-                    model = line.split(":", 1)[1].strip()
-                elif line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        pass
-    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni")
-    return {
-        "model": model,
-        "features": [f for f in wanted if f in flags],
-        "torch_capability": torch.backends.cpu.get_cpu_capability(),
-        "cores": os.cpu_count(),
-    }
-
-
-def _env_record(
-    device: torch.device, amp: bool = True, dist: Distributed = SINGLE, global_loss: bool = False
-) -> dict[str, Any]:
-    return {
-        "ncollapse": __version__,
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-        "device": str(device),
-        "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "cpu": cpu_info(),
-        "threads": torch.get_num_threads(),
-        "precision": {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[
-            autocast_dtype(device, amp)
-        ],
-        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "argv": sys.argv,
-        "cwd": os.getcwd(),  # relative paths of the config (data.root) are from here
-        # data-parallel training: the number of processes and the backend (none: one process)
-        "world_size": dist.world_size,
-        "backend": dist.backend,
-        "loss_batch": None if not dist.enabled else ("global" if global_loss else "local"),
-    }
-
-
-def _resume_record(
-    env: dict[str, Any], device: torch.device, amp: bool, position: dict[str, Any]
-) -> dict[str, Any]:
-    """``env`` with this start appended to its ``resumes``: where training picked up (the epoch,
-    and the step within it when stopped midway), on what (threads, device, CPU, precision,
-    versions) and when. A run stopped and resumed on other hardware, or with another thread
-    count, says so, and a result's wall time can be read against each part."""
-    start = {
-        **position,
-        "threads": torch.get_num_threads(),
-        "device": str(device),
-        "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "cpu": cpu_info().get("model"),
-        "precision": {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[
-            autocast_dtype(device, amp)
-        ],
-        "ncollapse": __version__,
-        "torch": torch.__version__,
-        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "argv": sys.argv,
-    }
-    return {**env, "resumes": [*env.get("resumes", []), start]}
-
-
-def _data_record(cfg: Config, bundle: DataBundle) -> dict[str, Any]:
-    k = len(bundle.class_counts)
-    test_counts = torch.bincount(bundle.test.labels, minlength=k).tolist()
-    val = getattr(bundle, "val", None)
-    return {
-        "classes": list(bundle.train.classes),
-        "class_counts": list(bundle.class_counts),
-        "test_counts": test_counts,
-        "num_train": int(bundle.train.labels.numel()),
-        "num_test": int(bundle.test.labels.numel()),
-        "val_counts": None if val is None else torch.bincount(val.labels, minlength=k).tolist(),
-        "seeds": {
-            "seed": cfg.seed,
-            "subset_seed": cfg.data.subset_seed,
-            "etf_seed": cfg.model.etf_seed,
-        },
-        "info": bundle.info,
-        "preprocess": preprocess_record(bundle),  # what ncollapse.load_run needs
-    }
 
 
 def _resume_config(saved: dict[str, Any], given: Config | None) -> Config:
@@ -296,8 +198,8 @@ def _prepare(
     env = None
     if saved is None:
         writer.write_config(config_to_dict(cfg))
-        writer.write_data(_data_record(cfg, bundle))
-        env = _env_record(device, cfg.run.amp, dist, trainer.global_batch)
+        writer.write_data(data_record(cfg, bundle))
+        env = env_record(device, cfg.run.amp, dist, trainer.global_batch)
         env["step"] = "eager" if trainer.graph is None else "graph"
         writer.write_env(env)
         progress.message(f"run directory: {run.path} ({threads.describe()})")
@@ -315,7 +217,7 @@ def _prepare(
             position = {"after_epoch": trainer.state.epoch}
             if at is not None:  # stopped inside the next epoch: after this step of it
                 position.update(step=int(at["step"]), steps=int(at["steps"]))
-            writer.write_env(_resume_record(saved.env, device, cfg.run.amp, position))
+            writer.write_env(resume_record(saved.env, device, cfg.run.amp, position))
         if at is None:
             where = f"after epoch {trainer.state.epoch}"
         elif at.get("record") is not None:

@@ -48,7 +48,7 @@ from .ema import WeightAverage
 from .evaluate import Evaluator, network_outputs
 from .graphs import STEPS, GraphStep
 from .optimizers import build_optimizer
-from .precision import autocast_dtype
+from .precision import autocast_dtype, precision_name
 from .progress import Progress
 from .schedule import SCHEDULES
 from .sources import Splits
@@ -167,7 +167,7 @@ class Trainer(Checkpointing):
     @property
     def precision(self) -> str:
         """What the training steps compute in: ``fp32``, ``bf16`` or ``fp16`` (autocast)."""
-        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
+        return precision_name(self.amp_dtype)
 
     @property
     def eval_network(self) -> nn.Module:

@@ -18,7 +18,7 @@ import os
 
 import torch
 
-__all__ = ["autocast_dtype", "cpu_flags", "native_cpu_bf16"]
+__all__ = ["autocast_dtype", "cpu_flags", "native_cpu_bf16", "precision_name"]
 
 
 @functools.cache
@@ -51,3 +51,8 @@ def autocast_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
     if device.type == "cpu" and native_cpu_bf16():
         return torch.bfloat16
     return None
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """How runs record an autocast dtype (:func:`autocast_dtype`): fp32, bf16 or fp16."""
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
