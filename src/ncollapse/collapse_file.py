@@ -9,56 +9,17 @@ features, ``global_mean`` (d,), ``class_counts`` (K,) int64 and optionally ``cla
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import UserError, write_error
+from .atomic import atomic_write_bytes
+from .errors import UserError
 
-__all__ = ["COLLAPSE_STATE_FILE", "file_mode", "load_collapse_state", "save_collapse_state"]
+__all__ = ["COLLAPSE_STATE_FILE", "load_collapse_state", "save_collapse_state"]
 
 COLLAPSE_STATE_FILE = "collapse_final.npz"
-
-
-def current_umask() -> int:
-    """The process's file-creation mask, read without changing it where Linux shows it
-    (``/proc/self/status``), else by setting and restoring it."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def file_mode() -> int:
-    """The mode a new file gets under the umask (``0o666 & ~umask``): what ``open()`` gives,
-    which ``tempfile.mkstemp`` (always 0600) does not. Run files written through a temporary
-    file get it too, so a group can read a shared run directory when the umask allows."""
-    return 0o666 & ~current_umask()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.fchmod(fd, file_mode())
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise write_error(path, exc) from None
-        raise
 
 
 def _np(x: Any) -> np.ndarray:
@@ -118,7 +79,7 @@ def save_collapse_state(
         path = path / COLLAPSE_STATE_FILE
     buffer = io.BytesIO()
     np.savez(buffer, **out)
-    _atomic_write(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue())
     return path
 
 

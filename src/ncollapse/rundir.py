@@ -25,7 +25,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import re
 import tempfile
 from dataclasses import dataclass
@@ -36,12 +35,8 @@ import numpy as np
 import torch
 import yaml
 
-from .collapse_file import (
-    COLLAPSE_STATE_FILE,
-    file_mode,
-    load_collapse_state,
-    save_collapse_state,
-)
+from .atomic import atomic_write_bytes
+from .collapse_file import COLLAPSE_STATE_FILE, load_collapse_state, save_collapse_state
 from .errors import UserError, write_error
 
 __all__ = [
@@ -81,26 +76,6 @@ def created_runs() -> list[Run]:
     """The run directories :meth:`Run.create` made in this process, oldest first (the CLI
     names them after an interrupt: resumable, or removed before their first checkpoint)."""
     return list(_CREATED)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory; a file that
-    cannot be written (a full disk, a read-only place) is a one-line :class:`UserError` and
-    leaves the old ``path`` as it was."""
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.fchmod(fd, file_mode())  # as open() would: the umask decides, not mkstemp's 0600
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise write_error(path, exc) from None
-        raise
 
 
 def nonfinite_tensors(state: Any, prefix: str = "") -> tuple[list[str], int]:
