@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,6 +178,15 @@ def _prepare(
     if requested is None and saved is not None:  # a resume keeps the thread count it started with
         requested = int(saved.env.get("threads") or 0) or None
     threads = set_threads(requested)
+    started = int(saved.env.get("threads") or 0) if saved is not None else 0
+    if started and threads.threads != started and dist.is_main:
+        warnings.warn(
+            f"resuming with {threads.threads} CPU thread(s) where the run started with "
+            f"{started}: the result differs in rounding from an uninterrupted run (give "
+            f"run.threads={started}, or leave it out, for the exact one)",
+            UserWarning,
+            stacklevel=2,
+        )
     if bundle is None:
         bundle = dist.first_per_node(lambda: load_data(cfg.data))
     mode = cfg.run.progress if dist.is_main else "none"
