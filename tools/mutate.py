@@ -244,7 +244,7 @@ MUTATIONS: list[Mutation] = [
       "if not name or not _NAME.match(name):",
       (_cat("rundir: --set run.name=.."),),
       "run.name=.. writes beside --out"),
-    M("write-failure-unnamed", "rundir.py",
+    M("write-failure-unnamed", "atomic.py",
       "            raise write_error(path, exc) from None",
       "            raise",
       (_cat("disk full: train"),),

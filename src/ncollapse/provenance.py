@@ -89,7 +89,8 @@ def resume_record(
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "argv": sys.argv,
     }
-    return {**env, "resumes": [*env.get("resumes", []), start]}
+    before = env.get("resumes")
+    return {**env, "resumes": [*(before if isinstance(before, list) else []), start]}
 
 
 def data_record(cfg: Config, bundle: DataBundle) -> dict[str, Any]:

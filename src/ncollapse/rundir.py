@@ -279,6 +279,8 @@ class Run:
             env = self.env()
         except UserError:
             env = {}
+        if not isinstance(env, dict):  # valid JSON, but not what a run writes: as if damaged
+            env = {}
         records = self.metrics()
         checkpoint = self.load_checkpoint() if self.checkpoint_path.is_file() else None
         return SavedRun(self, config, data, env, records, checkpoint)

@@ -175,10 +175,10 @@ def _prepare(
     if saved is None and cfg.run.name is not None:  # refuse a taken name before loading data
         dist.on_main(lambda: _refuse_taken_name(cfg))
     requested = cfg.run.threads
-    if requested is None and saved is not None:  # a resume keeps the thread count it started with
-        requested = int(saved.env.get("threads") or 0) or None
+    started = _started_threads(saved)
+    if requested is None and started:  # a resume keeps the thread count it started with
+        requested = started
     threads = set_threads(requested)
-    started = int(saved.env.get("threads") or 0) if saved is not None else 0
     if started and threads.threads != started and dist.is_main:
         warnings.warn(
             f"resuming with {threads.threads} CPU thread(s) where the run started with "
@@ -239,6 +239,12 @@ def _prepare(
         writer.truncate_metrics(0, saved.records)
         progress.message(f"{run.path} has no checkpoint yet: training it from epoch 0")
     return _Prepared(trainer, run, writer, saved, dist, env)
+
+
+def _started_threads(saved: SavedRun | None) -> int:
+    """The thread count a resumed run started with (0: a new run, or none readable)."""
+    value = saved.env.get("threads") if saved is not None else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def _discard_unfinished(p: _Prepared, exc: BaseException) -> None:

@@ -17,7 +17,8 @@ average, state and run directory. A checkpoint is a dict (``format`` 2):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -30,10 +31,23 @@ if TYPE_CHECKING:
     from ..criterion import Criterion
     from .distributed import Distributed
     from .ema import WeightAverage
-    from .loop import RunFiles
     from .state import TrainState
 
-__all__ = ["Checkpointing"]
+__all__ = ["Checkpointing", "RunFiles"]
+
+
+class RunFiles(Protocol):
+    """What the trainer needs of a run directory (:class:`ncollapse.rundir.Run`)."""
+
+    path: Path
+    tensorboard_dir: Path
+
+    def append_metrics(self, record: dict[str, Any]) -> None: ...
+    def metrics(self) -> list[dict[str, Any]]: ...
+    def save_checkpoint(self, state: dict[str, Any]) -> None: ...
+    def save_model(self, state_dict: dict[str, Any]) -> None: ...
+    def save_collapse_state(self, source: Any = None, **arrays: Any) -> Any: ...
+    def write_summary(self, summary: dict[str, Any]) -> None: ...
 
 
 class Checkpointing:

@@ -31,8 +31,7 @@ from __future__ import annotations
 import platform
 import time
 from collections.abc import Iterator, Sequence
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import nn
@@ -42,7 +41,7 @@ from ..data.augment import BatchAugment
 from ..data.base import DataBundle
 from .batches import StepInput
 from .callbacks import Callback, default_callbacks
-from .checkpoints import Checkpointing
+from .checkpoints import Checkpointing, RunFiles
 from .distributed import SINGLE, Distributed
 from .ema import WeightAverage
 from .evaluate import Evaluator, network_outputs
@@ -57,20 +56,6 @@ from .step import forward_loss, sees_global_batch
 from .syncbn import convert_sync_batchnorm
 
 __all__ = ["RunFiles", "StopNow", "Trainer", "epoch_generators", "resolve_device"]
-
-
-class RunFiles(Protocol):
-    """What the trainer needs of a run directory (:class:`ncollapse.rundir.Run`)."""
-
-    path: Path
-    tensorboard_dir: Path
-
-    def append_metrics(self, record: dict[str, Any]) -> None: ...
-    def metrics(self) -> list[dict[str, Any]]: ...
-    def save_checkpoint(self, state: dict[str, Any]) -> None: ...
-    def save_model(self, state_dict: dict[str, Any]) -> None: ...
-    def save_collapse_state(self, source: Any = None, **arrays: Any) -> Any: ...
-    def write_summary(self, summary: dict[str, Any]) -> None: ...
 
 
 class Trainer(Checkpointing):
