@@ -11,8 +11,8 @@ Each finished run leaves its record, the run's ``summary.json`` with the validat
 the precision, the thread count, the CPU (or GPU) model and the command added, as
 ``benchmarks/records/cifar10_lt_r100_<method>_200ep_seed<N>.json``. Its ``starts`` lists each
 start of the run (the epoch it picked up after, threads, machine, precision), since a run stopped
-and resumed elsewhere trains its parts on different hardware; ``threads`` and ``machine`` name
-every one used, in order, when they differ.
+and resumed elsewhere trains its parts on different hardware; ``threads``, ``machine`` and
+``precision`` name every one used, in order, when they differ.
 
     python benchmarks/full_length.py --list                 # the queue and where each run stands
     nohup python benchmarks/full_length.py --threads 1 &    # train what is missing, in order
@@ -117,6 +117,11 @@ def _one_or_all(values: list):
     return distinct[0] if len(distinct) == 1 else distinct
 
 
+def _in_order(names: list[str]) -> str:
+    """Each distinct name once, in order: ``"bf16"``, or ``"AMD EPYC, then NVIDIA H100"``."""
+    return ", then ".join(dict.fromkeys(names))
+
+
 def write_record(run_dir: Path, command: list[str], records: Path) -> Path:
     """The run's summary with validation accuracy, precision, threads and machine added."""
     from ncollapse.rundir import Run
@@ -134,9 +139,11 @@ def write_record(run_dir: Path, command: list[str], records: Path) -> Path:
         val = json.loads(out.stdout)
         summary["val"] = val.get("val", val)
     starts = _starts(env)
-    summary["precision"] = summary.get("precision") or env.get("precision")
+    first = summary.get("precision") or env.get("precision")
+    precisions = [first, *(s["precision"] for s in starts[1:])]
+    summary["precision"] = _in_order([p for p in precisions if p]) or None
     summary["threads"] = _one_or_all([s["threads"] for s in starts])
-    summary["machine"] = ", then ".join(dict.fromkeys(s["machine"] for s in starts))
+    summary["machine"] = _in_order([s["machine"] for s in starts])
     summary["starts"] = starts
     summary["torch"] = env.get("torch")
     summary["command"] = shlex.join(["ncollapse", *command])

@@ -105,6 +105,7 @@ def test_full_length_packs_an_unfinished_run_and_resumes_it_elsewhere(tmp_path, 
     assert starts[0]["machine"] == starts[1]["machine"] != "unrecorded"
     assert fl._one_or_all([s["threads"] for s in starts]) == 1
     assert fl._one_or_all([1, 2, 1]) == [1, 2]
+    assert fl._in_order(["AMD EPYC", "NVIDIA H100", "AMD EPYC"]) == "AMD EPYC, then NVIDIA H100"
 
 
 def test_time_to_accuracy_reads_the_yardstick_the_docs_quote():
@@ -154,6 +155,24 @@ def test_full_length_jobs_train_each_run_once_with_a_log_each(tmp_path, capsys):
     assert printed.count("done, record") == 2 and printed.count("(log ") == 2
     assert fl.progress(out / fl.run_name("ce", 0)) == "epoch 1/1"
     assert fl.progress(out / "nothing") == ""
+    assert record["starts"] == [
+        {"after_epoch": 0, "threads": 1, "machine": record["machine"], "precision": "fp32"}
+    ]
+    # a run resumed on another machine with two threads: its record names both, in order
+    run = out / fl.run_name("ce", 1)
+    env = json.loads((run / "env.json").read_text())
+    env["resumes"] = [
+        {"after_epoch": 0, "step": 3, "steps": 4, "threads": 2, "cpu": None,
+         "cuda_device": "NVIDIA H100", "precision": "bf16"}
+    ]  # fmt: skip
+    (run / "env.json").write_text(json.dumps(env))
+    mixed = json.loads(fl.write_record(run, ["train"], records).read_text())
+    assert mixed["threads"] == [1, 2] and mixed["precision"] == "fp32, then bf16"
+    assert mixed["machine"] == f"{record['machine']}, then NVIDIA H100"
+    assert mixed["starts"][1] == {
+        "after_epoch": 0, "threads": 2, "step": 3, "steps": 4, "machine": "NVIDIA H100",
+        "precision": "bf16",
+    }  # fmt: skip
 
 
 def test_full_length_skips_a_run_another_process_holds(tmp_path, capsys):

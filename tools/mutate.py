@@ -255,7 +255,7 @@ MUTATIONS: list[Mutation] = [
       ("tests/test_cli.py::test_a_resume_is_recorded_in_env_json_with_its_own_threads",),
       "a run resumed with other threads or on another machine says nothing of it in env.json"),
     M("resume-threads-silent", "runner.py",
-      "    if started and threads.threads != started and dist.is_main:",
+      "    if started and threads.threads != started and cpu_rounding and dist.is_main:",
       "    if False:",
       ("tests/test_cli.py::test_a_resume_is_recorded_in_env_json_with_its_own_threads",),
       "a resume with another thread count than the run started with gives no warning"),

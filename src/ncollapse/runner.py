@@ -179,7 +179,8 @@ def _prepare(
     if requested is None and started:  # a resume keeps the thread count it started with
         requested = started
     threads = set_threads(requested)
-    if started and threads.threads != started and dist.is_main:
+    cpu_rounding = device.type == "cpu"  # on a GPU the CPU threads change no result
+    if started and threads.threads != started and cpu_rounding and dist.is_main:
         warnings.warn(
             f"resuming with {threads.threads} CPU thread(s) where the run started with "
             f"{started}: the result differs in rounding from an uninterrupted run (give "
