@@ -51,22 +51,30 @@ def env_record(
     """``env.json`` of a new run: versions, device, CPU, threads, precision, the command line,
     and for data-parallel training the processes and whether the loss sees the global batch."""
     return {
-        "ncollapse": __version__,
+        **_this_start(device, amp),
         "python": sys.version.split()[0],
-        "torch": torch.__version__,
         "platform": platform.platform(),
-        "device": str(device),
-        "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "cpu": cpu_info(),
-        "threads": torch.get_num_threads(),
-        "precision": precision_name(autocast_dtype(device, amp)),
-        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "argv": sys.argv,
         "cwd": os.getcwd(),  # relative paths of the config (data.root) are from here
         # data-parallel training: the number of processes and the backend (none: one process)
         "world_size": dist.world_size,
         "backend": dist.backend,
         "loss_batch": None if not dist.enabled else ("global" if global_loss else "local"),
+    }
+
+
+def _this_start(device: torch.device, amp: bool) -> dict[str, Any]:
+    """What every start of a run records, the first and each resume: versions, device,
+    threads, precision, time and command line."""
+    return {
+        "ncollapse": __version__,
+        "torch": torch.__version__,
+        "device": str(device),
+        "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "threads": torch.get_num_threads(),
+        "precision": precision_name(autocast_dtype(device, amp)),
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "argv": sys.argv,
     }
 
 
@@ -77,18 +85,7 @@ def resume_record(
     and the step within it when stopped midway), on what (threads, device, CPU, precision,
     versions) and when. A run stopped and resumed on other hardware, or with another thread
     count, says so, and a result's wall time can be read against each part."""
-    start = {
-        **position,
-        "threads": torch.get_num_threads(),
-        "device": str(device),
-        "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "cpu": cpu_info().get("model"),
-        "precision": precision_name(autocast_dtype(device, amp)),
-        "ncollapse": __version__,
-        "torch": torch.__version__,
-        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "argv": sys.argv,
-    }
+    start = {**position, **_this_start(device, amp), "cpu": cpu_info().get("model")}
     before = env.get("resumes")
     return {**env, "resumes": [*(before if isinstance(before, list) else []), start]}
 
