@@ -261,7 +261,9 @@ CASES: list[Case] = [
       setup=S.file("f", "x")),
     C("rundir: --out under a file", ["train", "--out", "{ws}/f/sub", *QUIET], "{ws}/f",
       setup=S.file("f", "x")),
-    C("rundir: --out unwritable", ["train", "--out", "/proc/ncollapse-x", *QUIET], "/proc"),
+    C("rundir: --out unwritable", ["train", "--out", "/proc/ncollapse-x", *QUIET],
+      "cannot write /proc/ncollapse-x (No such file or directory); give --out another folder",
+      absent=("; or ",)),
     # -------------------------------------------------------- resuming
     C("resume: with --config", [*R, "--config", "cifar10_lt"], "--config"),
     C("resume: with --name", [*R, "--name", "x"], "--name"),
@@ -500,7 +502,7 @@ CASES: list[Case] = [
       *QUIET], "cannot write {ws}/runs/done/metrics.jsonl (Permission denied): the folder is "
       "not writable", data=True, readonly=("runs/done",)),
     C("read-only: train --out a read-only folder", ["train", "--out", "{ws}/ro", *QUIET],
-      "--out {ws}/ro cannot be written", setup=S.folder("ro"), readonly=("ro",)),
+      "cannot write {ws}/ro (Permission denied)", setup=S.folder("ro"), readonly=("ro",)),
     C("read-only: analyze RUN", ["analyze", "{ws}/runs/done"], "cannot write {ws}/runs/done "
       "(Permission denied)", readonly=("runs/done",), absent=("--out {ws}",),
       check=lambda ws, err: None if "--out DIR" in err else "no --out hint"),

@@ -73,6 +73,8 @@ def write_error(path: str | os.PathLike, exc: OSError, then: str = "") -> UserEr
             f"then `ncollapse train --resume {folder}` goes on from its last checkpoint (in a "
             "sweep: rerun the sweep)"
         )
+    if not fix and then.startswith("or "):  # an alternative to a fix there is none of
+        then = then[3:]
     return UserError(
         f"cannot write {path} ({why}){': ' + fix if fix else ''}; "
         f"{then or 'then run the same command again'} (files written before are intact)"

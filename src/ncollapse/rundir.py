@@ -26,7 +26,6 @@ import io
 import json
 import math
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ import yaml
 from .atomic import atomic_write_bytes
 from .collapse_file import COLLAPSE_STATE_FILE, load_collapse_state, save_collapse_state
 from .errors import UserError, write_error
+from .folders import check_output_folder, make_output_folder
 
 __all__ = [
     "COLLAPSE_STATE_FILE",
@@ -156,53 +156,13 @@ def check_run_name(name: str) -> str:
 
 def check_out_dir(out_dir: str | Path, name: str | None = None) -> None:
     """Refuse, before anything is loaded or made, a parent directory ``out_dir`` that cannot
-    hold runs (a file, a path through a file, a place that cannot be written) and a ``name``
-    taken by a file. Nothing is created: the nearest existing folder is probed for writing."""
-    base = probe = Path(out_dir)
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise UserError(f"--out {base} is not a directory: {probe} is a file; choose another --out")
+    hold runs (:func:`~ncollapse.folders.check_output_folder`: a file, a path through a file, a
+    place that cannot be written) and a ``name`` taken by a file. Nothing is created."""
+    base = check_output_folder(out_dir, "--out")
     if name is not None:
         check_run_name(name)
         if (base / name).exists() and not (base / name).is_dir():
             raise UserError(f"{base / name} is a file, not a run directory; choose another --name")
-    try:
-        with tempfile.TemporaryFile(dir=probe):
-            pass
-    except OSError as exc:
-        raise UserError(
-            f"--out {base} cannot be written ({probe}: {exc.strerror}); choose another --out"
-        ) from None
-
-
-def check_output_folder(folder: str | Path, option: str = "--out", elsewhere: str = "") -> Path:
-    """Refuse, before anything is computed, a folder that cannot take output files: a file, a
-    path through a file, a place that cannot be written (the nearest existing folder is probed;
-    nothing is created). ``elsewhere``: how to send the files somewhere else (default: give
-    ``option`` another folder)."""
-    base = probe = Path(folder)
-    if base.exists() and not base.is_dir():
-        raise UserError(f"{option} {base} is a file, not a folder; give a folder")
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise UserError(f"{option} {base} is not a folder: {probe} is a file; give a folder")
-    try:
-        with tempfile.TemporaryFile(dir=probe):
-            pass
-    except OSError as exc:
-        raise write_error(base, exc, elsewhere or f"or give {option} another folder") from None
-    return base
-
-
-def make_output_folder(folder: Path) -> Path:
-    """``folder`` (checked by :func:`check_output_folder`), created when missing."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise write_error(folder, exc) from None
-    return folder
 
 
 @dataclass

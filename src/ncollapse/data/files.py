@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from ..folders import nearest_existing
 
 __all__ = [
     "cache_key",
@@ -118,9 +119,7 @@ def given_cache_dir(cache_dir: str | os.PathLike) -> Path:
     be written or read, silently); a folder that cannot be made or written gets one warning
     (the data is then decoded again on every run)."""
     d = Path(cache_dir).expanduser()
-    probe = d
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
+    probe = nearest_existing(d)
     if not probe.is_dir():
         raise DataError(
             f"data.cache_dir {d} is not a folder ({probe} is a file); give a folder for the "

@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import atomic_write_bytes
 from ..errors import UserError
+from ..folders import check_output_folder, make_output_folder
 from ..metrics import collapse_metrics, default_tail_classes
-from ..rundir import atomic_write_bytes, check_output_folder, make_output_folder
 
 __all__ = ["MAX_FEATURE_CLASSES", "FeatureArrays", "analyze_features", "read_features"]
 

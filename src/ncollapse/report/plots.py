@@ -17,8 +17,9 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ..atomic import atomic_write_bytes
 from ..errors import UserError
-from ..rundir import atomic_write_bytes, check_output_folder, make_output_folder
+from ..folders import check_output_folder, make_output_folder
 from .runs import Run, read_run
 
 __all__ = [

@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import atomic_write_bytes
 from ..errors import UserError
-from ..rundir import atomic_write_bytes, check_output_folder, make_output_folder
+from ..folders import check_output_folder, make_output_folder
 from .problem import MAX_COUNT, check_positive
 from .threshold import check_two_group, minority_collapse_state
 
