@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from ..collapse_file import COLLAPSE_STATE_FILE, load_collapse_state, save_collapse_state
+from .analysis import analyze_runs
 from .features import analyze_features
-from .plots import analyze_runs, plot_collapse_curves, plot_cosine_matrices, plot_per_class
+from .plots import plot_collapse_curves, plot_cosine_matrices, plot_per_class
 from .runs import Run, read_run
 
 __all__ = [
