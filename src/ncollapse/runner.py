@@ -7,13 +7,9 @@ evaluator, create or resume the run directory, train, and return the summary.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
-import signal
-import threading
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +21,7 @@ from .composition import compose
 from .config import Config, complete_config_dict, config_diff, config_to_dict, is_run_key
 from .data import load_data
 from .data.base import DataBundle
+from .engine.checkpoints import STOP_SIGNALS, stop_on_signals
 from .engine.distributed import SINGLE, Distributed, ReadOnlyRun, init_distributed
 from .engine.loop import Trainer
 from .engine.pack import PackedTrainer, pack_unavailable
@@ -338,43 +335,6 @@ def _result(p: _Prepared, result: dict[str, Any] | BaseException) -> RunResult |
     except UserError as exc:
         return exc
     return result
-
-
-#: the signals that stop a run at the next step boundary, with a checkpoint: SIGTERM (what
-#: SLURM, Kubernetes and most schedulers send before they preempt or kill a job) and SIGUSR1
-#: (what SLURM sends ahead of a time limit with ``--signal=USR1@SECONDS``)
-STOP_SIGNALS = ("SIGTERM", "SIGUSR1")
-
-
-@contextlib.contextmanager
-def stop_on_signals(trainer: Trainer | PackedTrainer) -> Iterator[None]:
-    """While training, :data:`STOP_SIGNALS` ask ``trainer`` to stop at the next step boundary
-    (:meth:`~ncollapse.engine.loop.Trainer.request_stop`); a second one of them ends the process
-    at once, as it would have without this. Only in the main thread (where Python handles
-    signals), and only for signals whose handling nobody else has set; the previous handlers
-    come back afterwards."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous: dict[int, Any] = {}
-
-    def handler(signum: int, frame: Any) -> None:
-        if trainer.stop_signal is not None:  # asked twice: do what the signal did before
-            signal.signal(signum, previous.get(signum, signal.SIG_DFL))
-            os.kill(os.getpid(), signum)
-            return
-        trainer.request_stop(signum)
-
-    for name in STOP_SIGNALS:
-        sig = getattr(signal, name, None)
-        if sig is None or signal.getsignal(sig) not in (signal.SIG_DFL, None):
-            continue
-        previous[sig] = signal.signal(sig, handler)
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def _refuse_taken_name(cfg: Config) -> None:

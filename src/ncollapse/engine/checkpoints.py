@@ -1,6 +1,7 @@
 """The trainer's checkpoints: what a resume needs, saved at an epoch boundary or, on a signal,
 inside an epoch (after any training step, or before the end-of-epoch evaluation, which a resume
-redoes), and read back.
+redoes), and read back; :func:`stop_on_signals`, the handler that turns SIGTERM and SIGUSR1 into
+such a stop.
 
 :class:`Checkpointing` is a part of :class:`~ncollapse.engine.loop.Trainer`, kept apart so the
 loop reads as the loop: it uses the trainer's network, optimiser, scaler, criterion, weight
@@ -17,6 +18,11 @@ average, state and run directory. A checkpoint is a dict (``format`` 2):
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -33,7 +39,7 @@ if TYPE_CHECKING:
     from .ema import WeightAverage
     from .state import TrainState
 
-__all__ = ["Checkpointing", "RunFiles"]
+__all__ = ["STOP_SIGNALS", "Checkpointing", "RunFiles", "stop_on_signals"]
 
 
 class RunFiles(Protocol):
@@ -105,8 +111,6 @@ class Checkpointing:
         flag = torch.tensor([1.0 if self.stop_signal is not None else 0.0], device=self.device)
         stop = float(self.dist.all_reduce_sum(flag)[0]) > 0
         if stop and self.stop_signal is None:
-            import signal
-
             self.stop_signal = int(signal.SIGTERM)  # another rank's signal
         return stop
 
@@ -217,3 +221,50 @@ class Checkpointing:
         np.random.set_state(ckpt["rng"]["numpy"])  # noqa: NPY002
         if "cuda" in ckpt["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
+
+
+class Stoppable(Protocol):
+    """What :func:`stop_on_signals` needs of a trainer (:class:`~ncollapse.engine.loop.Trainer`,
+    :class:`~ncollapse.engine.pack.PackedTrainer`)."""
+
+    @property
+    def stop_signal(self) -> int | None: ...
+
+    def request_stop(self, signum: int) -> None: ...
+
+
+#: the signals that stop a run at the next step boundary, with a checkpoint: SIGTERM (what
+#: SLURM, Kubernetes and most schedulers send before they preempt or kill a job) and SIGUSR1
+#: (what SLURM sends ahead of a time limit with ``--signal=USR1@SECONDS``)
+STOP_SIGNALS = ("SIGTERM", "SIGUSR1")
+
+
+@contextlib.contextmanager
+def stop_on_signals(trainer: Stoppable) -> Iterator[None]:
+    """While training, :data:`STOP_SIGNALS` ask ``trainer`` to stop at the next step boundary
+    (:meth:`~ncollapse.engine.loop.Trainer.request_stop`); a second one of them ends the process
+    at once, as it would have without this. Only in the main thread (where Python handles
+    signals), and only for signals whose handling nobody else has set; the previous handlers
+    come back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous: dict[int, Any] = {}
+
+    def handler(signum: int, frame: Any) -> None:
+        if trainer.stop_signal is not None:  # asked twice: do what the signal did before
+            signal.signal(signum, previous.get(signum, signal.SIG_DFL))
+            os.kill(os.getpid(), signum)
+            return
+        trainer.request_stop(signum)
+
+    for name in STOP_SIGNALS:
+        sig = getattr(signal, name, None)
+        if sig is None or signal.getsignal(sig) not in (signal.SIG_DFL, None):
+            continue
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

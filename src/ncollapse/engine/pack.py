@@ -18,8 +18,8 @@ one process, no extra batches, a network ``head(backbone(x))`` with ``backbone``
 submodules, and, across the pack, one device, precision, memory layout, number of steps per
 epoch, number of epochs, starting epoch and backbone shape. A run that diverges stops alone
 (its error kept, the others go on). Packing and ``run.step=graph`` are not combined: packed
-runs take the eager step. SIGTERM and SIGUSR1 (:func:`ncollapse.runner.stop_on_signals`) stop
-every run of the pack at the same step boundary, each with its mid-epoch checkpoint
+runs take the eager step. SIGTERM and SIGUSR1 (:func:`.checkpoints.stop_on_signals`) stop every
+run of the pack at the same step boundary, each with its mid-epoch checkpoint
 (:meth:`PackedTrainer.request_stop`), so that the pack resumes together, from that step.
 """
 
@@ -130,8 +130,8 @@ class PackedTrainer:
     def request_stop(self, signum: int) -> None:
         """Stop every run of the pack at the next step boundary, together
         (:meth:`~ncollapse.engine.loop.Trainer.request_stop`; what
-        :func:`~ncollapse.runner.stop_on_signals` calls): each run saves its checkpoint there,
-        then :class:`~ncollapse.errors.Preempted` is raised once for the pack."""
+        :func:`~.checkpoints.stop_on_signals` calls): each run saves its checkpoint there, then
+        :class:`~ncollapse.errors.Preempted` is raised once for the pack."""
         for t in self.trainers:
             t.request_stop(signum)
 
