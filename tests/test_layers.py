@@ -12,7 +12,16 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 #: the layers, bottom up, named as in docs/architecture.md: a module belongs to the layer that
 #: names it or the package it is in (the longest match)
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("errors", ("ncollapse", "ncollapse.errors", "ncollapse.registry", "ncollapse.folders")),
+    (
+        "errors",
+        (
+            "ncollapse",
+            "ncollapse.errors",
+            "ncollapse.registry",
+            "ncollapse.folders",
+            "ncollapse.jsonsafe",
+        ),
+    ),
     ("config", ("ncollapse.config",)),
     ("geometry", ("ncollapse.geometry",)),
     ("metrics", ("ncollapse.metrics",)),

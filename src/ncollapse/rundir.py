@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from .atomic import atomic_write_bytes
 from .collapse_file import COLLAPSE_STATE_FILE, load_collapse_state, save_collapse_state
 from .errors import UserError, write_error
 from .folders import check_output_folder, make_output_folder
+from .jsonsafe import dumps, jsonable
 
 __all__ = [
     "COLLAPSE_STATE_FILE",
@@ -100,22 +100,6 @@ def nonfinite_tensors(state: Any, prefix: str = "") -> tuple[list[str], int]:
 def _nonfinite_note(bad: list[str], seen: int) -> str:
     shown = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
     return f"NaN or inf in {len(bad)} of its {seen} weight tensors ({shown})"
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        return _jsonable(value.tolist())
-    if hasattr(value, "item") and callable(value.item):  # numpy scalars
-        return _jsonable(value.item())
-    if hasattr(value, "tolist"):
-        return _jsonable(value.tolist())
-    return value
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
@@ -291,13 +275,11 @@ class Run:
     # --------------------------------------------------------------- writers
     def _write_yaml(self, name: str, data: dict[str, Any]) -> None:
         atomic_write_bytes(
-            self.path / name, yaml.safe_dump(_jsonable(data), sort_keys=False).encode()
+            self.path / name, yaml.safe_dump(jsonable(data), sort_keys=False).encode()
         )
 
     def _write_json(self, name: str, data: Any) -> None:
-        atomic_write_bytes(
-            self.path / name, (json.dumps(_jsonable(data), indent=2) + "\n").encode()
-        )
+        atomic_write_bytes(self.path / name, (dumps(data, indent=2) + "\n").encode())
 
     def write_config(self, config: dict[str, Any]) -> None:
         self._write_yaml(CONFIG_FILE, config)
@@ -315,7 +297,7 @@ class Run:
         """One record more (a line torn by a full disk is skipped when the file is read)."""
         try:
             with open(self.metrics_path, "a") as fh:
-                fh.write(json.dumps(_jsonable(record)) + "\n")
+                fh.write(dumps(record) + "\n")
         except OSError as exc:
             raise write_error(self.metrics_path, exc) from None
 
@@ -326,7 +308,7 @@ class Run:
         from); ``records``: the file's records when they have been read already."""
         records = self.metrics() if records is None else records
         keep = [r for r in records if int(r.get("epoch", 0)) <= last_epoch]
-        atomic_write_bytes(self.metrics_path, "".join(json.dumps(r) + "\n" for r in keep).encode())
+        atomic_write_bytes(self.metrics_path, "".join(dumps(r) + "\n" for r in keep).encode())
 
     def _save_torch(self, path: Path, obj: Any) -> None:
         buffer = io.BytesIO()

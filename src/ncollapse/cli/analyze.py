@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from ..errors import UserError
+from ..jsonsafe import dumps
 
 
 def _one_line_error(parser: argparse.ArgumentParser):
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
             args.features, out, tail_classes=tail, train_counts=train_counts
         )
     if args.json:
-        print(json.dumps(result, indent=1, default=str))
+        print(dumps(result, indent=1, default=str))
     else:
         for part in result.values():
             print(f"wrote to {part['out_dir']}:")

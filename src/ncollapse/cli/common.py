@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
+
+from ..jsonsafe import dumps
 
 
 def add_schedule_options(p: argparse.ArgumentParser, scope: str = "") -> None:
@@ -74,4 +75,4 @@ def typed_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def print_json(obj: Any) -> None:
-    print(json.dumps(obj, indent=2))
+    print(dumps(obj, indent=2))

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import sys
 from pathlib import Path
+
+from ..jsonsafe import dumps
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _json(records: list[dict]) -> str:
-    return json.dumps(records, indent=1) + "\n"
+    return dumps(records, indent=1) + "\n"
 
 
 def _csv(records: list[dict]) -> str:

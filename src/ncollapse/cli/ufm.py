@@ -7,11 +7,11 @@ any solve starts; a bad value is one ``ncollapse: error: ...`` line and exit sta
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 
 from ..errors import UserError
+from ..jsonsafe import dumps
 
 DESCRIPTIONS = {
     "ufm": (
@@ -53,19 +53,9 @@ class _OneLineParser(argparse.ArgumentParser):
 
 def _print(obj, as_json: bool, lines: list[str]) -> None:
     if as_json:
-        print(json.dumps(obj, indent=2, default=_jsonable))
+        print(dumps(obj, indent=2, default=str))
     else:
         print("\n".join(lines))
-
-
-def _jsonable(x):
-    import numpy as np
-
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    return str(x)
 
 
 def _fmt(v) -> str:

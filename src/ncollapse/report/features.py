@@ -9,7 +9,6 @@ large allocation.
 
 from __future__ import annotations
 
-import json
 import math
 import zipfile
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ import numpy as np
 from ..atomic import atomic_write_bytes
 from ..errors import UserError
 from ..folders import check_output_folder, make_output_folder
+from ..jsonsafe import dumps
 from ..metrics import collapse_metrics, default_tail_classes
 
 __all__ = ["MAX_FEATURE_CLASSES", "FeatureArrays", "analyze_features", "read_features"]
@@ -241,7 +241,7 @@ def analyze_features(
     metrics = collapse_metrics(fa.features, fa.labels, classifier=fa.classifier, bias=fa.bias,
                                num_classes=k, tail_classes=tail)  # fmt: skip
     make_output_folder(out)
-    atomic_write_bytes(out / "features_metrics.json", json.dumps(metrics, indent=1).encode())
+    atomic_write_bytes(out / "features_metrics.json", dumps(metrics, indent=1).encode())
     files = [out / "features_metrics.json"]
     counts = np.bincount(fa.labels, minlength=k)
     png = None
