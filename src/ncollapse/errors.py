@@ -58,26 +58,29 @@ _WRITE_FIXES = {
 }
 
 
-def write_error(path: str | os.PathLike, exc: OSError, then: str = "") -> UserError:
+def write_error(path: str | os.PathLike, exc: OSError, elsewhere: str = "") -> UserError:
     """The one-line error of a file that could not be written (a full disk, a file-size limit,
-    a read-only place): the path, the reason, the fix and what to do then: ``then``, or for a
-    file of a run directory with a checkpoint the resume that goes on from it, else run the
-    same command again. Callers write atomically, so nothing written before is lost."""
+    a read-only place): the path, the reason, the fix, and what to do instead or then:
+    ``elsewhere``, how to write somewhere else (``"give --out another folder"``: an
+    alternative to the fix, or alone when there is none); else, for a file of a run directory
+    with a checkpoint, the resume that goes on from it; else run the same command again.
+    Callers write atomically, so nothing written before is lost."""
     why = exc.strerror or type(exc).__name__
     fix = _WRITE_FIXES.get(exc.errno or 0, "")
     folder = os.path.dirname(os.fspath(path)) or "."
-    if not then and all(
-        os.path.isfile(os.path.join(folder, f)) for f in ("checkpoint.pt", "config.yaml")
-    ):  # a run directory that can go on from its last checkpoint
+    if elsewhere:
+        then = f"or {elsewhere}" if fix else elsewhere
+    elif all(os.path.isfile(os.path.join(folder, f)) for f in ("checkpoint.pt", "config.yaml")):
+        # a run directory that can go on from its last checkpoint
         then = (
             f"then `ncollapse train --resume {folder}` goes on from its last checkpoint (in a "
             "sweep: rerun the sweep)"
         )
-    if not fix and then.startswith("or "):  # an alternative to a fix there is none of
-        then = then[3:]
+    else:
+        then = "then run the same command again"
     return UserError(
-        f"cannot write {path} ({why}){': ' + fix if fix else ''}; "
-        f"{then or 'then run the same command again'} (files written before are intact)"
+        f"cannot write {path} ({why}){': ' + fix if fix else ''}; {then} (files written before "
+        "are intact)"
     )
 
 

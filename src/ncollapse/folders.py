@@ -28,8 +28,8 @@ def nearest_existing(path: str | Path) -> Path:
 def check_output_folder(folder: str | Path, option: str = "--out", elsewhere: str = "") -> Path:
     """Refuse, before anything is computed, a folder that cannot take output files: a file, a
     path through a file, a place that cannot be written (the nearest existing folder is probed;
-    nothing is created). ``elsewhere``: how to send the files somewhere else (default: give
-    ``option`` another folder)."""
+    nothing is created). ``elsewhere``: how to send the files somewhere else (default: "give
+    ``option`` another folder")."""
     base = Path(folder)
     if base.exists() and not base.is_dir():
         raise UserError(f"{option} {base} is a file, not a folder; give a folder")
@@ -40,7 +40,9 @@ def check_output_folder(folder: str | Path, option: str = "--out", elsewhere: st
         with tempfile.TemporaryFile(dir=probe):
             pass
     except OSError as exc:
-        raise write_error(base, exc, elsewhere or f"or give {option} another folder") from None
+        raise write_error(
+            base, exc, elsewhere=elsewhere or f"give {option} another folder"
+        ) from None
     return base
 
 

@@ -177,7 +177,7 @@ def analyze_runs(run_dirs: Sequence[str | Path], out_dir: str | Path | None = No
     runs = [read_run(d) for d in run_dirs]
     if out_dir is None:
         out = runs[0].path if len(runs) == 1 else runs[0].path / f"compare_{runs[1].name}"
-        check_output_folder(out, "the run directory", "or write the plots elsewhere with --out DIR")
+        check_output_folder(out, "the run directory", "write the plots elsewhere with --out DIR")
     else:
         out = check_output_folder(out_dir)
     make_output_folder(out)

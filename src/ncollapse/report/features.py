@@ -234,7 +234,7 @@ def analyze_features(
     from .runs import Run
 
     path = Path(npz_path)
-    out = check_output_folder(out_dir, "the output folder", "or give --out DIR")
+    out = check_output_folder(out_dir, "the output folder", "give --out DIR")
     fa = read_features(path)
     k = fa.num_classes
     tail = _tail(tail_classes, train_counts, k)

@@ -128,7 +128,7 @@ def _plot_path(out: str | Path) -> Path:
             f"--out {path}: matplotlib cannot write a {path.suffix} file; give a name ending in "
             f".png (or {', '.join('.' + f for f in sorted(formats) if f != 'png')})"
         )
-    check_output_folder(path.parent, "--out", "or give --out a file in another folder")
+    check_output_folder(path.parent, "--out", "give --out a file in another folder")
     if path.exists() and not path.is_file():
         raise UserError(f"--out {path} is not a regular file; give another file name")
     return path
