@@ -1,9 +1,10 @@
 """The full-length CIFAR-10-LT grid: each method on its own recipe at 200 epochs, 3 seeds.
 
-Trains, one after another, the queue below (CE and logit adjustment first, then LDAM-DRW, then
-the ETF + DR seeds), each as an ordinary run directory under ``--out``: a finished run is
-skipped, an interrupted one resumed from its checkpoint, so the same command continues the grid
-after any stop. Test accuracy is measured every epoch (the summary keeps the final epoch and,
+Trains, one after another, the queue below (CE and logit adjustment first, then the ETF + DR
+seeds, which the paper's central comparison waits on, then LDAM-DRW), each as an ordinary run
+directory under ``--out``: a finished run is skipped, an interrupted one resumed from its
+checkpoint (before any run is started anew), so the same command continues the grid after any
+stop. Test accuracy is measured every epoch (the summary keeps the final epoch and,
 labelled as selected on the test set, the best one); validation accuracy (images the long-tail
 subset leaves unused) is measured once, on the final weights, with ``ncollapse evaluate``.
 
@@ -68,21 +69,38 @@ METHODS: list[tuple[str, str, list[str]]] = [
     # the released code's CE baseline: its classifier initialised Kaiming-normal (and learnable)
     ("ce", "cifar10_lt_r100_ce", ["model.head_init=kaiming_normal"]),
     ("la", "cifar10_lt_la", []),
-    ("ldam_drw", "cifar10_lt_ldam_drw", []),
     ("etf_dr", "cifar10_lt_r100_etf_dr", []),
+    ("ldam_drw", "cifar10_lt_ldam_drw", []),
 ]
 SEEDS = (0, 1, 2)
 
 
-def queue(methods: list[str] | None, seeds: list[int]) -> list[tuple[str, str, list[str], int]]:
-    """(method, recipe, overrides, seed): CE and LA interleaved by seed, then the others."""
+def queue(
+    methods: list[str] | None,
+    seeds: list[int],
+    out: Path | None = None,
+    records: Path = RECORDS,
+) -> list[tuple[str, str, list[str], int]]:
+    """(method, recipe, overrides, seed): CE and LA interleaved by seed, then the others, each
+    method's seeds in turn. A run already started (a checkpoint under ``out``, or a packed
+    unfinished run) comes before any new one, so that a restarted grid finishes what it holds
+    before it starts more; a run whose record already exists (the fp32 ETF + DR seed 0 of an
+    earlier grid) comes last."""
     chosen = [m for m in METHODS if methods is None or m[0] in methods]
     first = [m for m in chosen if m[0] in ("ce", "la")]
     rest = [m for m in chosen if m[0] not in ("ce", "la")]
-    out = [(m, r, o, s) for s in seeds for m, r, o in first]
-    out += [(m, r, o, s) for m, r, o in rest for s in seeds]
-    # a run whose record already exists from an earlier grid (the fp32 ETF + DR seed 0) last
-    return sorted(out, key=lambda q: (RECORDS / f"{run_name(q[0], q[3])}.json").is_file())
+    todo = [(m, r, o, s) for s in seeds for m, r, o in first]
+    todo += [(m, r, o, s) for m, r, o in rest for s in seeds]
+
+    def started(name: str) -> bool:
+        held = out is not None and (out / name / "checkpoint.pt").is_file()
+        return held or (records / PARTIAL / f"{name}.tar.gz").is_file()
+
+    def rank(q: tuple[str, str, list[str], int]) -> tuple[bool, bool]:
+        name = run_name(q[0], q[3])
+        return (records / f"{name}.json").is_file(), not started(name)
+
+    return sorted(todo, key=rank)
 
 
 def run_name(method: str, seed: int) -> str:
@@ -220,8 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     out, records = Path(args.out), Path(args.records)
     if args.pack > 1 and not (args.list or args.save_partial):
-        return train_packed(queue(methods, seeds), args, out, records)
-    todo = queue(methods, seeds)
+        return train_packed(queue(methods, seeds, out, records), args, out, records)
+    todo = queue(methods, seeds, out, records)
     if args.save_partial or args.list:
         for method, _, _, seed in todo:
             name = run_name(method, seed)

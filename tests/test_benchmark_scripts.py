@@ -175,6 +175,32 @@ def test_full_length_jobs_train_each_run_once_with_a_log_each(tmp_path, capsys):
     }  # fmt: skip
 
 
+def test_full_length_queue_finishes_started_runs_before_new_ones(tmp_path):
+    """The queue: CE and LA interleaved by seed, then the ETF + DR seeds, then LDAM-DRW; a run
+    with a checkpoint or a packed partial goes first (a restarted grid finishes what it holds),
+    a run already on record last."""
+    fl = _load("full_length")
+    out, records = tmp_path / "runs", tmp_path / "records"
+    names = [fl.run_name(m, s) for m, _, _, s in fl.queue(None, [0, 1], out, records)]
+    assert names == [fl.run_name(m, s) for m, s in [
+        ("ce", 0), ("la", 0), ("ce", 1), ("la", 1),
+        ("etf_dr", 0), ("etf_dr", 1), ("ldam_drw", 0), ("ldam_drw", 1),
+    ]]  # fmt: skip
+    (records / "partial").mkdir(parents=True)
+    (records / "partial" / f"{fl.run_name('ldam_drw', 1)}.tar.gz").write_bytes(b"")
+    (out / fl.run_name("la", 1)).mkdir(parents=True)
+    (out / fl.run_name("la", 1) / "checkpoint.pt").write_bytes(b"")
+    for m, s in [("ce", 0), ("la", 0)]:
+        (records / f"{fl.run_name(m, s)}.json").write_text("{}")
+    names = [fl.run_name(m, s) for m, _, _, s in fl.queue(None, [0, 1], out, records)]
+    assert names == [fl.run_name(m, s) for m, s in [
+        ("la", 1), ("ldam_drw", 1), ("ce", 1), ("etf_dr", 0), ("etf_dr", 1), ("ldam_drw", 0),
+        ("ce", 0), ("la", 0),
+    ]]  # fmt: skip
+    only = fl.queue(["etf_dr"], [2], out, records)
+    assert [(m, s) for m, _, _, s in only] == [("etf_dr", 2)]
+
+
 def test_full_length_skips_a_run_another_process_holds(tmp_path, capsys):
     """A run claimed elsewhere (a second invocation, another worker) is neither trained nor
     unpacked here, and --list says it is being trained."""
