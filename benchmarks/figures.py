@@ -328,8 +328,7 @@ def f_one(x):
 
 
 def f_distinct(x) -> str:
-    x = _values(x, "distinct")
-    return ", ".join(sorted({str(v) for v in x.present()}))
+    return _distinct(str(v) for v in _values(x, "distinct").present())
 
 
 def f_items(x) -> Values:
@@ -564,7 +563,7 @@ def table_full_length(records: Records) -> list[str]:
             lines.append(f"| {label} (`{recipe}`) | {_seeds(v)} | | | | | | | {published} |")
             continue
         n = len(v.items)
-        precisions = ", ".join(sorted({_precision(r, nm) for r, nm in zip(v.items, v.names)}))
+        precisions = _distinct(_precision(r, nm) for r, nm in zip(v.items, v.names))
         hours = [x / 3600 for x in _numbers(v, "wall_seconds")]
         lines.append(
             f"| {label} (`{recipe}`) | {_seeds(v)} | {precisions} | {_machines(v)} "
@@ -604,7 +603,23 @@ def _machine(record: dict, name: str) -> str:
 
 
 def _machines(v: Values) -> str:
-    return ", ".join(sorted({_machine(r, n) for r, n in zip(v.items, v.names)}))
+    return _distinct(_short_machine(_machine(r, n)) for r, n in zip(v.items, v.names))
+
+
+def _short_machine(name: str) -> str:
+    """A CPU's model string without its trademark signs and generic words: ``"Intel(R)
+    Xeon(R) Processor"`` as ``"Intel Xeon"`` (each part of a run resumed elsewhere)."""
+    parts = []
+    for part in name.split(", then "):
+        part = re.sub(r"\((R|TM|r|tm)\)", "", part)
+        part = re.sub(r"\s+(Processor|CPU)\b", "", part)
+        parts.append(" ".join(part.split()))
+    return ", then ".join(parts)
+
+
+def _distinct(values) -> str:
+    """Each value once, sorted; a run's ``"A, then B"`` (it ran on both) counts as A and B."""
+    return ", ".join(sorted({part for v in values for part in v.split(", then ")}))
 
 
 def _published(p: dict) -> str:
@@ -738,7 +753,7 @@ def table_speed(records: Records) -> list[str]:
     for label, group in rows:
         v = records.group(GROUPS[group], label=group)
         epochs = ", ".join(sorted({str(r["epochs"]) for r in v.items}))
-        precision = ", ".join(sorted({_precision(r, n) for r, n in zip(v.items, v.names)}))
+        precision = _distinct(_precision(r, n) for r, n in zip(v.items, v.names))
         wall, val = _numbers(v, "wall_seconds"), _numbers(v, "val.acc")
         ratio = "1" if group == "official" else f"{off_wall[0] / _mean(wall):.1f}x"
         lines.append(
@@ -802,7 +817,7 @@ def table_cifar_runs(records: Records) -> list[str]:
         v = records.group(GROUPS[group], label=group)
         seeds = ", ".join(n.rsplit("seed", 1)[1] for n in v.names)
         seeds = f"seed {seeds}" if len(v.names) == 1 else f"seeds {seeds}"
-        precision = ", ".join(sorted({_precision(r, n) for r, n in zip(v.items, v.names)}))
+        precision = _distinct(_precision(r, n) for r, n in zip(v.items, v.names))
         cells = [_group_pm(v, f"final.{k}") for k in ("acc", "many_idx", "medium_idx", "few_idx")]
         minutes = _mean(_numbers(v, "wall_seconds")) / 60
         wall = f"{minutes / 60:.1f} h" if minutes >= 90 else f"{minutes:.0f} min"

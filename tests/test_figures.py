@@ -205,6 +205,22 @@ def test_mixed_precisions_and_a_missing_field_are_shown(grid):
     assert etf[6] == "70.00 ± 2.83 (n = 2)"  # validation from the two records that have it
 
 
+def test_a_run_resumed_on_another_machine_names_each_once(grid):
+    """A record of a run resumed elsewhere names its machines (and precisions) "A, then B":
+    the table lists each machine once, without the trademark signs of a CPU's model string."""
+    grid("la", [0.70, 0.71, 0.72])
+    path = grid.folder / "cifar10_lt_r100_la_200ep_seed2.json"
+    rec = json.loads(path.read_text())
+    rec.update(machine="AMD EPYC, then Intel(R) Xeon(R) Processor", precision="fp32, then bf16")
+    path.write_text(json.dumps(rec))
+    la = _row(figures.table_full_length(figures.Records(grid.folder)), "LA")
+    assert la[2:4] == ["bf16, fp32", "AMD EPYC, Intel Xeon"]
+    assert figures._short_machine("Intel(R) Core(TM) i7-8700 CPU @ 3.20GHz") == (
+        "Intel Core i7-8700 @ 3.20GHz"
+    )
+    assert figures._short_machine("NVIDIA H100 80GB HBM3") == "NVIDIA H100 80GB HBM3"
+
+
 def test_full_length_reads_the_records_full_length_py_writes(tmp_path, grid):
     """A record as ``benchmarks/full_length.py`` writes it (a finished run's summary with the
     validation figures, precision, threads, machine and command added) fills its row."""
@@ -228,7 +244,8 @@ def test_full_length_reads_the_records_full_length_py_writes(tmp_path, grid):
     shutil.copy(path, grid.folder / f"{name}.json")
     rec = json.loads(path.read_text())
     row = _row(figures.table_full_length(figures.Records(grid.folder)), "learnable CE")
-    assert row[1:4] == ["pending: 1 of 3 (seed 0)", rec["precision"], rec["machine"]]
+    machine = figures._short_machine(rec["machine"])  # "Intel Xeon" for "Intel(R) Xeon(R) ..."
+    assert row[1:4] == ["pending: 1 of 3 (seed 0)", rec["precision"], machine]
     assert (
         row[4] == f"{100 * rec['final']['acc']:.2f}" and row[6] == f"{100 * rec['val']['acc']:.2f}"
     )
