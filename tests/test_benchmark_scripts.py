@@ -273,3 +273,27 @@ def test_eval_batch_times_the_trainers_evaluation_at_each_size(monkeypatch):
         ratios = result["ratio_vs_512"][net]
         assert ratios["batch_512"] == 1.0
         assert ratios["batch_128"] == rates["batch_128"] / rates["batch_512"]
+
+
+def test_conv_grad_order_measures_rounding_not_a_different_sum(capsys):
+    """benchmarks/conv_grad_order.py: in float64 the whole batch's weight gradient and the sum of
+    its halves agree to rounding (the same sum), so what it reports in float32 is rounding: small,
+    and not zero against float64."""
+    import torch
+
+    cgo = _load("conv_grad_order")
+    g = torch.Generator().manual_seed(1)
+    x, w = torch.randn(6, 3, 8, 8, generator=g), torch.randn(4, 3, 3, 3, generator=g)
+    dy = torch.randn(6, 4, 8, 8, generator=g)
+    whole = cgo.weight_grad(x, w, dy, torch.float64)
+    halves = cgo.weight_grad(x[:3], w, dy[:3], torch.float64)
+    halves = halves + cgo.weight_grad(x[3:], w, dy[3:], torch.float64)
+    assert torch.allclose(whole, halves, rtol=0, atol=1e-12 * whole.abs().max().item())
+    r = cgo.measure(16)
+    assert set(r) == {"whole", "halves", "whole_vs_halves"}
+    assert r["whole"] > 0 and all(0 <= v < 1e-3 for v in r.values())  # 0: the same order
+    assert cgo.main(["--batch", "8"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("CPU ") and "whole vs halves" in out
+    with pytest.raises(SystemExit):
+        cgo.main(["--batch", "1"])

@@ -151,8 +151,12 @@ def _max_diff(a: Path, b: Path) -> float:
 #: its learnable head: under 1e-5 on the EPYC, 1.4e-4 on the Xeon (in the first convolution; the
 #: same with the global loss batch as with the local one, 3.9e-4 without mixup), while one
 #: process on 1 or 2 threads ends 1.8e-7 apart there (the per-step losses agree to 1e-6).
-#: Not yet explained, and not the last share's weighting: one step with equal shares (494
-#: images in one batch, no mixup) already ends 2e-5 apart there. Without SyncBatchNorm, a real difference
+#: Not the last share's weighting: one step with equal shares (494 images in one batch, no
+#: mixup) already ends 2e-5 apart there (ETF + DR with one batch of 411: 1.7e-4). A likely
+#: cause, not proven: the first convolution's float32 weight gradient, a sum of ~N x 1024
+#: products that mostly cancel, differs between the whole batch and the sum of its halves by
+#: 1e-5 of its largest entry on the Xeon, as much as its own float32 error
+#: (benchmarks/conv_grad_order.py). Without SyncBatchNorm, a real difference
 #: between 1 and 2 processes, CE ends 0.11 apart.
 TOLERANCE = {"etf_dr": 1e-5, "stream": 1e-5, "ce_local": 5e-4}
 
