@@ -603,23 +603,20 @@ def _machine(record: dict, name: str) -> str:
 
 
 def _machines(v: Values) -> str:
-    return _distinct(_short_machine(_machine(r, n)) for r, n in zip(v.items, v.names))
+    return _distinct((_machine(r, n) for r, n in zip(v.items, v.names)), each=_short_machine)
 
 
 def _short_machine(name: str) -> str:
     """A CPU's model string without its trademark signs and generic words: ``"Intel(R)
-    Xeon(R) Processor"`` as ``"Intel Xeon"`` (each part of a run resumed elsewhere)."""
-    parts = []
-    for part in name.split(", then "):
-        part = re.sub(r"\((R|TM|r|tm)\)", "", part)
-        part = re.sub(r"\s+(Processor|CPU)\b", "", part)
-        parts.append(" ".join(part.split()))
-    return ", then ".join(parts)
+    Xeon(R) Processor"`` as ``"Intel Xeon"``."""
+    name = re.sub(r"\((R|TM|r|tm)\)", "", name)
+    return " ".join(re.sub(r"\s+(Processor|CPU)\b", "", name).split())
 
 
-def _distinct(values) -> str:
-    """Each value once, sorted; a run's ``"A, then B"`` (it ran on both) counts as A and B."""
-    return ", ".join(sorted({part for v in values for part in v.split(", then ")}))
+def _distinct(values, each: Callable[[str], str] = str) -> str:
+    """Each value once (as ``each`` writes it), sorted; a run's ``"A, then B"`` (it ran on
+    both) counts as A and B."""
+    return ", ".join(sorted({each(part) for v in values for part in v.split(", then ")}))
 
 
 def _published(p: dict) -> str:

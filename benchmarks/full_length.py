@@ -93,7 +93,9 @@ def queue(
     todo += [(m, r, o, s) for m, r, o in rest for s in seeds]
 
     def started(name: str) -> bool:
-        held = out is not None and (out / name / "checkpoint.pt").is_file()
+        from ncollapse.rundir import Run
+
+        held = out is not None and Run(out / name).status() == "resumable"
         return held or (records / PARTIAL / f"{name}.tar.gz").is_file()
 
     def rank(q: tuple[str, str, list[str], int]) -> tuple[bool, bool]:
