@@ -524,7 +524,9 @@ def _seeds(v: Values | None) -> str:
 
 def verdict(records: Records, baseline: str) -> str:
     """ETF + DR against one baseline at full length, final-epoch test accuracy: pending until
-    both have their seeds; holds when ETF + DR is ahead by more than two standard errors."""
+    both have their seeds; then Welch's t-test (unequal variances, two-sided): holds when ETF + DR
+    is ahead with p < 0.05, does not hold otherwise, saying whether the baseline is ahead or the
+    difference is not significant."""
     ours, theirs = full_length_records(records, "etf_dr"), full_length_records(records, baseline)
     n_ours = 0 if ours is None else len(ours.items)
     n_theirs = 0 if theirs is None else len(theirs.items)
@@ -536,13 +538,33 @@ def verdict(records: Records, baseline: str) -> str:
         )
     a, b = _numbers(ours, "final.acc"), _numbers(theirs, "final.acc")
     d = (_mean(a) - _mean(b)) * 100
-    se = math.sqrt(_std(a, "") ** 2 / len(a) + _std(b, "") ** 2 / len(b)) * 100
-    said = f"{d:+.2f} points at the final epoch ({_cell(a)} against {_cell(b)})"
-    if d > 2 * se:
+    p = welch_p(a, b)
+    said = (
+        f"{d:+.2f} points at the final epoch ({_cell(a)} against {_cell(b)}; "
+        f"Welch's t-test p = {p:.2g})"
+    )
+    if p < SIGNIFICANCE and d > 0:
         return f"holds: ETF + DR {said}"
-    if d < -2 * se:
-        return f"does not hold: ETF + DR {said}"
-    return f"does not hold: ETF + DR {said}, within two standard errors ({2 * se:.2f})"
+    if p < SIGNIFICANCE:
+        return f"does not hold: ETF + DR {said}, {label} ahead"
+    return f"does not hold: ETF + DR {said}, not significant at {SIGNIFICANCE}"
+
+
+SIGNIFICANCE = 0.05
+
+
+def welch_p(a: list[float], b: list[float]) -> float:
+    """Two-sided p-value of Welch's t-test that two samples share a mean (unequal variances;
+    Welch-Satterthwaite degrees of freedom). Two samples without spread: 0 where the means
+    differ, 1 where they are equal."""
+    from scipy import stats  # only the verdicts need it
+
+    va, vb = _std(a, "") ** 2 / len(a), _std(b, "") ** 2 / len(b)
+    if va + vb == 0:
+        return float(_mean(a) == _mean(b))
+    t = (_mean(a) - _mean(b)) / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    return float(2 * stats.t.sf(abs(t), df))
 
 
 def table_full_length(records: Records) -> list[str]:

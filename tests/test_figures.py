@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -186,9 +187,35 @@ def test_full_length_verdicts_say_when_etf_dr_does_not_beat_a_baseline(grid):
     grid("ldam_drw", [0.71, 0.73, 0.75])
     records = figures.Records(grid.folder)
     assert figures.verdict(records, "ce").startswith("holds: ETF + DR +11.00 points")
-    assert figures.verdict(records, "la").startswith("does not hold: ETF + DR -9.00 points")
+    la = figures.verdict(records, "la")
+    assert la.startswith("does not hold: ETF + DR -9.00 points") and la.endswith(
+        "LA (logit adjustment) ahead"
+    )
     level = figures.verdict(records, "ldam_drw")
-    assert level.startswith("does not hold: ETF + DR -1.00 points") and "two standard" in level
+    assert level.startswith("does not hold: ETF + DR -1.00 points")
+    assert level.endswith("not significant at 0.05")
+
+
+def test_a_lead_of_two_and_a_half_standard_errors_is_not_enough_with_three_seeds(grid):
+    """Welch's t-test, not a fixed count of standard errors: with 3 seeds a side its degrees of
+    freedom are few and its tails heavy."""
+    grid("etf_dr", [0.70, 0.72, 0.74])
+    grid("ce", [0.64, 0.66, 0.68])  # 6 points behind: 3.7 standard errors, p = 0.021
+    grid("la", [0.66, 0.68, 0.70])  # 4 points behind: 2.4 standard errors, p = 0.070
+    records = figures.Records(grid.folder)
+    assert figures.verdict(records, "ce").startswith("holds: ETF + DR +6.00 points")
+    la = figures.verdict(records, "la")
+    assert la.startswith("does not hold: ETF + DR +4.00 points") and "p = 0.07" in la
+
+
+def test_welch_p_matches_the_closed_form_with_two_degrees_of_freedom():
+    """Three values against three equal ones: the Welch-Satterthwaite degrees of freedom are
+    exactly 2, where Student's t has the closed form P(|T| > t) = 1 - t / sqrt(2 + t^2)."""
+    a, b = [0.70, 0.72, 0.74], [0.69, 0.69, 0.69]
+    t = 0.03 / math.sqrt(0.02**2 / 3)
+    assert figures.welch_p(a, b) == pytest.approx(1 - t / math.sqrt(2 + t * t), rel=1e-9)
+    assert figures.welch_p([0.7] * 3, [0.7] * 3) == 1.0  # no spread, equal means
+    assert figures.welch_p([0.7] * 3, [0.6] * 3) == 0.0  # no spread, different means
 
 
 def test_mixed_precisions_and_a_missing_field_are_shown(grid):
