@@ -123,6 +123,7 @@ PUBLISHED = {
     "ldam_drw": "cifar10_r100_ldam_drw",
 }
 SEEDS_WANTED = 3
+SIGNIFICANCE = 0.05  # the full-length verdicts' two-sided level (Welch's t-test)
 #: records written before summaries carried their precision and machine: what the commit that
 #: added each states (a record that has the field is never overridden)
 LEGACY_PRECISION = {  # commit 6ff46e2
@@ -548,9 +549,6 @@ def verdict(records: Records, baseline: str) -> str:
     if p < SIGNIFICANCE:
         return f"does not hold: ETF + DR {said}, {label} ahead"
     return f"does not hold: ETF + DR {said}, not significant at {SIGNIFICANCE}"
-
-
-SIGNIFICANCE = 0.05
 
 
 def welch_p(a: list[float], b: list[float]) -> float:
