@@ -64,7 +64,7 @@ DOCS = [
 #: record groups the expressions name (globs over the record names, without ``.json``)
 GROUPS = {
     # the official 200-epoch ETF + DR run, seed 0 (2-core AMD EPYC, fp32): speed.md's yardstick,
-    # a copy kept apart from the full-length grid, whose bf16 seed 0 takes the grid's name
+    # a copy kept apart from the full-length grid (whose seed 0 a bf16 rerun, --redo, replaces)
     "official": "cifar10_lt_r100_etf_dr_200ep_fp32_seed0",
     # the fast recipe (t27, 72 epochs) and its earlier 60-epoch forms, 2-core AMD EPYC, bf16
     "fast": "cifar10_lt_r100_fast_seed[0-9]",

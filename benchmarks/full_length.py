@@ -21,6 +21,11 @@ and resumed elsewhere trains its parts on different hardware; ``threads``, ``mac
     python benchmarks/full_length.py --only ce,la --seeds 0  # a part of the grid
     python benchmarks/full_length.py --pack 12 --device cuda  # the whole grid as one pack
     python benchmarks/full_length.py --save-partial          # pack unfinished runs (see below)
+    nohup python benchmarks/full_length.py --redo etf_dr:0 &  # train a run on record again
+
+A run whose record is under ``benchmarks/records/`` is never trained again (wherever it ran),
+unless ``--redo`` names it: then it is trained after the rest, and its record replaced when it
+finishes.
 
 Each run is claimed while it trains (a lock file, ``<out>/.<run>.lock``, held by the process that
 trains it), so ``--jobs N`` (N runs at a time, each in its own process with ``--threads``
@@ -80,17 +85,26 @@ def queue(
     seeds: list[int],
     out: Path | None = None,
     records: Path = RECORDS,
+    redo: set[str] | frozenset[str] | None = frozenset(),
 ) -> list[tuple[str, str, list[str], int]]:
     """(method, recipe, overrides, seed): CE and LA interleaved by seed, then the others, each
     method's seeds in turn. A run already started (a checkpoint under ``out``, or a packed
     unfinished run) comes before any new one, so that a restarted grid finishes what it holds
-    before it starts more; a run whose record already exists (the fp32 ETF + DR seed 0 of an
-    earlier grid) comes last."""
+    before it starts more. A run whose record already exists is left out, wherever it was
+    trained, unless ``redo`` names it (``run_name``'s name: it is trained again, last, and its
+    record replaced when it lands); ``redo=None`` keeps every run (the whole grid, for
+    ``--list``)."""
     chosen = [m for m in METHODS if methods is None or m[0] in methods]
     first = [m for m in chosen if m[0] in ("ce", "la")]
     rest = [m for m in chosen if m[0] not in ("ce", "la")]
     todo = [(m, r, o, s) for s in seeds for m, r, o in first]
     todo += [(m, r, o, s) for m, r, o in rest for s in seeds]
+
+    def on_record(q: tuple[str, str, list[str], int]) -> bool:
+        return (records / f"{run_name(q[0], q[3])}.json").is_file()
+
+    if redo is not None:
+        todo = [q for q in todo if not on_record(q) or run_name(q[0], q[3]) in redo]
 
     def started(name: str) -> bool:
         from ncollapse.rundir import Run
@@ -99,8 +113,7 @@ def queue(
         return held or (records / PARTIAL / f"{name}.tar.gz").is_file()
 
     def rank(q: tuple[str, str, list[str], int]) -> tuple[bool, bool]:
-        name = run_name(q[0], q[3])
-        return (records / f"{name}.json").is_file(), not started(name)
+        return on_record(q), not started(run_name(q[0], q[3]))
 
     return sorted(todo, key=rank)
 
@@ -229,6 +242,11 @@ def main(argv: list[str] | None = None) -> int:
         help="train N runs at a time, each in its own process (--threads threads each)",
     )  # fmt: skip
     p.add_argument("--save-partial", action="store_true", help="pack the unfinished runs and exit")
+    p.add_argument(
+        "--redo", default="", metavar="METHOD:SEED,...",
+        help="train these runs again although their records exist (e.g. etf_dr:0); each record "
+        "is replaced when its run finishes. Without it a run on record is never trained again",
+    )  # fmt: skip
     args = p.parse_args(argv)
     if args.jobs < 1 or args.pack < 1:
         p.error("--jobs and --pack take a number of runs, 1 or more")
@@ -239,10 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     methods = args.only.split(",") if args.only else None
     seeds = [int(s) for s in args.seeds.split(",")]
     out, records = Path(args.out), Path(args.records)
+    redo = args.redo_names = _redo_names(args.redo, p)
     if args.pack > 1 and not (args.list or args.save_partial):
-        return train_packed(queue(methods, seeds, out, records), args, out, records)
-    todo = queue(methods, seeds, out, records)
+        return train_packed(queue(methods, seeds, out, records, redo), args, out, records)
     if args.save_partial or args.list:
+        todo = queue(methods, seeds, out, records, redo=None)  # every run of the grid
         for method, _, _, seed in todo:
             name = run_name(method, seed)
             if args.save_partial:
@@ -259,7 +278,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:42s} {status:10s} {progress(out / name):16s} "
                   f"{'record written' if done else ''}".rstrip())  # fmt: skip
         return 0
-    return Grid(todo, args, out, records).run()
+    return Grid(queue(methods, seeds, out, records, redo), args, out, records).run()
+
+
+def _redo_names(spec: str, p: argparse.ArgumentParser) -> set[str]:
+    """``--redo``'s ``method:seed`` pairs as run names; a clear error for a malformed one."""
+    names = set()
+    for item in filter(None, (x.strip() for x in spec.split(","))):
+        method, _, seed = item.partition(":")
+        if method not in [m[0] for m in METHODS] or not seed.isdigit():
+            p.error(
+                f"--redo {item!r}: give METHOD:SEED, METHOD one of "
+                f"{', '.join(m[0] for m in METHODS)} (e.g. --redo etf_dr:0)"
+            )
+        names.add(run_name(method, int(seed)))
+    return names
 
 
 def progress(run_dir: Path) -> str:
@@ -361,6 +394,9 @@ class Grid:
             print(f"full_length: {name} unpacked from {records / PARTIAL}", flush=True)
         status = run.status()
         if status == "done" and (records / f"{name}.json").is_file():
+            if name in getattr(args, "redo_names", ()):
+                print(f"full_length: {run.path} is finished and on record: move it away to "
+                      "train it again", file=sys.stderr)  # fmt: skip
             return 0  # finished and on record (by another worker, or an earlier invocation)
         new = _train_command(recipe, extra, seed, out, name)
         run_keys = _run_keys(args)
@@ -479,4 +515,8 @@ def train_packed(todo: list, args: argparse.Namespace, out: Path, records: Path)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except BrokenPipeError:  # ``--list | head``: the reader stopped reading; nothing is lost
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(1) from None

@@ -177,8 +177,8 @@ def test_full_length_jobs_train_each_run_once_with_a_log_each(tmp_path, capsys):
 
 def test_full_length_queue_finishes_started_runs_before_new_ones(tmp_path):
     """The queue: CE and LA interleaved by seed, then the ETF + DR seeds, then LDAM-DRW; a run
-    with a checkpoint or a packed partial goes first (a restarted grid finishes what it holds),
-    a run already on record last."""
+    with a checkpoint or a packed partial goes first (a restarted grid finishes what it holds);
+    a run already on record is left out unless --redo names it, and then comes last."""
     fl = _load("full_length")
     out, records = tmp_path / "runs", tmp_path / "records"
     names = [fl.run_name(m, s) for m, _, _, s in fl.queue(None, [0, 1], out, records)]
@@ -195,10 +195,39 @@ def test_full_length_queue_finishes_started_runs_before_new_ones(tmp_path):
     names = [fl.run_name(m, s) for m, _, _, s in fl.queue(None, [0, 1], out, records)]
     assert names == [fl.run_name(m, s) for m, s in [
         ("la", 1), ("ldam_drw", 1), ("ce", 1), ("etf_dr", 0), ("etf_dr", 1), ("ldam_drw", 0),
-        ("ce", 0), ("la", 0),
     ]]  # fmt: skip
+    redo = {fl.run_name("la", 0)}
+    names = [fl.run_name(m, s) for m, _, _, s in fl.queue(None, [0, 1], out, records, redo)]
+    assert names[-1] == fl.run_name("la", 0) and fl.run_name("ce", 0) not in names
+    every = fl.queue(None, [0, 1], out, records, redo=None)  # --list: the whole grid
+    assert len(every) == 8 and [m for m, *_ in every[-2:]] == ["ce", "la"]
     only = fl.queue(["etf_dr"], [2], out, records)
     assert [(m, s) for m, _, _, s in only] == [("etf_dr", 2)]
+
+
+def test_full_length_never_retrains_a_run_on_record_unless_asked(tmp_path, capsys, monkeypatch):
+    """A record written elsewhere (no run directory here) is not trained again: the grid has
+    nothing to do and --list still shows the run; --redo trains it, and replaces its record;
+    a malformed --redo is a usage error naming the form."""
+    fl = _load("full_length")
+    out, records = tmp_path / "runs", tmp_path / "records"
+    name = fl.run_name("ce", 0)
+    records.mkdir()
+    (records / f"{name}.json").write_text('{"from": "another machine"}')
+    where = ["--out", str(out), "--records", str(records), "--only", "ce", "--seeds", "0"]
+    monkeypatch.setattr(fl, "METHODS", [("ce", _tiny_grid(tmp_path)[0][1], [])])  # one epoch
+    assert fl.main(where) == 0
+    assert not (out / name).exists()
+    assert json.loads((records / f"{name}.json").read_text()) == {"from": "another machine"}
+    fl.main(["--list", *where])
+    assert capsys.readouterr().out.split() == [name, "new", "record", "written"]
+    assert fl.main([*where, "--redo", "ce:0"]) == 0
+    assert json.loads((records / f"{name}.json").read_text())["epochs"] == 1  # replaced
+    for bad in ("ce", "nope:0", "ce:x"):
+        with pytest.raises(SystemExit) as stop:
+            fl.main([*where, "--redo", bad])
+        assert stop.value.code == 2
+        assert "give METHOD:SEED" in capsys.readouterr().err
 
 
 def test_full_length_skips_a_run_another_process_holds(tmp_path, capsys):
