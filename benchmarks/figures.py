@@ -627,9 +627,10 @@ def _machines(v: Values) -> str:
 
 
 def _short_machine(name: str) -> str:
-    """A CPU's model string without its trademark signs and generic words: ``"Intel(R)
-    Xeon(R) Processor"`` as ``"Intel Xeon"``."""
-    name = re.sub(r"\((R|TM|r|tm)\)", "", name)
+    """A CPU's model string without its trademark signs, generic words and core count (every
+    run here had two): ``"Intel(R) Xeon(R) Processor"`` as ``"Intel Xeon"``, the legacy
+    ``"2-core AMD EPYC"`` as the recorded ``"AMD EPYC"``."""
+    name = re.sub(r"\((R|TM|r|tm)\)|^\d+-core\s+", "", name)
     return " ".join(re.sub(r"\s+(Processor|CPU)\b", "", name).split())
 
 

@@ -254,6 +254,8 @@ def test_a_run_resumed_on_another_machine_names_each_once(grid):
         "Intel Core i7-8700 @ 3.20GHz"
     )
     assert figures._short_machine("NVIDIA H100 80GB HBM3") == "NVIDIA H100 80GB HBM3"
+    # the legacy name of a record that predates the field reads as the newer records do
+    assert figures._short_machine("2-core AMD EPYC") == "AMD EPYC"
 
 
 def test_full_length_reads_the_records_full_length_py_writes(tmp_path, grid):
