@@ -289,8 +289,14 @@ CASES: list[Case] = [
       setup=S.damage("runs/half/config.yaml", "garbage")),
     C("resume: config.yaml empty", R, "config.yaml",
       setup=S.damage("runs/half/config.yaml", "empty")),
-    C("resume: config.yaml unknown key", R, "no_such_key",
-      setup=S.file("runs/half/config.yaml", "loss: {no_such_key: 1}\n")),
+    C("resume: config.yaml unknown key", R, "no_such_key", setup=S.file(
+      "runs/half/config.yaml", "data: {}\nmodel: {}\noptim: {}\nloss: {no_such_key: 1}\n")),
+    C("resume: config.yaml without its sections", R,
+      "config.yaml is damaged (no data or model or optim section)",
+      setup=S.file("runs/half/config.yaml", "{}\n")),
+    C("evaluate: config.yaml without its data section", ["evaluate", "{ws}/runs/done"],
+      "config.yaml is damaged (no data section)",
+      setup=S.file("runs/done/config.yaml", "data: 5\nmodel: {}\noptim: {}\n")),
     C("resume: damaged data.json", R, "data.json", setup=S.damage("runs/half/data.json")),
     C("resume: data.json without class_counts", R, "data.json is damaged (no list of "
       "class_counts)", setup=S.file("runs/half/data.json", '{"classes": []}')),

@@ -32,7 +32,7 @@ from ncollapse.errors import UserError
 
 hypothesis = pytest.importorskip("hypothesis")
 st = pytest.importorskip("hypothesis.strategies")
-from hypothesis import HealthCheck, event, given, settings  # noqa: E402
+from hypothesis import HealthCheck, event, example, given, settings  # noqa: E402
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -415,6 +415,9 @@ def _raise(exc):
 
 @settings(max_examples=40, **SETTINGS)
 @given(changes=damage(), command=st.sampled_from(["resume", "analyze", "evaluate", "collect"]))
+# found by this test: a config.yaml without its sections ({}) made `evaluate` raise KeyError
+@example(changes=[("config.yaml", "value", b"{}"), ("checkpoint.pt", "bytes", b"")],
+         command="evaluate")  # fmt: skip
 def test_damaged_run_files_give_one_line_or_success(finished_run, changes, command):
     with tempfile.TemporaryDirectory() as d, pytest.MonkeyPatch.context() as mp:
         _no_training(mp)

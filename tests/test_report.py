@@ -29,7 +29,9 @@ def make_run(root, name, head="etf", loss="dr", epochs=3, seed=0):
     run.mkdir(parents=True)
     k, d = len(COUNTS), 8
     (run / "config.yaml").write_text(
-        yaml.safe_dump({"name": name, "model": {"head": head}, "loss": {"name": loss}})
+        yaml.safe_dump(
+            {"name": name, "data": {}, "model": {"head": head}, "loss": {"name": loss}, "optim": {}}
+        )
     )
     (run / "data.json").write_text(
         json.dumps(

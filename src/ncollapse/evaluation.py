@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from .composition import compose
+from .config import complete_config_dict
 from .data import load_data
 from .engine.state import resolve_device
 from .errors import UserError
@@ -58,7 +59,7 @@ def evaluate_run(
         raise UserError(f"--split takes {', '.join(SPLITS)}, got {', '.join(bad) or 'nothing'}")
     run = Run.load(run_dir)
     state = run.load_model()  # finite weights, or a one-line error before any data is loaded
-    saved = run.config_dict()
+    saved = complete_config_dict(run.config_dict())  # keys added since the run: their defaults
     trained_on = run.class_counts()
     data: dict[str, Any] = {}
     if "val" in splits and (saved["data"]["val"] == "none" or val_per_class is not None):

@@ -67,6 +67,8 @@ TB_DIR = "tb"
 
 #: what a checkpoint written by the trainer holds (a resume needs every one of them)
 CHECKPOINT_KEYS = ("epoch", "model", "optimizer", "scaler", "trainer", "rng")
+#: the sections of ``config.yaml`` that every run has written since the first version
+SECTIONS = ("data", "model", "optim")
 
 _AGAIN = "delete it to train this run again from epoch 0 with the same --resume, or start a new run"
 _CREATED: list[Run] = []  # the run directories this process made, in order (for messages)
@@ -354,6 +356,12 @@ class Run:
         if not isinstance(raw, dict):
             raise UserError(
                 f"{self.config_path} is damaged ({what}); restore it or start a new run"
+            )
+        missing = [k for k in SECTIONS if not isinstance(raw.get(k), dict)]
+        if missing:  # every run ever written has them: keys added later are filled in, not these
+            raise UserError(
+                f"{self.config_path} is damaged (no {' or '.join(missing)} section); restore it "
+                "or start a new run"
             )
         return raw
 
