@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     methods = args.only.split(",") if args.only else None
     seeds = [int(s) for s in args.seeds.split(",")]
     out, records = Path(args.out), Path(args.records)
-    redo = args.redo_names = _redo_names(args.redo, p)
+    redo = _redo_names(args.redo, p)
     if args.pack > 1 and not (args.list or args.save_partial):
         return train_packed(queue(methods, seeds, out, records, redo), args, out, records)
     if args.save_partial or args.list:
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:42s} {status:10s} {progress(out / name):16s} "
                   f"{'record written' if done else ''}".rstrip())  # fmt: skip
         return 0
-    return Grid(queue(methods, seeds, out, records, redo), args, out, records).run()
+    return Grid(queue(methods, seeds, out, records, redo), args, out, records, redo).run()
 
 
 def _redo_names(spec: str, p: argparse.ArgumentParser) -> set[str]:
@@ -339,8 +339,16 @@ def claim(out: Path, name: str) -> Iterator[bool]:
 class Grid:
     """The queue, trained by ``args.jobs`` workers: each takes the next run nobody holds."""
 
-    def __init__(self, todo: list, args: argparse.Namespace, out: Path, records: Path):
+    def __init__(
+        self,
+        todo: list,
+        args: argparse.Namespace,
+        out: Path,
+        records: Path,
+        redo: set[str] | frozenset[str] = frozenset(),
+    ):
         self.todo, self.args, self.out, self.records = todo, args, out, records
+        self.redo = redo  # runs on record that --redo asked to train again
         self.children: set[subprocess.Popen] = set()
         self.lock = threading.Lock()
         self.stopping: int | None = None  # the signal asked to stop on
@@ -394,7 +402,7 @@ class Grid:
             print(f"full_length: {name} unpacked from {records / PARTIAL}", flush=True)
         status = run.status()
         if status == "done" and (records / f"{name}.json").is_file():
-            if name in getattr(args, "redo_names", ()):
+            if name in self.redo:
                 print(f"full_length: {run.path} is finished and on record: move it away to "
                       "train it again", file=sys.stderr)  # fmt: skip
             return 0  # finished and on record (by another worker, or an earlier invocation)

@@ -223,6 +223,9 @@ def test_full_length_never_retrains_a_run_on_record_unless_asked(tmp_path, capsy
     assert capsys.readouterr().out.split() == [name, "new", "record", "written"]
     assert fl.main([*where, "--redo", "ce:0"]) == 0
     assert json.loads((records / f"{name}.json").read_text())["epochs"] == 1  # replaced
+    capsys.readouterr()
+    assert fl.main([*where, "--redo", "ce:0"]) == 0  # finished here too: kept, and said so
+    assert "is finished and on record: move it away" in capsys.readouterr().err
     for bad in ("ce", "nope:0", "ce:x"):
         with pytest.raises(SystemExit) as stop:
             fl.main([*where, "--redo", bad])
