@@ -418,6 +418,10 @@ def _raise(exc):
 # found by this test: a config.yaml without its sections ({}) made `evaluate` raise KeyError
 @example(changes=[("config.yaml", "value", b"{}"), ("checkpoint.pt", "bytes", b"")],
          command="evaluate")  # fmt: skip
+# and a metrics.jsonl record with "epoch": "" made a resume raise ValueError
+@example(changes=[("checkpoint.pt", "remove", None),
+                  ("metrics.jsonl", "value", b'{"optim": null, "data": null, "epoch": ""}')],
+         command="resume")  # fmt: skip
 def test_damaged_run_files_give_one_line_or_success(finished_run, changes, command):
     with tempfile.TemporaryDirectory() as d, pytest.MonkeyPatch.context() as mp:
         _no_training(mp)

@@ -117,13 +117,21 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
             record = json.loads(line)
         except ValueError:
             record = None
-        if isinstance(record, dict):
-            out.append(record)
-        elif i < len(lines) - 1:
+        what = None
+        if not isinstance(record, dict):
+            if i == len(lines) - 1:
+                continue  # torn by a crash while appending
+            what = "is not a JSON record"
+        elif "epoch" in record and (
+            not isinstance(record["epoch"], int) or isinstance(record["epoch"], bool)
+        ):  # every record the trainer writes counts its epoch in whole numbers
+            what = f"has epoch {record['epoch']!r}, not a whole number"
+        if what:
             raise UserError(
-                f"{p} is damaged (line {i + 1} is not a JSON record); restore it, or delete it "
+                f"{p} is damaged (line {i + 1} {what}); restore it, or delete it "
                 "and the lines after the damage (the run's history is lost with them)"
             )
+        out.append(record)
     return out
 
 
