@@ -235,8 +235,8 @@ MUTATIONS: list[Mutation] = [
       "a batch of one sample accepted (BatchNorm traceback, issue 26)"),
     # ------------------------------------------------------------ run directories
     M("metrics-torn-line-fatal", "rundir.py",
-      "        elif i < len(lines) - 1:",
-      "        else:",
+      "            if i == len(lines) - 1:",
+      "            if False:",
       (_cat("resume: torn last metrics line"),),
       "a torn last metrics line (a kill while appending) makes the run unresumable"),
     M("run-name-dotdot", "rundir.py",
